@@ -1,0 +1,76 @@
+"""Azure Functions entry points (v2 programming model). Wiring only: the work lives in monitors.
+
+A timer that finds its job already running (another instance, or the CLI) skips quietly: the
+lease in monitors.jobs.context guarantees one run at a time.
+"""
+
+import json
+
+import azure.functions as func
+
+from monitors import entry
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.function_name("config_check")
+@app.timer_trigger(arg_name="timer", schedule="%CONFIG_CHECK_SCHEDULE%", use_monitor=True)
+async def config_check(timer: func.TimerRequest) -> None:
+    await entry.run_config_check()
+
+
+@app.function_name("scan")
+@app.timer_trigger(arg_name="timer", schedule="%SCAN_SCHEDULE%", use_monitor=True)
+async def scan(timer: func.TimerRequest) -> None:
+    await entry.run_scan()
+
+
+@app.function_name("alerts")
+@app.timer_trigger(arg_name="timer", schedule="%ALERTS_SCHEDULE%", use_monitor=True)
+async def alerts(timer: func.TimerRequest) -> None:
+    await entry.run_alerts()
+
+
+@app.function_name("weekly_summary")
+@app.timer_trigger(arg_name="timer", schedule="%SUMMARY_SCHEDULE%", use_monitor=True)
+async def weekly_summary(timer: func.TimerRequest) -> None:
+    await entry.run_weekly_summary()
+
+
+@app.function_name("weekly_report")
+@app.route(route="reports/weekly", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def weekly_report(req: func.HttpRequest) -> func.HttpResponse:
+    status, body = await entry.weekly_report(req.params.get("week"))
+    mimetype = "text/html" if status == 200 else "text/plain"
+    return func.HttpResponse(body, status_code=status, mimetype=mimetype, charset="utf-8")
+
+
+@app.function_name("subscriptions")
+@app.timer_trigger(arg_name="timer", schedule="%SUBSCRIPTIONS_SCHEDULE%", use_monitor=True)
+async def subscriptions(timer: func.TimerRequest) -> None:
+    await entry.run_subscriptions()
+
+
+@app.function_name("notifications")
+@app.timer_trigger(arg_name="timer", schedule="%NOTIFICATIONS_SCHEDULE%", use_monitor=True)
+async def notifications(timer: func.TimerRequest) -> None:
+    await entry.run_notifications()
+
+
+@app.function_name("graph_notifications")
+@app.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    # Change and lifecycle notifications and the validation handshake all arrive here.
+    status, body, mimetype = await entry.graph_notifications(
+        req.params, req.headers.get("content-type"), req.get_body()
+    )
+    return func.HttpResponse(body, status_code=status, mimetype=mimetype)
+
+
+@app.function_name("health")
+@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def health(req: func.HttpRequest) -> func.HttpResponse:
+    status, body = await entry.health()
+    return func.HttpResponse(
+        json.dumps(body, indent=2), status_code=status, mimetype="application/json"
+    )

@@ -1,0 +1,335 @@
+targetScope = 'subscription'
+
+// etg-monitor on Azure Functions Flex Consumption, laid out like the Azure-Samples
+// functions-quickstart-python-azd templates: one resource group, a user-assigned managed identity
+// for everything (storage, Application Insights, Key Vault, Microsoft Graph), no keys or
+// connection strings anywhere. See infra/README.md.
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the environment, used to generate a short unique hash used in all resources.')
+param environmentName string
+
+@minLength(1)
+@description('Primary location for all resources and the Flex Consumption function app.')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+param apiServiceName string = ''
+param apiUserAssignedIdentityName string = ''
+param applicationInsightsName string = ''
+param appServicePlanName string = ''
+param keyVaultName string = ''
+param logAnalyticsName string = ''
+param resourceGroupName string = ''
+param storageAccountName string = ''
+
+@description('Object id of the person (or pipeline) deploying. Gets table access for the etg-monitor CLI and secret access in Key Vault. Leave empty to grant nothing.')
+param principalId string = ''
+
+@description('Microsoft Graph service root for the tenant\'s cloud.')
+@allowed([
+  'https://graph.microsoft.com'
+  'https://graph.microsoft.us'
+  'https://dod-graph.microsoft.us'
+  'https://microsoftgraph.chinacloudapi.cn'
+])
+param graphEndpoint string = 'https://graph.microsoft.com'
+
+@minLength(1)
+@maxLength(40)
+@description('Prefix of every table the monitor creates (letters and digits, starting with a letter).')
+param tablePrefix string = 'etg'
+
+@description('Also export the per-app and per-script device preparation reports (payload_incomplete). Needs the report export permission.')
+param detailedReports bool = false
+
+@description('With grantGraphPermissions: also grant DeviceManagementManagedDevices.ReadWrite.All, the only permission that opens the Intune report export the deployment report comes from.')
+param enableReportExport bool = true
+
+@description('Grant the Graph application permissions from this template (Microsoft Graph Bicep extension). The deployer must hold Privileged Role Administrator (or AppRoleAssignment.ReadWrite.All and Application.Read.All). Default: grant them with infra/grant-graph-permissions.ps1 or .sh instead.')
+param grantGraphPermissions bool = false
+
+@secure()
+@description('Teams Workflows webhook URL ("When a Teams webhook request is received"). Stored in Key Vault. Empty: alerts are not sent.')
+param teamsWebhookUrl string = ''
+
+@secure()
+@description('https://<app host>/api/graph/notifications?code=<function key>. Stored in Key Vault. Empty: no change-notification subscriptions are made.')
+param notificationUrl string = ''
+
+@secure()
+@description('Shared secret Graph echoes in every change notification (16 to 128 characters). azd generates it once and keeps it in the environment\'s config.json; outside azd, pass e.g. `openssl rand -hex 32`, and the same value on every deployment.')
+@metadata({
+  azd: {
+    type: 'generate'
+    config: {
+      length: 48
+      noSpecial: true
+    }
+  }
+})
+param notificationClientState string
+
+var abbrs = loadJsonContent('./abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = { 'azd-env-name': environmentName }
+var functionAppName = !empty(apiServiceName) ? apiServiceName : '${abbrs.webSitesFunctions}api-${resourceToken}'
+var deploymentStorageContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
+var effectiveStorageAccountName = !empty(storageAccountName) ? storageAccountName : '${abbrs.storageStorageAccounts}${resourceToken}'
+var tableServiceUrl = 'https://${effectiveStorageAccountName}.table.${environment().suffixes.storage}'
+
+// Organize resources in a resource group
+resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+// The one identity the function app uses: storage, Application Insights, Key Vault references
+// and Microsoft Graph (DefaultAzureCredential picks it through AZURE_CLIENT_ID).
+module apiUserAssignedIdentity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = {
+  name: 'apiUserAssignedIdentity'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: !empty(apiUserAssignedIdentityName) ? apiUserAssignedIdentityName : '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+  }
+}
+
+// Flex Consumption plan
+module appServicePlan 'br/public:avm/res/web/serverfarm:0.1.1' = {
+  name: 'appserviceplan'
+  scope: rg
+  params: {
+    name: !empty(appServicePlanName) ? appServicePlanName : '${abbrs.webServerFarms}${resourceToken}'
+    sku: {
+      name: 'FC1'
+      tier: 'FlexConsumption'
+    }
+    reserved: true
+    location: location
+    tags: tags
+  }
+}
+
+// Every setting monitors/settings.py reads, under the same name.
+// tests/unit/test_infra_settings.py fails when this list and the code disagree.
+var appSettings = {
+  // NCRONTAB schedules (UTC), resolved by the Functions host (%NAME% in function_app.py).
+  CONFIG_CHECK_SCHEDULE: '0 0 * * * *'
+  SCAN_SCHEDULE: '0 */10 * * * *'
+  ALERTS_SCHEDULE: '0 */5 * * * *'
+  SUMMARY_SCHEDULE: '0 0 7 * * 1'
+  SUBSCRIPTIONS_SCHEDULE: '0 15 * * * *'
+  NOTIFICATIONS_SCHEDULE: '0 * * * * *'
+
+  // Microsoft Graph, as the user-assigned identity.
+  ETG_GRAPH_ENDPOINT: graphEndpoint
+  ETG_GRAPH_CREDENTIAL: 'default'
+  AZURE_CLIENT_ID: apiUserAssignedIdentity.outputs.clientId
+  ETG_GRAPH_CONCURRENCY: '8'
+  ETG_GRAPH_MAX_RETRIES: '8'
+  ETG_GRAPH_TIMEOUT_SECONDS: '30'
+  ETG_GRAPH_RETRY_BUDGET_SECONDS: '120'
+
+  // State: identity-based Table Storage; no connection string.
+  ETG_STORAGE_TABLE_URL: tableServiceUrl
+  ETG_STORAGE_CONNECTION: ''
+  ETG_TABLE_PREFIX: tablePrefix
+
+  // Scan
+  ETG_SCAN_LOOKBACK_HOURS: '168'
+  ETG_AUDIT_LATENCY_MINUTES: '60'
+  ETG_STUCK_GRACE_MINUTES: '30'
+  ETG_DETAILED_REPORTS: detailedReports ? 'true' : 'false'
+
+  // Teams alerts. The webhook URL carries a sig= secret: Key Vault reference only.
+  ETG_TEAMS_WEBHOOK_URL: !empty(teamsWebhookUrl) ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.teamsWebhookSecretUri})' : ''
+  ETG_ALERT_DIGEST_THRESHOLD: '5'
+  ETG_ALERT_MAX_AGE_HOURS: '24'
+
+  // Graph change notifications. The URL carries a function key: Key Vault reference only.
+  ETG_NOTIFICATION_URL: !empty(notificationUrl) ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.notificationUrlSecretUri})' : ''
+  ETG_CLIENT_STATE: !empty(notificationClientState) ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.notificationClientStateSecretUri})' : ''
+  ETG_TENANT_ID: tenant().tenantId // notifications from any other tenant are refused
+
+  // structlog JSON lines: one object per line in Application Insights traces.
+  ETG_LOG_FORMAT: 'json'
+}
+
+module api './app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.name
+    appServicePlanId: appServicePlan.outputs.resourceId
+    runtimeName: 'python'
+    runtimeVersion: '3.11'
+    storageAccountName: storage.outputs.name
+    enableBlob: storageEndpointConfig.enableBlob
+    enableQueue: storageEndpointConfig.enableQueue
+    enableTable: storageEndpointConfig.enableTable
+    deploymentStorageContainerName: deploymentStorageContainerName
+    identityId: apiUserAssignedIdentity.outputs.resourceId
+    identityClientId: apiUserAssignedIdentity.outputs.clientId
+    appSettings: appSettings
+  }
+  // Key Vault references resolve when the app starts: the identity's roles must exist first.
+  dependsOn: [
+    rbac
+  ]
+}
+
+// Storage: the deployment package, the Functions host (timer locks) and the monitor's tables.
+module storage 'br/public:avm/res/storage/storage-account:0.8.3' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: effectiveStorageAccountName
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false // identity only: no account keys, no SAS
+    dnsEndpointType: 'Standard'
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+    blobServices: {
+      containers: [{name: deploymentStorageContainerName}]
+    }
+    minimumTlsVersion: 'TLS1_2'
+    location: location
+    tags: tags
+  }
+}
+
+// Which storage services the app reaches, and so which data roles the identity gets.
+var storageEndpointConfig = {
+  enableBlob: true // deployment package, host storage, timer trigger locks
+  enableQueue: false // no queue triggers or outputs in this app
+  enableTable: true // the monitor's state (anomalies, runs, deployments, ...)
+  allowUserIdentityPrincipal: true // the deployer may run the etg-monitor CLI against the same tables
+}
+
+// Key Vault (RBAC mode) for the three secrets.
+module keyVault './app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: !empty(keyVaultName) ? keyVaultName : '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+    teamsWebhookUrl: teamsWebhookUrl
+    notificationUrl: notificationUrl
+    notificationClientState: notificationClientState
+  }
+}
+
+// Consolidated role assignments
+module rbac './app/rbac.bicep' = {
+  name: 'rbacAssignments'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    appInsightsName: monitoring.outputs.name
+    keyVaultName: keyVault.outputs.name
+    managedIdentityPrincipalId: apiUserAssignedIdentity.outputs.principalId
+    userIdentityPrincipalId: principalId
+    enableBlob: storageEndpointConfig.enableBlob
+    enableQueue: storageEndpointConfig.enableQueue
+    enableTable: storageEndpointConfig.enableTable
+    allowUserIdentityPrincipal: storageEndpointConfig.allowUserIdentityPrincipal
+  }
+}
+
+// Microsoft Graph application permissions for the identity (optional; see parameter).
+module graphPermissions './app/graph-permissions.bicep' = if (grantGraphPermissions) {
+  name: 'graphPermissions'
+  scope: rg
+  params: {
+    principalId: apiUserAssignedIdentity.outputs.principalId
+    enableReportExport: enableReportExport
+  }
+}
+
+// Monitor application with Azure Monitor - Log Analytics and Application Insights
+module logAnalytics 'br/public:avm/res/operational-insights/workspace:0.11.1' = {
+  name: '${uniqueString(deployment().name, location)}-loganalytics'
+  scope: rg
+  params: {
+    name: !empty(logAnalyticsName) ? logAnalyticsName : '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    location: location
+    tags: tags
+    dataRetention: 30
+  }
+}
+
+module monitoring 'br/public:avm/res/insights/component:0.6.0' = {
+  name: '${uniqueString(deployment().name, location)}-appinsights'
+  scope: rg
+  params: {
+    name: !empty(applicationInsightsName) ? applicationInsightsName : '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+    workspaceResourceId: logAnalytics.outputs.resourceId
+    disableLocalAuth: true // telemetry only with Entra ID (APPLICATIONINSIGHTS_AUTHENTICATION_STRING)
+  }
+}
+
+// Outputs land in the azd environment (azd env get-values).
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output SERVICE_API_NAME string = api.outputs.SERVICE_API_NAME
+output AZURE_FUNCTION_NAME string = api.outputs.SERVICE_API_NAME
+output SERVICE_API_URI string = api.outputs.SERVICE_API_URI
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = apiUserAssignedIdentity.outputs.clientId
+output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = apiUserAssignedIdentity.outputs.principalId
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.name
+output GRAPH_PERMISSIONS_GRANTED_BY_TEMPLATE bool = grantGraphPermissions
+// For running the etg-monitor CLI locally against the same tables.
+output ETG_STORAGE_TABLE_URL string = tableServiceUrl
+output ETG_TABLE_PREFIX string = tablePrefix

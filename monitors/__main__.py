@@ -1,0 +1,3 @@
+from monitors.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""How alerts leave: Adaptive Cards for Teams, an outbox in Table Storage, and a dispatcher."""

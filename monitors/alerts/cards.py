@@ -1,0 +1,284 @@
+"""Adaptive Cards for Teams Workflows webhooks. Pure: anomaly data in, message JSON out.
+
+On-call reads these at 3 a.m. on a phone: the first lines say what broke and where, the facts
+give the evidence, and the buttons open the device and the group in the admin centers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from monitors.models import JSON
+from monitors.rules.kinds import KINDS
+
+CARD_VERSION = "1.4"
+SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
+MAX_MESSAGE_BYTES = 24 * 1024  # Teams rejects around 28 KB; stay clear of it
+DIGEST_LIST = 8
+
+# What on-call reads first, in the notification preview.
+HEADLINES = {
+    "etg_missing": "Device not in its ETG",
+    "etg_late": "Device joined its ETG late",
+    "etg_removed": "Device removed from its ETG",
+    "deployment_failed": "Device preparation failed",
+    "deployment_stuck": "Device preparation stuck",
+    "payload_incomplete": "Apps or scripts skipped or failed",
+    "etg_not_configured": "Policy has no ETG",
+    "etg_invalid_group": "ETG unusable",
+    "etg_owner_missing": "ETG owner missing",
+    "provisioning_client_missing": "Intune Provisioning Client missing",
+    "monitor_job_failing": "etg-monitor job failing",
+}
+
+_PORTALS = {
+    "graph.microsoft.com": ("https://intune.microsoft.com", "https://entra.microsoft.com"),
+    "graph.microsoft.us": ("https://intune.microsoft.us", "https://entra.microsoft.us"),
+    "dod-graph.microsoft.us": ("https://intune.microsoft.us", "https://entra.microsoft.us"),
+    "microsoftgraph.chinacloudapi.cn": (
+        "https://intune.microsoft.cn",
+        "https://entra.microsoft.cn",
+    ),
+}
+
+
+def portals(graph_endpoint: str) -> tuple[str, str]:
+    """Intune and Entra admin center roots for the cloud the monitor watches."""
+    host = urlsplit(graph_endpoint).hostname or ""
+    return _PORTALS.get(host, _PORTALS["graph.microsoft.com"])
+
+
+def device_url(graph_endpoint: str, managed_device_id: str) -> str:
+    intune, _ = portals(graph_endpoint)
+    return (
+        f"{intune}/#view/Microsoft_Intune_Devices/DeviceSettingsMenuBlade/~/overview/"
+        f"mdmDeviceId/{managed_device_id}"
+    )
+
+
+def group_url(graph_endpoint: str, group_id: str) -> str:
+    _, entra = portals(graph_endpoint)
+    return f"{entra}/#view/Microsoft_AAD_IAM/GroupDetailsMenuBlade/~/Overview/groupId/{group_id}"
+
+
+def policies_url(graph_endpoint: str) -> str:
+    intune, _ = portals(graph_endpoint)
+    return f"{intune}/#view/Microsoft_Intune_DeviceSettings/DevicesWindowsMenu/~/windowsEnrollment"
+
+
+def message(card: dict[str, JSON]) -> dict[str, JSON]:
+    """The envelope a Teams Workflows 'When a Teams webhook request is received' trigger takes."""
+    return {
+        "type": "message",
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": card,
+            }
+        ],
+    }
+
+
+def size_of(payload: Mapping[str, Any]) -> int:
+    return len(json.dumps(payload, separators=(",", ":")).encode())
+
+
+def _card(body: list[dict[str, JSON]], actions: list[dict[str, JSON]]) -> dict[str, JSON]:
+    return {
+        "$schema": SCHEMA,
+        "type": "AdaptiveCard",
+        "version": CARD_VERSION,
+        "msteams": {"width": "Full"},
+        "body": body,
+        "actions": actions,
+    }
+
+
+def _text(text: str, **style: JSON) -> dict[str, JSON]:
+    return {"type": "TextBlock", "text": text, "wrap": True, **style}
+
+
+def _facts(pairs: Sequence[tuple[str, str]]) -> dict[str, JSON]:
+    return {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in pairs if v]}
+
+
+def _link(title: str, url: str) -> dict[str, JSON]:
+    return {"type": "Action.OpenUrl", "title": title, "url": url}
+
+
+def _evidence_time(evidence: Mapping[str, Any], key: str) -> str | None:
+    value = evidence.get(key)
+    if isinstance(value, Mapping):
+        value = value.get("value") or value.get("at")
+    return str(value) if value else None
+
+
+def anomaly_card(anomaly: Mapping[str, Any], change: str, graph_endpoint: str) -> dict[str, JSON]:
+    """One anomaly opening or resolving. ``anomaly`` is Anomaly.to_json()."""
+    kind = KINDS.get(str(anomaly.get("kind")))
+    title = HEADLINES.get(str(anomaly.get("kind")), kind.title if kind else "Anomaly")
+    resolved = change == "resolved"
+    where = (
+        anomaly.get("device_name")
+        or anomaly.get("policy_name")
+        or anomaly.get("job")
+        or "the tenant"
+    )
+    evidence = anomaly.get("evidence") or {}
+    join = evidence.get("join") or evidence.get("late_join")
+    joined_at = join.get("at") if isinstance(join, Mapping) else None
+    facts = [
+        ("Device", str(anomaly.get("device_name") or "")),
+        ("Serial", str(anomaly.get("serial_number") or "")),
+        ("User", str(anomaly.get("user_principal_name") or "")),
+        ("Policy", str(anomaly.get("policy_name") or anomaly.get("policy_id") or "")),
+        ("ETG", str(anomaly.get("group_id") or "")),
+    ]
+    if anomaly.get("scope") == "device":
+        facts += [
+            ("Enrolled", _evidence_time(evidence, "enrolled_at") or ""),
+            ("Provisioning completed", str(evidence.get("provisioning_completed_at") or "")),
+            ("Joined ETG", str(joined_at or "never")),
+        ]
+        if evidence.get("gap_seconds") is not None:
+            facts.append(
+                (
+                    "Late by",
+                    f"{int(evidence['gap_seconds']) // 60} min "
+                    f"{int(evidence['gap_seconds']) % 60} s",
+                )
+            )
+    facts.append(("First seen", str(anomaly.get("first_seen") or "")))
+    body: list[dict[str, JSON]] = [
+        _text(
+            ("Resolved: " if resolved else "") + f"{title}: {where}",
+            size="Large",
+            weight="Bolder",
+            color="Good" if resolved else "Attention",
+        ),
+        _text(str(anomaly.get("explanation") or "")),
+        _facts(facts),
+    ]
+    if resolved:
+        history = anomaly.get("history") or []
+        why = history[-1].get("why") if history and isinstance(history[-1], Mapping) else None
+        body.append(
+            _text(f"Why it resolved: {why or 'the condition no longer holds'}", isSubtle=True)
+        )
+    else:
+        if kind:
+            body.append(_text(f"What it means: {kind.impact}"))
+        body.append(
+            _text(
+                f"What to do: {anomaly.get('fix') or (kind.fix if kind else '')}", weight="Bolder"
+            )
+        )
+        if anomaly.get("scope") in ("policy", "tenant"):
+            body.append(
+                _text(
+                    "This is a policy-level problem: every enrollment with this "
+                    "policy is affected until it is fixed.",
+                    color="Attention",
+                )
+            )
+    actions = []
+    if anomaly.get("managed_device_id"):
+        actions.append(
+            _link(
+                "Open device in Intune",
+                device_url(graph_endpoint, str(anomaly["managed_device_id"])),
+            )
+        )
+    if anomaly.get("group_id"):
+        actions.append(
+            _link("Open ETG in Entra", group_url(graph_endpoint, str(anomaly["group_id"])))
+        )
+    if anomaly.get("scope") in ("policy", "tenant"):
+        actions.append(_link("Device preparation policies", policies_url(graph_endpoint)))
+    return fit(_card(body, actions))
+
+
+def digest_card(
+    anomalies: Sequence[Mapping[str, Any]], change: str, graph_endpoint: str
+) -> dict[str, JSON]:
+    """One card for many anomalies from one run, so a bad hour is one message, not fifty."""
+    resolved = change == "resolved"
+    ordered = sorted(anomalies, key=lambda a: (a.get("scope") == "device", a.get("kind", "")))
+    by_kind = Counter(str(a.get("kind")) for a in ordered)
+    by_policy = Counter(str(a.get("policy_name") or "(no policy)") for a in ordered)
+    verb = "resolved" if resolved else "opened"
+    body: list[dict[str, JSON]] = [
+        _text(
+            f"{len(ordered)} ETG anomalies {verb}",
+            size="Large",
+            weight="Bolder",
+            color="Good" if resolved else "Attention",
+        ),
+    ]
+    policy_level = [a for a in ordered if a.get("scope") in ("policy", "tenant")]
+    if policy_level and not resolved:
+        body.append(
+            _text(
+                "Policy-level problems first: each one breaks every enrollment after it.",
+                weight="Bolder",
+                color="Attention",
+            )
+        )
+        body += [_text(f"- {a.get('explanation')}") for a in policy_level[:DIGEST_LIST]]
+    body.append(_text("By kind", weight="Bolder"))
+    body.append(_facts([(k, str(n)) for k, n in by_kind.most_common()]))
+    body.append(_text("By policy", weight="Bolder"))
+    body.append(_facts([(k, str(n)) for k, n in by_policy.most_common(10)]))
+    devices = [a for a in ordered if a.get("scope") == "device"]
+    if devices:
+        body.append(_text("First devices", weight="Bolder"))
+        body.append(
+            _facts(
+                [
+                    (
+                        str(a.get("device_name") or a.get("managed_device_id")),
+                        f"{a.get('kind')} · {a.get('user_principal_name') or ''}",
+                    )
+                    for a in devices[:DIGEST_LIST]
+                ]
+            )
+        )
+    rest = len(ordered) - min(len(devices), DIGEST_LIST) - len(policy_level[:DIGEST_LIST])
+    if rest > 0:
+        body.append(
+            _text(
+                f"...and {rest} more. See them all with `etg-monitor anomalies "
+                f"--status {'resolved' if resolved else 'open'}` or the weekly report.",
+                isSubtle=True,
+            )
+        )
+    return fit(_card(body, [_link("Device preparation policies", policies_url(graph_endpoint))]))
+
+
+def fit(card: dict[str, JSON]) -> dict[str, JSON]:
+    """Trim a card until its message fits Teams' size limit: shorten, then drop, body blocks
+    from the end; the title and the first facts always survive."""
+    if size_of(message(card)) <= MAX_MESSAGE_BYTES:
+        return card
+    body = list(card["body"])
+    for block in body:
+        if block.get("type") == "TextBlock" and len(str(block.get("text", ""))) > 600:
+            block["text"] = str(block["text"])[:600] + "..."
+        if block.get("type") == "FactSet":
+            block["facts"] = [
+                {"title": str(f["title"])[:80], "value": str(f["value"])[:200]}
+                for f in block["facts"]
+            ][:40]
+    trimmed = {**card, "body": body}
+    while size_of(message(trimmed)) > MAX_MESSAGE_BYTES and len(body) > 2:
+        body.pop()
+        trimmed = {
+            **card,
+            "body": [*body, _text("(trimmed to fit Teams' size limit)", isSubtle=True)],
+        }
+    return trimmed

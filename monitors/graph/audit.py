@@ -1,0 +1,105 @@
+"""Entra directory audit: when devices were added to and removed from ETGs (v1.0)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from monitors.graph.client import GraphClient
+from monitors.graph.reports import parse_report_time
+from monitors.models import (
+    PROVISIONING_CLIENT_APP_ID,
+    PROVISIONING_CLIENT_NAMES,
+    MembershipEvent,
+    MembershipOp,
+)
+
+ADD = "Add member to group"
+REMOVE = "Remove member from group"
+_PC_NAMES = {n.lower() for n in PROVISIONING_CLIENT_NAMES}
+
+
+def _unquote(value: Any) -> str | None:
+    """modifiedProperties values are JSON-encoded strings ("\\"<guid>\\"")."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        decoded = json.loads(value)
+    except json.JSONDecodeError:
+        decoded = value
+    if isinstance(decoded, list) and decoded:
+        decoded = decoded[0]
+    return decoded.strip().strip('"').lower() if isinstance(decoded, str) else None
+
+
+def parse_audit_event(item: Mapping[str, Any]) -> MembershipEvent | None:
+    """A membership event, or None for any other or unreadable audit record."""
+    activity = item.get("activityDisplayName")
+    op = (
+        MembershipOp.ADD if activity == ADD else MembershipOp.REMOVE if activity == REMOVE else None
+    )
+    event_id, when = item.get("id"), item.get("activityDateTime")
+    if op is None or not isinstance(event_id, str) or not isinstance(when, str):
+        return None
+    if str(item.get("result") or "success").lower() not in ("success", ""):
+        return None
+    device = group = None
+    targets = item.get("targetResources")
+    for target in targets if isinstance(targets, list) else ():
+        if not isinstance(target, Mapping):
+            continue
+        kind = str(target.get("type") or "").lower()
+        if kind == "device" and isinstance(target.get("id"), str):
+            device = target["id"].lower()
+            for prop in target.get("modifiedProperties") or ():
+                if isinstance(prop, Mapping) and prop.get("displayName") == "Group.ObjectID":
+                    group = (
+                        _unquote(
+                            prop.get("newValue") if op is MembershipOp.ADD else prop.get("oldValue")
+                        )
+                        or group
+                    )
+        elif kind == "group" and isinstance(target.get("id"), str) and group is None:
+            group = target["id"].lower()
+    if device is None or group is None:
+        return None
+    try:
+        at = parse_report_time(when)
+    except ValueError:
+        return None
+    initiated = item.get("initiatedBy")
+    initiated = initiated if isinstance(initiated, Mapping) else {}
+    app, user = initiated.get("app"), initiated.get("user")
+    actor = None
+    by_pc = False
+    if isinstance(app, Mapping) and app:
+        app_id = str(app.get("appId") or "").lower()
+        name = str(app.get("displayName") or "")
+        by_pc = app_id == PROVISIONING_CLIENT_APP_ID or name.lower() in _PC_NAMES
+        actor = name or app_id or None
+    elif isinstance(user, Mapping) and user:
+        actor = str(user.get("userPrincipalName") or user.get("id") or "") or None
+    return MembershipEvent(op, group, device, at, True, f"audit:{event_id}", event_id, actor, by_pc)
+
+
+async def membership_events(
+    graph: GraphClient, group_id: str, since: datetime
+) -> list[MembershipEvent]:
+    """Adds and removals for one group since ``since``, oldest first, unique by event id."""
+    url = graph.v1(
+        "auditLogs/directoryAudits",
+        **{
+            "$filter": f"activityDateTime ge {since:%Y-%m-%dT%H:%M:%SZ} and "
+            f"targetResources/any(t:t/id eq '{group_id}')",
+            "$top": "999",
+        },
+    )
+    events: dict[str, MembershipEvent] = {}
+    async for page in graph.pages(url):
+        for item in page:
+            event = parse_audit_event(item)
+            if event is not None and event.group_id == group_id.lower() and event.at >= since:
+                events.setdefault(event.event_id, event)
+    return sorted(events.values(), key=lambda e: (e.at, e.event_id))

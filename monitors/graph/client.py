@@ -1,0 +1,210 @@
+"""The monitor's Graph client: msgraph-sdk's request adapter with a bounded retry budget.
+
+The v1.0 surface is used through the typed SDK; the few beta endpoints (device preparation
+policies, report exports) are sent as RequestInformation through the same adapter, so auth,
+retries, redirects and error parsing are shared without pulling in the large beta SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+from kiota_abstractions.authentication import (
+    AnonymousAuthenticationProvider,
+    AuthenticationProvider,
+)
+from kiota_abstractions.method import Method
+from kiota_abstractions.request_information import RequestInformation
+from kiota_http.kiota_client_factory import KiotaClientFactory
+from kiota_http.middleware import RetryHandler
+from kiota_http.middleware.middleware import BaseMiddleware
+from kiota_http.middleware.options import RetryHandlerOption
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph.graph_service_client import GraphServiceClient
+from msgraph_core import GraphClientFactory
+
+from monitors.aio import OwnedResources
+from monitors.graph.errors import MalformedResponse
+from monitors.settings import Settings
+
+ERROR_MAP: dict[str, Any] = {"XXX": ODataError}
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_QUOTED = re.compile(r"\('[^']*'\)")
+
+
+def endpoint_name(method: str, url: str) -> str:
+    """A stable label for counting requests: ids and query strings removed."""
+    path = urlsplit(url).path
+    path = _QUOTED.sub("({id})", _GUID.sub("{id}", path))
+    return f"{method} {path}"
+
+
+class RetryBudget:
+    """Total seconds a client may spend waiting on retries, across all its requests.
+
+    The SDK's retry handler honours Retry-After without a cap; a throttled tenant could keep one
+    run waiting for many minutes. Once the budget is spent, errors surface and become
+    unverified facts, re-checked next run.
+    """
+
+    def __init__(self, seconds: float, max_single_wait: float) -> None:
+        self.remaining = seconds
+        self.max_single_wait = max_single_wait
+
+
+class BoundedRetryHandler(RetryHandler):
+    def __init__(self, options: RetryHandlerOption, budget: RetryBudget) -> None:
+        super().__init__(options)
+        self._budget = budget
+
+    def get_delay_time(
+        self, retry_count: int, response: httpx.Response | None = None, delay: float = 0
+    ) -> float:
+        wanted = float(super().get_delay_time(retry_count, response, delay))
+        wait = min(wanted, self._budget.max_single_wait)
+        if wait > self._budget.remaining:
+            return float(RetryHandlerOption.MAX_DELAY)  # the handler reads this as "stop"
+        self._budget.remaining -= wait
+        return wait
+
+
+class RequestCounter(BaseMiddleware):
+    """Counts every request that reaches the wire, retries included."""
+
+    def __init__(self, counts: Counter[str]) -> None:
+        super().__init__()
+        self.counts = counts
+
+    async def send(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> Any:
+        self.counts[endpoint_name(request.method, str(request.url))] += 1
+        return await super().send(request, transport)
+
+
+def _auth_provider(settings: Settings, credential: Any) -> AuthenticationProvider:
+    if settings.graph_credential == "none":
+        return AnonymousAuthenticationProvider()
+    from kiota_authentication_azure.azure_identity_authentication_provider import (
+        AzureIdentityAuthenticationProvider,
+    )
+
+    host = urlsplit(settings.graph_endpoint).hostname or ""
+    return AzureIdentityAuthenticationProvider(
+        credential, scopes=[settings.graph_scope], allowed_hosts=[host]
+    )
+
+
+class GraphClient(OwnedResources):
+    """One per job run. Owns its HTTP connections and credential; use as an async context."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        credential: Any = None,
+        retry_budget_seconds: float = 120.0,
+        max_single_wait: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.counts: Counter[str] = Counter()
+        self._owned_credential = None
+        if settings.graph_credential == "default" and credential is None:
+            from azure.identity.aio import DefaultAzureCredential
+
+            credential = self._owned_credential = DefaultAzureCredential()
+        self.budget = RetryBudget(retry_budget_seconds, max_single_wait)
+        middleware = KiotaClientFactory.get_default_middleware(None)
+        retry_option = RetryHandlerOption(delay=0.5, max_retries=settings.graph_max_retries)
+        middleware = [
+            BoundedRetryHandler(retry_option, self.budget) if isinstance(m, RetryHandler) else m
+            for m in middleware
+        ]
+        middleware.append(RequestCounter(self.counts))
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.graph_timeout_seconds, connect=10.0),
+            limits=httpx.Limits(max_connections=settings.graph_concurrency * 2),
+        )
+        self._http = GraphClientFactory.create_with_custom_middleware(middleware, client=http)
+        self.adapter = GraphRequestAdapter(_auth_provider(settings, credential), client=self._http)
+        self.adapter.base_url = settings.graph_v1
+        self.sdk = GraphServiceClient(request_adapter=self.adapter)
+        self._slots = asyncio.Semaphore(settings.graph_concurrency)
+
+    async def _close_resource(self) -> None:
+        await self._http.aclose()
+
+    @property
+    def request_count(self) -> int:
+        return sum(self.counts.values())
+
+    def v1(self, path: str, **params: str) -> str:
+        return self._url(self.settings.graph_v1, path, params)
+
+    def beta(self, path: str, **params: str) -> str:
+        return self._url(self.settings.graph_beta, path, params)
+
+    @staticmethod
+    def _url(root: str, path: str, params: dict[str, str]) -> str:
+        url = f"{root}/{path.lstrip('/')}"
+        if params:
+            query = "&".join(f"{k}={quote(v, safe=',()/:')}" for k, v in params.items())
+            url = f"{url}?{query}"
+        return url
+
+    async def typed(self, call: Any) -> Any:
+        """Run a typed SDK call within the concurrency limit."""
+        async with self._slots:
+            return await call
+
+    async def request(self, method: str, url: str, body: Any = None) -> Any:
+        """Send a raw request through the SDK adapter; returns parsed JSON (None when empty)."""
+        info = RequestInformation()
+        info.http_method = Method(method)
+        info.url = url
+        info.headers.try_add("Accept", "application/json")
+        if body is not None:
+            info.set_stream_content(json.dumps(body).encode(), "application/json")
+        async with self._slots:
+            raw = await self.adapter.send_primitive_async(info, "bytes", ERROR_MAP)
+        if not raw:
+            return None
+        return json.loads(raw)
+
+    async def download(self, url: str) -> bytes:
+        """Fetch a pre-signed URL (report zips) through the SDK pipeline, so it is retried like
+        any call. The auth provider only sends tokens to the Graph host: none reaches storage."""
+        info = RequestInformation()
+        info.http_method = Method.GET
+        info.url = url
+        async with self._slots:
+            raw = await self.adapter.send_primitive_async(info, "bytes", ERROR_MAP)
+        return bytes(raw or b"")
+
+    async def get(self, url: str) -> dict[str, Any]:
+        data = await self.request("GET", url)
+        if not isinstance(data, dict):
+            raise MalformedResponse(f"expected a JSON object from {endpoint_name('GET', url)}")
+        return data
+
+    async def pages(self, url: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """Yield each page's ``value`` list, following absolute nextLinks to the end."""
+        next_url: str | None = url
+        seen: set[str] = set()
+        while next_url:
+            if next_url in seen:
+                raise MalformedResponse("Graph returned a nextLink loop")
+            seen.add(next_url)
+            page = await self.get(next_url)
+            items = page.get("value")
+            if not isinstance(items, list):
+                raise MalformedResponse(f"page without a value list: {endpoint_name('GET', url)}")
+            yield [item for item in items if isinstance(item, dict)]
+            link = page.get("@odata.nextLink")
+            next_url = link if isinstance(link, str) and link else None

@@ -1,0 +1,112 @@
+"""Entra directory reads for the ETG health check, through the typed msgraph-sdk (v1.0)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from msgraph.generated.groups.item.group_item_request_builder import GroupItemRequestBuilder
+from msgraph.generated.groups.item.owners.owners_request_builder import OwnersRequestBuilder
+from msgraph.generated.service_principals.service_principals_request_builder import (
+    ServicePrincipalsRequestBuilder,
+)
+
+from monitors.graph import permissions
+from monitors.graph.client import GraphClient
+from monitors.graph.errors import GRAPH_ERRORS, attempt, status_of, unverified
+from monitors.models import (
+    PROVISIONING_CLIENT_APP_ID,
+    Group,
+    GroupNotFound,
+    Owner,
+    ProvisioningClient,
+    Unverified,
+    UnverifiedReason,
+)
+
+GROUP_SOURCE = "GET /v1.0/groups/{id}"
+OWNERS_SOURCE = "GET /v1.0/groups/{id}/owners"
+SP_SOURCE = "GET /v1.0/servicePrincipals?$filter=appId eq '{provisioning client}'"
+
+_GROUP_FIELDS = [
+    "id",
+    "displayName",
+    "securityEnabled",
+    "mailEnabled",
+    "groupTypes",
+    "isAssignableToRole",
+    "membershipRule",
+]
+
+
+async def read_group(graph: GraphClient, group_id: str) -> Group | GroupNotFound | Unverified:
+    config = RequestConfiguration(
+        query_parameters=GroupItemRequestBuilder.GroupItemRequestBuilderGetQueryParameters(
+            select=_GROUP_FIELDS
+        )
+    )
+    try:
+        group = await graph.typed(graph.sdk.groups.by_group_id(group_id).get(config))
+    except GRAPH_ERRORS as exc:
+        if status_of(exc) == 404:
+            return GroupNotFound(group_id, GROUP_SOURCE)
+        return unverified(exc, GROUP_SOURCE, permissions.GROUP_READ)
+    if group is None or not group.id:
+        return Unverified(GROUP_SOURCE, UnverifiedReason.MALFORMED, "empty group response")
+    return Group(
+        id=group.id,
+        display_name=group.display_name or group.id,
+        security_enabled=bool(group.security_enabled),
+        mail_enabled=bool(group.mail_enabled),
+        group_types=tuple(group.group_types or ()),
+        is_assignable_to_role=bool(group.is_assignable_to_role),
+        membership_rule=group.membership_rule,
+    )
+
+
+def _owner(obj: Any) -> Owner:
+    return Owner(
+        id=str(obj.id),
+        odata_type=str(obj.odata_type or ""),
+        display_name=getattr(obj, "display_name", None),
+        app_id=getattr(obj, "app_id", None),
+    )
+
+
+async def _all_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ...]:
+    builder = graph.sdk.groups.by_group_id(group_id).owners
+    config = RequestConfiguration(
+        query_parameters=OwnersRequestBuilder.OwnersRequestBuilderGetQueryParameters(top=999)
+    )
+    page = await graph.typed(builder.get(config))
+    owners: list[Owner] = []
+    while page is not None:
+        owners.extend(_owner(o) for o in page.value or () if o is not None and o.id)
+        if not page.odata_next_link:
+            break
+        page = await graph.typed(builder.with_url(page.odata_next_link).get())
+    return tuple(owners)
+
+
+async def read_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ...] | Unverified:
+    return await attempt(_all_owners(graph, group_id), OWNERS_SOURCE, permissions.GROUP_READ)
+
+
+async def _find_provisioning_client(graph: GraphClient) -> ProvisioningClient:
+    config = RequestConfiguration(
+        query_parameters=ServicePrincipalsRequestBuilder.ServicePrincipalsRequestBuilderGetQueryParameters(
+            filter=f"appId eq '{PROVISIONING_CLIENT_APP_ID}'",
+            select=["id", "appId", "displayName"],
+        )
+    )
+    result = await graph.typed(graph.sdk.service_principals.get(config))
+    for sp in (result.value if result else None) or ():
+        if sp.id and str(sp.app_id or "").lower() == PROVISIONING_CLIENT_APP_ID:
+            return ProvisioningClient(object_id=sp.id, display_name=sp.display_name)
+    return ProvisioningClient(object_id=None)
+
+
+async def find_provisioning_client(graph: GraphClient) -> ProvisioningClient | Unverified:
+    return await attempt(
+        _find_provisioning_client(graph), SP_SOURCE, permissions.SERVICE_PRINCIPALS
+    )

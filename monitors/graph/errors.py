@@ -1,0 +1,91 @@
+"""Turning Graph failures into ``Unverified`` facts that name the permission involved."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import httpx
+from kiota_abstractions.api_error import APIError
+
+from monitors.models import Unverified, UnverifiedReason
+
+T = TypeVar("T")
+
+
+class MalformedResponse(ValueError):
+    """Graph answered, but not in a shape the monitor understands."""
+
+
+class GraphCallError(Exception):
+    def __init__(self, status: int | None, code: str | None, message: str) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+def status_of(exc: BaseException) -> int | None:
+    if isinstance(exc, GraphCallError):
+        return exc.status
+    if isinstance(exc, APIError):
+        return exc.response_status_code
+    return None
+
+
+def error_code(exc: BaseException) -> str | None:
+    if isinstance(exc, GraphCallError):
+        return exc.code
+    err = getattr(exc, "error", None)
+    code = getattr(err, "code", None)
+    return code if isinstance(code, str) else None
+
+
+def _message(exc: BaseException) -> str:
+    err = getattr(exc, "error", None)
+    message = getattr(err, "message", None)
+    text = message if isinstance(message, str) and message else str(exc) or type(exc).__name__
+    return text[:300]
+
+
+def classify(exc: BaseException) -> UnverifiedReason:
+    status = status_of(exc)
+    if isinstance(exc, MalformedResponse | json.JSONDecodeError | UnicodeDecodeError):
+        return UnverifiedReason.MALFORMED
+    if status in (401, 403):
+        return UnverifiedReason.FORBIDDEN
+    if status in (429, 503, 504):
+        return UnverifiedReason.THROTTLED
+    if status is not None and 400 <= status < 500:
+        return UnverifiedReason.REJECTED
+    return UnverifiedReason.UNAVAILABLE
+
+
+GRAPH_ERRORS: tuple[type[BaseException], ...] = (
+    APIError,
+    GraphCallError,
+    httpx.HTTPError,
+    MalformedResponse,
+    json.JSONDecodeError,
+    UnicodeDecodeError,
+    TimeoutError,
+)
+
+
+def unverified(exc: BaseException, source: str, permission: str | None) -> Unverified:
+    reason = classify(exc)
+    return Unverified(
+        source=source,
+        reason=reason,
+        detail=_message(exc),
+        permission=permission if reason is UnverifiedReason.FORBIDDEN else None,
+        status=status_of(exc),
+    )
+
+
+async def attempt(call: Awaitable[T], source: str, permission: str | None) -> T | Unverified:
+    """Await a Graph read; a Graph failure becomes an Unverified fact instead of an exception."""
+    try:
+        return await call
+    except GRAPH_ERRORS as exc:
+        return unverified(exc, source, permission)

@@ -1,0 +1,9 @@
+"""Least-privilege application permission behind each Graph call the monitor makes."""
+
+CONFIGURATION_POLICIES = "DeviceManagementConfiguration.Read.All"
+GROUP_READ = "GroupMember.Read.All"
+SERVICE_PRINCIPALS = "Application.Read.All"
+MANAGED_DEVICES = "DeviceManagementManagedDevices.Read.All"
+REPORT_EXPORT = "DeviceManagementManagedDevices.ReadWrite.All"
+DEVICES = "Device.Read.All"
+AUDIT_LOGS = "AuditLog.Read.All"

@@ -1,0 +1,248 @@
+"""Intune report exports (beta): create the job, poll it, download and parse its zip.
+
+The download URL is a pre-signed storage URL: it is fetched without the Graph token and never
+logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import re
+import zipfile
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from monitors.graph.client import GraphClient
+from monitors.graph.errors import GraphCallError, MalformedResponse
+from monitors.models import Deployment, DeploymentStatus, InstallItem
+from monitors.retry import finite_number
+
+DEPLOYMENT_REPORT = "AutopilotV2DeploymentStatus"
+APP_REPORT = "AutopilotV2DeploymentStatusDetailedAppInfo"
+SCRIPT_REPORT = "AutopilotV2DeploymentStatusDetailedScriptInfo"
+DEPLOYMENT_COLUMNS = [
+    "DeviceId",
+    "DeviceName",
+    "SerialNumber",
+    "UPN",
+    "EnrollmentTimeInUtc",
+    "DeploymentStatus",
+    "DeploymentDurationTimeInSeconds",
+    "CurrentProvisioningPhase",
+    "Phase",
+    "ResultCode",
+]
+MAX_REPORT_BYTES = 512 * 1024 * 1024
+# A deployment longer than a year is a corrupt row, not a slow device.
+MAX_DEPLOYMENT_SECONDS = 366 * 24 * 3600
+
+
+async def export_report(
+    graph: GraphClient,
+    report_name: str,
+    select: Sequence[str] = (),
+    *,
+    poll_seconds: float = 5.0,
+    timeout_seconds: float = 300.0,
+) -> list[dict[str, str]]:
+    body: dict[str, Any] = {
+        "reportName": report_name,
+        "format": "csv",
+        "localizationType": "LocalizedValuesAsAdditionalColumn",
+    }
+    if select:
+        body["select"] = list(select)
+    job = await graph.request("POST", graph.beta("deviceManagement/reports/exportJobs"), body)
+    job_id = job.get("id") if isinstance(job, Mapping) else None
+    if not isinstance(job_id, str) or not job_id:
+        raise MalformedResponse("export job created without an id")
+    url = graph.beta(f"deviceManagement/reports/exportJobs('{job_id}')")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_seconds
+    # Small exports finish in a moment, large ones take minutes: poll soon, then back off.
+    delay = 0.2
+    while True:
+        status = str(job.get("status") or "").lower()
+        if status == "completed":
+            break
+        if status == "failed":
+            raise GraphCallError(None, "exportJobFailed", f"report export {report_name} failed")
+        if loop.time() >= deadline:
+            raise TimeoutError(
+                f"report export {report_name} did not complete in {timeout_seconds:.0f} s"
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, poll_seconds)
+        job = await graph.get(url)
+    download = job.get("url")
+    if not isinstance(download, str) or not download.startswith(("https://", "http://")):
+        raise MalformedResponse("completed export job without a download url")
+    return parse_export(await graph.download(download))
+
+
+def parse_export(payload: bytes) -> list[dict[str, str]]:
+    """Rows of the single file inside the export zip (CSV, or JSON where a tenant sends it)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(payload))
+    except zipfile.BadZipFile as exc:
+        raise MalformedResponse("report download is not a zip archive") from exc
+    with archive:
+        names = [n for n in archive.namelist() if not n.endswith("/")]
+        if len(names) != 1:
+            raise MalformedResponse(f"report zip holds {len(names)} files, expected 1")
+        info = archive.getinfo(names[0])
+        if info.file_size > MAX_REPORT_BYTES:
+            raise MalformedResponse("report file is implausibly large")
+        raw = archive.read(names[0])
+    text = raw.decode("utf-8-sig", errors="replace")
+    if names[0].lower().endswith(".json") or text.lstrip().startswith(("{", "[")):
+        return _json_rows(text)
+    return [
+        {str(k).strip(): (v or "") for k, v in row.items() if k is not None}
+        for row in csv.DictReader(io.StringIO(text, newline=""))
+    ]
+
+
+def _json_rows(text: str) -> list[dict[str, str]]:
+    data = json.loads(text)
+    if isinstance(data, Mapping):
+        # Seen layouts: {"values": [[...]], "schema": [{"column": ...}]} and {"value": [{...}]}
+        if isinstance(data.get("schema"), list) and isinstance(data.get("values"), list):
+            columns = [str(c.get("column") or c.get("Column") or "") for c in data["schema"]]
+            return [
+                {c: "" if v is None else str(v) for c, v in zip(columns, row, strict=False)}
+                for row in data["values"]
+                if isinstance(row, list)
+            ]
+        data = data.get("value", data.get("values"))
+    if not isinstance(data, list):
+        raise MalformedResponse("report JSON has no rows")
+    return [
+        {str(k): "" if v is None else str(v) for k, v in row.items()}
+        for row in data
+        if isinstance(row, Mapping)
+    ]
+
+
+_FRACTION = re.compile(
+    r"^(?P<head>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.(?P<frac>\d+))?\s*(?P<tz>Z|[+-]\d\d:?\d\d)?$",
+    re.IGNORECASE | re.ASCII,
+)
+
+
+# Times outside this range are corrupt data; refusing them keeps every later sum of a time and
+# a duration representable (datetime overflows at year 1 and 9999).
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def parse_report_time(value: str) -> datetime:
+    """'2026-07-19 15:35:56.3022384' (seven fractional digits, no zone, UTC) and ISO forms."""
+    text = value.strip().replace("T", " ")
+    match = _FRACTION.match(text)
+    if not match:
+        raise MalformedResponse(f"unreadable report time {value!r}")
+    frac = (match.group("frac") or "0")[:6].ljust(6, "0")
+    tz = (match.group("tz") or "").upper()
+    try:
+        parsed = datetime.strptime(f"{match.group('head')}.{frac}", "%Y-%m-%d %H:%M:%S.%f")
+    except ValueError as exc:
+        raise MalformedResponse(f"unreadable report time {value!r}") from exc
+    if not EARLIEST_TIME <= parsed.replace(tzinfo=UTC) < LATEST_TIME:
+        raise MalformedResponse(f"report time out of range {value[:40]!r}")
+    if tz not in ("", "Z"):
+        sign = 1 if tz[0] == "+" else -1
+        hours, minutes = int(tz[1:3]), int(tz[-2:])
+        parsed -= sign * timedelta(hours=hours, minutes=minutes)
+    return parsed.replace(tzinfo=UTC)
+
+
+_LABELS = {
+    "in progress": DeploymentStatus.IN_PROGRESS,
+    "inprogress": DeploymentStatus.IN_PROGRESS,
+    "success": DeploymentStatus.SUCCESS,
+    "succeeded": DeploymentStatus.SUCCESS,
+    "completed": DeploymentStatus.SUCCESS,
+    "failed": DeploymentStatus.FAILED,
+    "failure": DeploymentStatus.FAILED,
+}
+# Undocumented numeric codes, seen on live tenants: 2 success, 3 failed (1 presumed running).
+_CODES = {
+    "1": DeploymentStatus.IN_PROGRESS,
+    "2": DeploymentStatus.SUCCESS,
+    "3": DeploymentStatus.FAILED,
+}
+
+
+def deployment_status(row: Mapping[str, str]) -> tuple[DeploymentStatus, str]:
+    label = (row.get("DeploymentStatus_loc") or "").strip()
+    if label and label.lower() in _LABELS:
+        return _LABELS[label.lower()], label
+    code = (row.get("DeploymentStatus") or "").strip()
+    if code.lower() in _LABELS:
+        return _LABELS[code.lower()], code
+    if code in _CODES:
+        return _CODES[code], label or code
+    return DeploymentStatus.UNKNOWN, label or code
+
+
+def _opt(row: Mapping[str, str], key: str) -> str | None:
+    value = (row.get(key) or "").strip()
+    return value or None
+
+
+def parse_deployment_row(row: Mapping[str, str]) -> Deployment:
+    device_id = _opt(row, "DeviceId")
+    enrolled = _opt(row, "EnrollmentTimeInUtc")
+    if not device_id or not enrolled:
+        raise MalformedResponse("deployment row without DeviceId or EnrollmentTimeInUtc")
+    status, label = deployment_status(row)
+    duration_text = _opt(row, "DeploymentDurationTimeInSeconds")
+    duration = None
+    if duration_text is not None:
+        seconds = finite_number(duration_text)
+        if seconds is None:
+            raise MalformedResponse(f"unreadable duration {duration_text[:40]!r}")
+        if not 0 <= seconds <= MAX_DEPLOYMENT_SECONDS:
+            raise MalformedResponse(f"deployment duration out of range: {seconds:g} s")
+        duration = int(seconds)
+    return Deployment(
+        managed_device_id=device_id.lower(),
+        enrolled_at=parse_report_time(enrolled),
+        status=status,
+        status_label=label,
+        device_name=_opt(row, "DeviceName"),
+        serial_number=_opt(row, "SerialNumber"),
+        user_principal_name=_opt(row, "UPN") or _opt(row, "UserPrincipalName"),
+        duration_seconds=duration,
+        result_code=_opt(row, "ResultCode"),
+        phase=_opt(row, "Phase_loc") or _opt(row, "Phase"),
+        current_phase=_opt(row, "CurrentProvisioningPhase_loc")
+        or _opt(row, "CurrentProvisioningPhase"),
+    )
+
+
+def parse_install_rows(
+    rows: Sequence[Mapping[str, str]], kind: str
+) -> dict[str, list[InstallItem]]:
+    """Per managed device id, the app or script rows of the detailed reports."""
+    out: dict[str, list[InstallItem]] = {}
+    name_key, id_key = ("AppName", "AppId") if kind == "app" else ("ScriptName", "ScriptId")
+    for row in rows:
+        device = _opt(row, "DeviceId")
+        if not device:
+            continue
+        status = _opt(row, "PolicyInstallStatus_loc") or _opt(row, "PolicyInstallStatus") or ""
+        out.setdefault(device.lower(), []).append(
+            InstallItem(
+                kind,
+                _opt(row, id_key) or "",
+                _opt(row, name_key) or _opt(row, id_key) or "?",
+                status,
+            )
+        )
+    return out

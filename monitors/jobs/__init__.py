@@ -1,0 +1,1 @@
+"""Jobs: read facts through graph/, decide with rules/, keep state in store/."""

@@ -1,0 +1,189 @@
+"""The ETG configuration check: is every device preparation policy's ETG usable by Intune?"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from monitors.graph import directory, permissions, policies
+from monitors.graph.client import GraphClient
+from monitors.graph.errors import attempt
+from monitors.jobs.alerting import save_transitions
+from monitors.jobs.context import JobContext, missing_permissions, recorded_run
+from monitors.jobs.suppressions import settle_suppressions
+from monitors.models import (
+    JSON,
+    Clear,
+    EtgFacts,
+    EtgLookup,
+    Finding,
+    Group,
+    NotEvaluated,
+    PolicyConfigFacts,
+    ProvisioningClient,
+    Scope,
+    Status,
+    TenantConfigFacts,
+    Unverified,
+)
+from monitors.rules.config import ConfigEvaluation, evaluate_config
+from monitors.rules.kinds import CONFIG_KINDS
+from monitors.rules.lifecycle import Transition, reconcile
+from monitors.rules.suppression import checker
+
+JOB = "config_check"
+
+
+@dataclass(frozen=True)
+class ConfigCheckReport:
+    run_id: str
+    checked_at: datetime
+    facts: TenantConfigFacts
+    evaluation: ConfigEvaluation
+    transitions: tuple[Transition, ...]
+
+    @property
+    def outcome(self) -> str:
+        return "unverified" if self.evaluation.unverified else "ok"
+
+    def to_json(self) -> dict[str, JSON]:
+        return config_report_json(self)
+
+
+async def gather_config_facts(graph: GraphClient, now: datetime) -> TenantConfigFacts:
+    listed, pc = await asyncio.gather(
+        attempt(
+            policies.list_device_preparation_policies(graph),
+            policies.LIST_SOURCE,
+            permissions.CONFIGURATION_POLICIES,
+        ),
+        directory.find_provisioning_client(graph),
+    )
+    if isinstance(listed, Unverified):
+        return TenantConfigFacts(now, listed, pc)
+
+    # Several policies may share an ETG: read each group once.
+    group_reads: dict[str, asyncio.Task[EtgFacts]] = {}
+
+    async def read_etg(group_id: str) -> EtgFacts:
+        group = await directory.read_group(graph, group_id)
+        owners = await directory.read_owners(graph, group_id) if isinstance(group, Group) else None
+        return EtgFacts(group_id, group, owners)
+
+    async def policy_facts(policy: Any) -> PolicyConfigFacts:
+        lookup = await policies.retrieve_etg(graph, policy.id)
+        if isinstance(lookup, Unverified):
+            return PolicyConfigFacts(policy, lookup)
+        for gid in lookup.group_ids:
+            if gid not in group_reads:
+                group_reads[gid] = asyncio.ensure_future(read_etg(gid))
+        groups = await asyncio.gather(*(group_reads[g] for g in lookup.group_ids))
+        return PolicyConfigFacts(policy, lookup, tuple(groups))
+
+    per_policy = await asyncio.gather(*(policy_facts(p) for p in listed))
+    return TenantConfigFacts(now, tuple(per_policy), pc)
+
+
+async def check_config(ctx: JobContext) -> ConfigCheckReport:
+    async def body() -> ConfigCheckReport:
+        now = ctx.clock.now()
+        facts = await gather_config_facts(ctx.graph, now)
+        existing = await ctx.store.anomalies.by_key(CONFIG_KINDS)
+        open_subjects = [
+            a.subject
+            for a in existing.values()
+            if a.subject.scope is Scope.POLICY and a.status is not Status.RESOLVED
+        ]
+        evaluation = evaluate_config(facts, open_subjects)
+        suppressions = await ctx.store.suppressions.all()
+        transitions = reconcile(existing, evaluation.verdicts, now, checker(suppressions, now))
+        await save_transitions(ctx.store, transitions, ctx.run_id, now)
+        transitions += await settle_suppressions(ctx.store, now, CONFIG_KINDS, ctx.run_id)
+        for t in transitions:
+            if t.change.value != "updated":
+                ctx.log.info(
+                    "anomaly." + t.change.value,
+                    kind=t.anomaly.kind,
+                    policy_id=t.anomaly.subject.policy_id,
+                )
+        return ConfigCheckReport(ctx.run_id, now, facts, evaluation, tuple(transitions))
+
+    def summarize(report: ConfigCheckReport) -> tuple[str, dict[str, Any], list[Unverified]]:
+        findings = [v for v in report.evaluation.verdicts if isinstance(v, Finding)]
+        policies_checked = (
+            len(report.facts.policies) if isinstance(report.facts.policies, tuple) else 0
+        )
+        summary = {
+            "policies": policies_checked,
+            "healthy_policies": len(report.evaluation.healthy_policies),
+            "findings": len(findings),
+            "changes": {
+                t.change.value: sum(1 for x in report.transitions if x.change is t.change)
+                for t in report.transitions
+            },
+        }
+        return report.outcome, summary, list(report.evaluation.unverified)
+
+    return await recorded_run(ctx, JOB, body, summarize)
+
+
+def config_report_json(report: ConfigCheckReport) -> dict[str, JSON]:
+    """The machine-readable form of a run, shared by the CLI's --json and the HTTP API."""
+    by_policy: dict[str | None, list[Any]] = {}
+    for verdict in report.evaluation.verdicts:
+        by_policy.setdefault(verdict.subject.policy_id, []).append(verdict)
+
+    def policy_entry(pf: PolicyConfigFacts) -> dict[str, JSON]:
+        verdicts = by_policy.get(pf.policy.id, [])
+        findings = [v for v in verdicts if isinstance(v, Finding)]
+        unknown = [u for v in verdicts if isinstance(v, NotEvaluated) for u in v.unverified]
+        status = (
+            "broken"
+            if findings
+            else "unverified"
+            if unknown
+            else ("healthy" if all(isinstance(v, Clear) for v in verdicts) else "unverified")
+        )
+        return {
+            "id": pf.policy.id,
+            "name": pf.policy.name,
+            "etg_group_ids": list(pf.etg.group_ids) if isinstance(pf.etg, EtgLookup) else None,
+            "etg_group_names": [
+                g.group.display_name for g in pf.groups if isinstance(g.group, Group)
+            ],
+            "timeout_minutes": pf.policy.timeout_minutes,
+            "status": status,
+            "findings": [
+                {"kind": f.kind, "explanation": f.explanation, "fix": f.fix} for f in findings
+            ],
+            "unverified": [u.to_json() for u in unknown],
+        }
+
+    pc = report.facts.provisioning_client
+    pc_state = (
+        "unverified"
+        if isinstance(pc, Unverified)
+        else ("present" if isinstance(pc, ProvisioningClient) and pc.present else "missing")
+    )
+    tenant_findings = [v for v in by_policy.get(None, []) if isinstance(v, Finding)]
+    return {
+        "run_id": report.run_id,
+        "checked_at": report.checked_at.isoformat(),
+        "outcome": report.outcome,
+        "provisioning_client": pc_state,
+        "tenant_findings": [
+            {"kind": f.kind, "explanation": f.explanation, "fix": f.fix} for f in tenant_findings
+        ],
+        "policies": [policy_entry(p) for p in report.facts.policies]
+        if isinstance(report.facts.policies, tuple)
+        else None,
+        "unverified": [u.to_json() for u in report.evaluation.unverified],
+        "missing_permissions": missing_permissions(list(report.evaluation.unverified)),
+        "changes": [
+            {"kind": t.anomaly.kind, "subject": t.anomaly.subject.key, "change": t.change.value}
+            for t in report.transitions
+            if t.change.value != "updated"
+        ],
+    }

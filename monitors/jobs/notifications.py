@@ -1,0 +1,231 @@
+"""Receiving change notifications (fast, then 202) and processing them (delta -> observations)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from monitors.graph import permissions
+from monitors.graph.delta import DeltaExpired, member_delta
+from monitors.graph.errors import GRAPH_ERRORS, unverified
+from monitors.graph.subscriptions import reauthorize_subscription, renew_subscription
+from monitors.jobs.context import JobContext, recorded_run
+from monitors.models import Unverified
+from monitors.notifications.webhook import (
+    Notification,
+    Rejected,
+    parse_notifications,
+    validation_token,
+)
+from monitors.settings import Settings
+from monitors.store.notifications import NotificationStore
+from monitors.store.tables import TableStore
+
+JOB = "notifications"
+log = structlog.get_logger("etg_monitor.webhook")
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    status: int
+    body: str
+    mimetype: str = "text/plain"
+
+
+async def receive(
+    store: TableStore,
+    settings: Settings,
+    params: Mapping[str, str],
+    content_type: str | None,
+    body: bytes,
+    now: datetime,
+) -> WebhookAnswer:
+    """Validate, record durably, answer. Does nothing else: Graph wants an answer within 3 s."""
+    notifications = NotificationStore(store)
+
+    async def parse(refresh: bool) -> tuple[list[Notification], int]:
+        known = await _known.get(notifications, store.prefix, refresh=refresh)
+        return parse_notifications(
+            body,
+            content_type,
+            client_state=settings.client_state,
+            known_subscriptions=known,
+            tenant_id=settings.tenant_id,
+        )
+
+    try:
+        token = validation_token(params)
+        if token is not None:
+            return WebhookAnswer(200, token)
+        try:
+            accepted, refused = await parse(refresh=False)
+        except Rejected as exc:
+            # A subscription created moments ago may be missing from the cache: look once more.
+            if exc.status != 403 or not _known.may_refresh(store.prefix):
+                raise
+            accepted, refused = await parse(refresh=True)
+    except Rejected as exc:
+        log.warning("webhook.rejected", status=exc.status, reason=exc.reason, size=len(body))
+        return WebhookAnswer(exc.status, exc.reason)
+    await notifications.record(accepted, now)
+    if refused:
+        log.warning("webhook.items_refused", refused=refused, accepted=len(accepted))
+    return WebhookAnswer(202, "")
+
+
+class _KnownSubscriptions:
+    """Subscription ids per installation, cached briefly: the webhook must not query a table
+    per request. Timed with the process's monotonic clock: this is caching, not a decision."""
+
+    TTL = 30.0
+    MIN_REFRESH = 2.0
+
+    def __init__(self) -> None:
+        self.ids: dict[str, set[str]] = {}
+        self.loaded_at: dict[str, float] = {}
+
+    def may_refresh(self, prefix: str) -> bool:
+        return time.monotonic() - self.loaded_at.get(prefix, -1e9) >= self.MIN_REFRESH
+
+    async def get(self, notes: NotificationStore, prefix: str, refresh: bool) -> set[str]:
+        if refresh or time.monotonic() - self.loaded_at.get(prefix, -1e9) > self.TTL:
+            self.ids[prefix] = await notes.known_subscription_ids()
+            self.loaded_at[prefix] = time.monotonic()
+        return self.ids[prefix]
+
+
+_known = _KnownSubscriptions()
+
+
+@dataclass
+class ProcessReport:
+    processed: int = 0
+    groups: list[str] = field(default_factory=list)
+    observations: int = 0
+    resynced: list[str] = field(default_factory=list)
+    lifecycle: list[str] = field(default_factory=list)
+    unverified: list[Unverified] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "processed": self.processed,
+            "groups": self.groups,
+            "observations": self.observations,
+            "resynced": self.resynced,
+            "lifecycle": self.lifecycle,
+            "unverified": [u.to_json() for u in self.unverified],
+        }
+
+
+def _page_key(link: str | None) -> str:
+    return hashlib.sha256((link or "initial").encode()).hexdigest()[:16]
+
+
+async def process_inbox(ctx: JobContext) -> ProcessReport:
+    """For each group named by a recorded notification, read delta from the saved link and
+    record what joined and left. Order: observations, then the new link, then the inbox rows
+    are removed, so a crash at any point only repeats work whose results are idempotent."""
+
+    async def body() -> ProcessReport:
+        now = ctx.clock.now()
+        notes = NotificationStore(ctx.store)
+        report = ProcessReport()
+        items = await notes.inbox()
+        subscriptions = await notes.subscriptions()
+        by_sub = {s.subscription_id.lower(): s for s in subscriptions.values()}
+        groups: set[str] = set()
+        handled: list[str] = []
+        for item in items:
+            if item.lifecycle_event:
+                ok = await _lifecycle(
+                    ctx, notes, item.lifecycle_event, item.subscription_id, by_sub, now, report
+                )
+                if not ok:
+                    continue
+                state = by_sub.get(item.subscription_id)
+                if state is not None:
+                    groups.add(state.group_id)  # reauthorization or missed: catch up on delta
+            elif item.group_id:
+                groups.add(item.group_id)
+            handled.append(item.id)
+        failed_groups: set[str] = set()
+        for group_id in sorted(groups):
+            try:
+                report.observations += await _catch_up(ctx, notes, group_id, now, report)
+                await notes.touch(group_id, now)
+                report.groups.append(group_id)
+            except GRAPH_ERRORS as exc:
+                report.unverified.append(
+                    unverified(exc, "GET /v1.0/groups/delta", permissions.GROUP_READ)
+                )
+                failed_groups.add(group_id)
+        # Rows for groups whose delta failed stay in the inbox and are retried next run.
+        done = [i.id for i in items if i.id in handled and i.group_id not in failed_groups]
+        await notes.done(done)
+        report.processed = len(done)
+        return report
+
+    def summarize(r: ProcessReport) -> tuple[str, dict[str, Any], list[Unverified]]:
+        return ("unverified" if r.unverified else "ok"), r.to_json(), r.unverified
+
+    return await recorded_run(ctx, JOB, body, summarize)
+
+
+async def _catch_up(
+    ctx: JobContext, notes: NotificationStore, group_id: str, now: datetime, report: ProcessReport
+) -> int:
+    link = await notes.delta_link(group_id)
+    try:
+        result = await member_delta(ctx.graph, group_id, link)
+    except DeltaExpired:
+        # The token expired: start over. Joins recorded so far stay; the audit log covers
+        # whatever happened while the link was stale.
+        ctx.log.warning("delta.resync", group=group_id)
+        report.resynced.append(group_id)
+        link = None
+        result = await member_delta(ctx.graph, group_id, None)
+    added = 0
+    if result.changes:
+        added = await notes.observe(group_id, result.changes, _page_key(link), now)
+    await notes.save_delta_link(group_id, result.delta_link)
+    return added
+
+
+async def _lifecycle(
+    ctx: JobContext,
+    notes: NotificationStore,
+    event: str,
+    subscription_id: str,
+    by_sub: Mapping[str, Any],
+    now: datetime,
+    report: ProcessReport,
+) -> bool:
+    state = by_sub.get(subscription_id)
+    report.lifecycle.append(event)
+    ctx.log.info("subscription.lifecycle", lifecycle_event=event, subscription=subscription_id)
+    if event == "subscriptionRemoved":
+        if state is not None:
+            await notes.forget_subscription(state.group_id)  # the sync job recreates it
+        return True
+    if event != "reauthorizationRequired":
+        return True
+    try:
+        await reauthorize_subscription(ctx.graph, subscription_id)
+    except GRAPH_ERRORS:
+        try:
+            expires = await renew_subscription(ctx.graph, subscription_id, now)
+        except GRAPH_ERRORS as exc:
+            report.unverified.append(
+                unverified(exc, "POST /v1.0/subscriptions/{id}/reauthorize", permissions.GROUP_READ)
+            )
+            return False
+        if state is not None:
+            state.expires_at, state.renewed_at = expires, now
+            await notes.save_subscription(state)
+    return True

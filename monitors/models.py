@@ -1,0 +1,400 @@
+"""Small typed models shared by the Graph layer, the rules and the store.
+
+Facts come in from Graph as these models; rules turn facts into verdicts; the store keeps
+anomalies. A fact that could not be read is an ``Unverified`` value in place of the fact, so
+every rule has to say what it does when it does not know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+JSON: TypeAlias = Any
+
+PROVISIONING_CLIENT_APP_ID = "f1346770-5b25-470b-88bd-d5744ab7952c"
+PROVISIONING_CLIENT_NAMES = ("Intune Provisioning Client", "Intune Autopilot ConfidentialClient")
+
+
+class UnverifiedReason(StrEnum):
+    FORBIDDEN = "forbidden"  # a permission is missing
+    THROTTLED = "throttled"  # retries ran out on 429/503
+    UNAVAILABLE = "unavailable"  # network error, timeout, 5xx
+    MALFORMED = "malformed"  # an answer the monitor cannot interpret
+    NOT_YET_VISIBLE = "not_yet_visible"  # data that should appear later (audit latency)
+    RETENTION = "retention"  # data older than the source keeps
+    REJECTED = "rejected"  # 4xx other than 403/404: the request shape is not accepted
+    UNRESOLVED = "unresolved"  # facts disagree or are missing (e.g. which policy applied)
+
+
+@dataclass(frozen=True, slots=True)
+class Unverified:
+    """A fact the monitor could not establish. Reported as monitor health, never as an anomaly."""
+
+    source: str
+    reason: UnverifiedReason
+    detail: str = ""
+    permission: str | None = None
+    status: int | None = None
+
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "source": self.source,
+            "reason": self.reason.value,
+            "detail": self.detail,
+            "permission": self.permission,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """A value with where and when it was read: the evidence an operator can re-check."""
+
+    value: JSON
+    source: str
+    at: datetime
+
+    def to_json(self) -> dict[str, JSON]:
+        return {"value": self.value, "source": self.source, "at": self.at.isoformat()}
+
+
+# --- configuration facts -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    id: str
+    name: str
+    template_id: str
+    timeout_minutes: int | None = None
+    allowed_app_ids: tuple[str, ...] = ()
+    allowed_script_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EtgLookup:
+    """What Intune says the policy's ETG is. Empty ``group_ids`` means none is configured."""
+
+    group_ids: tuple[str, ...]
+    source: str
+    # Intune's own validation, when the documented response shape carries it: group id -> code.
+    validation_errors: tuple[tuple[str, str], ...] = ()
+
+    def validation_error(self, group_id: str) -> str | None:
+        return next((code for gid, code in self.validation_errors if gid == group_id), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    id: str
+    display_name: str
+    security_enabled: bool
+    mail_enabled: bool
+    group_types: tuple[str, ...]
+    is_assignable_to_role: bool
+    membership_rule: str | None = None
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(t.lower() == "dynamicmembership" for t in self.group_types)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupNotFound:
+    id: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    id: str
+    odata_type: str
+    display_name: str | None = None
+    app_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningClient:
+    """The Intune Provisioning Client service principal, or ``object_id=None`` when absent."""
+
+    object_id: str | None
+    display_name: str | None = None
+    app_id: str = PROVISIONING_CLIENT_APP_ID
+
+    @property
+    def present(self) -> bool:
+        return self.object_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class EtgFacts:
+    group_id: str
+    group: Group | GroupNotFound | Unverified
+    owners: tuple[Owner, ...] | Unverified | None  # None: not read because the group is gone
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfigFacts:
+    policy: Policy
+    etg: EtgLookup | Unverified
+    groups: tuple[EtgFacts, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfigFacts:
+    observed_at: datetime
+    policies: tuple[PolicyConfigFacts, ...] | Unverified
+    provisioning_client: ProvisioningClient | Unverified
+
+
+# --- verdicts --------------------------------------------------------------------------------
+
+
+class Scope(StrEnum):
+    TENANT = "tenant"
+    POLICY = "policy"
+    DEVICE = "device"
+    MONITOR = "monitor"  # the monitor's own jobs
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What an anomaly is about. Its key keeps repeated runs updating one record."""
+
+    scope: Scope
+    policy_id: str | None = None
+    policy_name: str | None = None
+    group_id: str | None = None
+    managed_device_id: str | None = None
+    device_name: str | None = None
+    serial_number: str | None = None
+    user_principal_name: str | None = None
+    # A device can be provisioned more than once; each deployment is judged on its own.
+    deployment_key: str | None = None
+    job: str | None = None  # for Scope.MONITOR
+
+    @property
+    def key(self) -> str:
+        if self.scope is Scope.TENANT:
+            return "tenant"
+        if self.scope is Scope.POLICY:
+            return f"policy:{self.policy_id}"
+        if self.scope is Scope.MONITOR:
+            return f"monitor:{self.job}"
+        return f"device:{self.deployment_key or self.managed_device_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """The condition holds now."""
+
+    kind: str
+    subject: Subject
+    explanation: str
+    fix: str
+    evidence: dict[str, JSON]
+
+
+@dataclass(frozen=True, slots=True)
+class Clear:
+    """The condition was checked conclusively and does not hold."""
+
+    kind: str
+    subject: Subject
+    reason: str = "condition no longer holds"
+
+
+@dataclass(frozen=True, slots=True)
+class NotEvaluated:
+    """The condition could not be decided this run; any stored state stays as it was."""
+
+    kind: str
+    subject: Subject
+    unverified: tuple[Unverified, ...] = ()
+    reason: str = ""
+    # Pending: the evidence is not conclusive yet but will be (a deployment still running, an
+    # audit event not yet due). Not pending and not unverified: the check does not apply.
+    pending: bool = False
+
+
+Verdict: TypeAlias = Finding | Clear | NotEvaluated
+
+
+class Status(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+    SUPPRESSED = "suppressed"
+
+
+@dataclass(slots=True)
+class Anomaly:
+    kind: str
+    subject: Subject
+    status: Status
+    first_seen: datetime
+    last_seen: datetime
+    explanation: str
+    fix: str
+    evidence: dict[str, JSON]
+    resolved_at: datetime | None = None
+    history: list[dict[str, JSON]] = field(default_factory=list)
+    etag: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}|{self.subject.key}"
+
+    def to_json(self) -> dict[str, JSON]:
+        s = self.subject
+        return {
+            "kind": self.kind,
+            "status": self.status.value,
+            "scope": s.scope.value,
+            "policy_id": s.policy_id,
+            "policy_name": s.policy_name,
+            "group_id": s.group_id,
+            "managed_device_id": s.managed_device_id,
+            "device_name": s.device_name,
+            "serial_number": s.serial_number,
+            "user_principal_name": s.user_principal_name,
+            "deployment_key": s.deployment_key,
+            "job": s.job,
+            "first_seen": self.first_seen.isoformat(),
+            "last_seen": self.last_seen.isoformat(),
+            "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
+            "explanation": self.explanation,
+            "fix": self.fix,
+            "evidence": self.evidence,
+            "history": self.history,
+        }
+
+
+# --- enrollment facts ------------------------------------------------------------------------
+
+
+class DeploymentStatus(StrEnum):
+    IN_PROGRESS = "in_progress"
+    SUCCESS = "success"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # a status code the monitor does not know: never guessed
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One row of the AutopilotV2DeploymentStatus report."""
+
+    managed_device_id: str
+    enrolled_at: datetime
+    status: DeploymentStatus
+    status_label: str = ""
+    device_name: str | None = None
+    serial_number: str | None = None
+    user_principal_name: str | None = None
+    duration_seconds: int | None = None
+    result_code: str | None = None
+    phase: str | None = None
+    current_phase: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.managed_device_id}_{self.enrolled_at:%Y%m%dT%H%M%S}"
+
+    @property
+    def completed_at(self) -> datetime | None:
+        if self.status not in (DeploymentStatus.SUCCESS, DeploymentStatus.FAILED):
+            return None
+        if self.duration_seconds is None:
+            return None
+        return self.enrolled_at + timedelta(seconds=self.duration_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedDevice:
+    id: str
+    azure_ad_device_id: str | None
+    enrollment_profile_name: str | None
+    device_name: str | None = None
+    serial_number: str | None = None
+    user_principal_name: str | None = None
+    enrolled_at: datetime | None = None
+
+
+class MembershipOp(StrEnum):
+    ADD = "add"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipEvent:
+    """A device joining or leaving a group.
+
+    ``exact`` events (directory audit) happened at ``at``; observations (delta, change
+    notifications) only prove the change happened at or before ``at``.
+    """
+
+    op: MembershipOp
+    group_id: str
+    device_object_id: str
+    at: datetime
+    exact: bool
+    source: str
+    event_id: str
+    actor: str | None = None
+    by_provisioning_client: bool | None = None
+
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "op": self.op.value,
+            "group_id": self.group_id,
+            "device_object_id": self.device_object_id,
+            "at": self.at.isoformat(),
+            "exact": self.exact,
+            "source": self.source,
+            "event_id": self.event_id,
+            "actor": self.actor,
+            "by_provisioning_client": self.by_provisioning_client,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, JSON]) -> MembershipEvent:
+        return cls(
+            op=MembershipOp(data["op"]),
+            group_id=data["group_id"],
+            device_object_id=data["device_object_id"],
+            at=datetime.fromisoformat(data["at"]),
+            exact=bool(data["exact"]),
+            source=data["source"],
+            event_id=data["event_id"],
+            actor=data.get("actor"),
+            by_provisioning_client=data.get("by_provisioning_client"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InstallItem:
+    kind: str  # "app" | "script"
+    id: str
+    name: str
+    status: str  # Installed | In progress | Skipped | Failed | other
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyMatch:
+    policy: Policy
+    etg_group_ids: tuple[str, ...]
+    how: str  # which rule resolved the policy, shown as evidence
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentFacts:
+    deployment: Deployment
+    policy: PolicyMatch | Unverified | None  # None: no rule could tell which policy applied
+    device_object_id: str | Unverified | None  # None: no Entra device (yet)
+    events: tuple[MembershipEvent, ...] | Unverified
+    # Audit events that happened before this instant are assumed visible by now.
+    audit_settled_until: datetime | Unverified
+    is_member_now: bool | Unverified | None = None  # None: not asked
+    payload: tuple[InstallItem, ...] | Unverified | None = None  # None: reports not enabled

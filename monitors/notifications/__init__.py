@@ -1,0 +1,1 @@
+"""Graph change notifications: the webhook, the inbox, delta processing, subscriptions."""

@@ -1,0 +1,1 @@
+"""Pure decisions: facts in, verdicts out. Nothing in this package does I/O or reads the clock."""

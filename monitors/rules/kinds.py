@@ -1,0 +1,177 @@
+"""Every anomaly kind the monitor can raise, with what it means and what to do about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monitors.models import Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    name: str
+    scope: Scope
+    severity: str  # critical: every enrollment is affected; high: one device is exposed
+    title: str
+    impact: str
+    fix: str
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def _register(kind: Kind) -> Kind:
+    KINDS[kind.name] = kind
+    return kind
+
+
+PROVISIONING_CLIENT_MISSING = _register(
+    Kind(
+        "provisioning_client_missing",
+        Scope.TENANT,
+        "critical",
+        "Intune Provisioning Client service principal is missing",
+        "Intune cannot add any device to any Enrollment Time Group: every device preparation "
+        "enrollment finishes without its ETG apps and policies.",
+        "Create the service principal (Connect-MgGraph -Scopes Application.ReadWrite.All; "
+        "New-MgServicePrincipal -AppId f1346770-5b25-470b-88bd-d5744ab7952c), then make it an "
+        "owner of every ETG.",
+    )
+)
+ETG_NOT_CONFIGURED = _register(
+    Kind(
+        "etg_not_configured",
+        Scope.POLICY,
+        "critical",
+        "Device preparation policy has no Enrollment Time Group",
+        "The device preparation experience does not run for this policy's users; devices get "
+        "no apps or scripts during provisioning.",
+        "In Intune > Devices > Enrollment > Device preparation policies, edit the policy and "
+        "select a static security group owned by the Intune Provisioning Client.",
+    )
+)
+ETG_INVALID_GROUP = _register(
+    Kind(
+        "etg_invalid_group",
+        Scope.POLICY,
+        "critical",
+        "Enrollment Time Group is unusable",
+        "Intune cannot add devices to this group during enrollment, so the apps and policies "
+        "assigned to it never install during provisioning.",
+        "Point the policy at an assigned (static) security group that is not role-assignable, "
+        "owned by the Intune Provisioning Client; re-create the group if it was deleted.",
+    )
+)
+ETG_OWNER_MISSING = _register(
+    Kind(
+        "etg_owner_missing",
+        Scope.POLICY,
+        "critical",
+        "Intune Provisioning Client does not own the Enrollment Time Group",
+        "Intune cannot add devices to the group, so new enrollments finish without the apps "
+        "and policies assigned to it.",
+        "In Entra admin center > Groups > (the ETG) > Owners, add the service principal "
+        "'Intune Provisioning Client' (appId f1346770-5b25-470b-88bd-d5744ab7952c).",
+    )
+)
+
+CONFIG_KINDS = (
+    PROVISIONING_CLIENT_MISSING.name,
+    ETG_NOT_CONFIGURED.name,
+    ETG_INVALID_GROUP.name,
+    ETG_OWNER_MISSING.name,
+)
+
+ETG_MISSING = _register(
+    Kind(
+        "etg_missing",
+        Scope.DEVICE,
+        "high",
+        "Device never joined its Enrollment Time Group",
+        "Provisioning completed without the device in its ETG: the user reached the desktop "
+        "without the apps and policies assigned to that group.",
+        "Add the device to the ETG (Entra admin center > Groups > the ETG > Members) so its apps "
+        "and policies arrive, check the policy's ETG health (etg-monitor check-config), and "
+        "consider resetting the device so it provisions correctly.",
+    )
+)
+ETG_LATE = _register(
+    Kind(
+        "etg_late",
+        Scope.DEVICE,
+        "high",
+        "Device joined its Enrollment Time Group after provisioning completed",
+        "The user reached the desktop before the ETG's apps and policies could install; they "
+        "arrived later, outside the provisioning guarantee.",
+        "Confirm the device now has the ETG's required apps and security policies (Intune > "
+        "Devices > the device > Managed apps / Device configuration); investigate Intune "
+        "service delays if several devices are late.",
+    )
+)
+ETG_REMOVED = _register(
+    Kind(
+        "etg_removed",
+        Scope.DEVICE,
+        "high",
+        "Device was removed from its Enrollment Time Group",
+        "Intune re-evaluates the device and pulls the apps and policies assigned to the ETG.",
+        "Find who removed it (Entra audit log, 'Remove member from group'); add the device back "
+        "to the ETG unless the removal was intended.",
+    )
+)
+DEPLOYMENT_FAILED = _register(
+    Kind(
+        "deployment_failed",
+        Scope.DEVICE,
+        "high",
+        "Device preparation deployment failed",
+        "The device did not finish provisioning; the user may be blocked or on a partially "
+        "configured device.",
+        "Open Intune > Devices > Monitor > Windows Autopilot device preparation deployments, "
+        "read the failed phase and result code, fix the cause, then reset the device.",
+    )
+)
+DEPLOYMENT_STUCK = _register(
+    Kind(
+        "deployment_stuck",
+        Scope.DEVICE,
+        "high",
+        "Device preparation deployment is stuck in progress",
+        "Provisioning has run past the policy's timeout: the user is waiting on the setup "
+        "screen or gave up.",
+        "Contact the user; check the device's progress in the deployment report and the "
+        "Intune Management Extension logs; reset the device if it does not recover.",
+    )
+)
+PAYLOAD_INCOMPLETE = _register(
+    Kind(
+        "payload_incomplete",
+        Scope.DEVICE,
+        "high",
+        "Apps or scripts were skipped or failed during provisioning",
+        "Some apps or scripts selected in the policy did not install during provisioning.",
+        "Skipped usually means the app or script is not assigned to the ETG or not in System "
+        "context: assign it to the ETG; for Failed, check the app's install status and logs.",
+    )
+)
+
+DEVICE_KINDS = (
+    ETG_MISSING.name,
+    ETG_LATE.name,
+    ETG_REMOVED.name,
+    DEPLOYMENT_FAILED.name,
+    DEPLOYMENT_STUCK.name,
+    PAYLOAD_INCOMPLETE.name,
+)
+
+MONITOR_JOB_FAILING = _register(
+    Kind(
+        "monitor_job_failing",
+        Scope.MONITOR,
+        "high",
+        "etg-monitor job is failing",
+        "While it fails, enrollments are not checked and ETG problems go unnoticed.",
+        "Read the error in `etg-monitor health` or Application Insights (docs/deploy.md has the "
+        "queries): usually storage access, a missing Graph permission or consent, or a setting.",
+    )
+)

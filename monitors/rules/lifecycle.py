@@ -1,0 +1,143 @@
+"""Anomaly lifecycle as data: stored anomalies + this run's verdicts -> transitions to store.
+
+Keyed by kind and subject, so running the same check twice updates one record. Only a
+conclusive Clear resolves; NotEvaluated leaves the record untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from monitors.models import Anomaly, Clear, Finding, NotEvaluated, Status, Verdict
+
+HISTORY_LIMIT = 40
+
+
+class Change(StrEnum):
+    OPENED = "opened"
+    REOPENED = "reopened"
+    UPDATED = "updated"
+    RESOLVED = "resolved"
+    SUPPRESSED = "suppressed"
+    UNSUPPRESSED = "unsuppressed"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    anomaly: Anomaly
+    change: Change
+    previous: Status | None
+
+    @property
+    def alerts(self) -> bool:
+        """Whether on-call hears about it: an anomaly becoming open, or an open one resolving."""
+        if self.change in (Change.OPENED, Change.REOPENED, Change.UNSUPPRESSED):
+            return self.anomaly.status is Status.OPEN
+        return self.change is Change.RESOLVED and self.previous is Status.OPEN
+
+
+# Returns the reason an anomaly is suppressed at this moment, or None.
+SuppressionCheck = Callable[[Anomaly], str | None]
+
+
+def _never(_a: Anomaly) -> str | None:
+    return None
+
+
+def anomaly_key(kind: str, subject_key: str) -> str:
+    return f"{kind}|{subject_key}"
+
+
+def note(anomaly: Anomaly, at: datetime, status: Status, why: str) -> None:
+    anomaly.history.append({"at": at.isoformat(), "status": status.value, "why": why})
+    del anomaly.history[:-HISTORY_LIMIT]
+
+
+def reconcile(
+    existing: Mapping[str, Anomaly],
+    verdicts: Iterable[Verdict],
+    now: datetime,
+    suppressed: SuppressionCheck = _never,
+    *,
+    refresh_after: timedelta = timedelta(0),
+) -> list[Transition]:
+    """``refresh_after``: an unchanged finding only refreshes ``last_seen`` once that much time
+    has passed, so a long-open anomaly is not rewritten on every run."""
+    transitions: list[Transition] = []
+    for verdict in verdicts:
+        if isinstance(verdict, NotEvaluated):
+            continue
+        key = anomaly_key(verdict.kind, verdict.subject.key)
+        current = existing.get(key)
+        if isinstance(verdict, Finding):
+            transition = _on_finding(current, verdict, now, suppressed)
+            if (
+                transition.change is Change.UPDATED
+                and current is not None
+                and (
+                    now - current.last_seen < refresh_after
+                    and transition.anomaly.evidence == current.evidence
+                    and transition.anomaly.explanation == current.explanation
+                    and transition.anomaly.subject == current.subject
+                )
+            ):
+                continue
+            transitions.append(transition)
+        elif isinstance(verdict, Clear) and current and current.status is not Status.RESOLVED:
+            updated = dataclasses.replace(current, history=list(current.history))
+            updated.status = Status.RESOLVED
+            updated.resolved_at = now
+            note(updated, now, Status.RESOLVED, verdict.reason)
+            transitions.append(Transition(updated, Change.RESOLVED, current.status))
+    return transitions
+
+
+def _on_finding(
+    current: Anomaly | None, finding: Finding, now: datetime, suppressed: SuppressionCheck
+) -> Transition:
+    if current is None:
+        anomaly = Anomaly(
+            kind=finding.kind,
+            subject=finding.subject,
+            status=Status.OPEN,
+            first_seen=now,
+            last_seen=now,
+            explanation=finding.explanation,
+            fix=finding.fix,
+            evidence=finding.evidence,
+        )
+        reason = suppressed(anomaly)
+        if reason:
+            anomaly.status = Status.SUPPRESSED
+            note(anomaly, now, Status.SUPPRESSED, f"detected while suppressed: {reason}")
+        else:
+            note(anomaly, now, Status.OPEN, "detected")
+        return Transition(anomaly, Change.OPENED, None)
+
+    anomaly = dataclasses.replace(
+        current,
+        subject=finding.subject,
+        last_seen=now,
+        explanation=finding.explanation,
+        fix=finding.fix,
+        evidence=finding.evidence,
+        history=list(current.history),
+    )
+    reason = suppressed(anomaly)
+    target = Status.SUPPRESSED if reason else Status.OPEN
+    if current.status is Status.RESOLVED:
+        anomaly.status = target
+        anomaly.resolved_at = None
+        note(anomaly, now, target, "detected again")
+        return Transition(anomaly, Change.REOPENED, current.status)
+    if current.status is not target:
+        anomaly.status = target
+        why = f"suppressed: {reason}" if reason else "suppression ended"
+        note(anomaly, now, target, why)
+        change = Change.SUPPRESSED if reason else Change.UNSUPPRESSED
+        return Transition(anomaly, change, current.status)
+    return Transition(anomaly, Change.UPDATED, current.status)

@@ -1,0 +1,1 @@
+"""State in Azure Table Storage: anomalies, run health, and (later) checkpoints and the outbox."""

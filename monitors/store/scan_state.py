@@ -1,0 +1,374 @@
+"""Scan state: checkpoints, every judged deployment, the ones still open, and a device index.
+
+Tables and keys:
+- ``checkpoints``: PK "scan", RK the checkpoint name. Advanced only after what it covers is stored.
+- ``deployments``: PK the enrollment day (yyyymmdd), RK the deployment key. One record per
+  deployment with everything needed to judge it again without Graph.
+- ``pending``: PK "pending", RK the deployment key: deployments not yet judged conclusively,
+  re-judged by every scan. Small, so reading it whole is cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.data.tables import TableTransactionError, UpdateMode
+
+from monitors.models import (
+    JSON,
+    Deployment,
+    DeploymentStatus,
+    MembershipEvent,
+    Policy,
+    PolicyMatch,
+)
+from monitors.store.tables import TableStore, dumps_json, escape_key, loads_json
+
+CHECKPOINTS = "checkpoints"
+DEPLOYMENTS = "deployments"
+PENDING = "pending"
+BATCH_LIMIT = 100  # entities per Table Storage transaction (same partition only)
+
+
+def day_of(when: datetime) -> str:
+    return f"{when:%Y%m%d}"
+
+
+def day_of_key(deployment_key: str) -> str:
+    """Deployment keys end in the enrollment time (see Deployment.key)."""
+    return deployment_key.rsplit("_", 1)[-1][:8]
+
+
+@dataclass
+class DeploymentRecord:
+    """A deployment as last judged, with the facts that were collected for it."""
+
+    deployment: Deployment
+    policy: PolicyMatch | None = None
+    azure_ad_device_id: str | None = None
+    enrollment_profile_name: str | None = None
+    object_id: str | None = None
+    events: list[MembershipEvent] = field(default_factory=list)
+    state: str = "new"
+    summary: str = ""
+    previously_missing: bool = False
+    updated_at: datetime | None = None
+    # For reports: on_time / late / missing / ... (see rules.enrollment.etg_outcome).
+    outcome: str = ""
+    joined_at: datetime | None = None
+    findings: tuple[str, ...] = ()
+    # Start of the audit window this device's events were read from (None: never read).
+    audit_from: datetime | None = None
+
+    def audit_needed_from(self, floor: datetime) -> datetime:
+        """Where this device's audit events must be read from: a little before enrollment,
+        but never before ``floor`` (the scan's look-back), which no read can reach past."""
+        return max(self.deployment.enrolled_at - timedelta(minutes=10), floor)
+
+    def covered(self, floor: datetime) -> bool:
+        return self.audit_from is not None and self.audit_from <= self.audit_needed_from(floor)
+
+    @property
+    def key(self) -> str:
+        return self.deployment.key
+
+    @property
+    def day(self) -> str:
+        return day_of(self.deployment.enrolled_at)
+
+    def merge_events(self, events: Iterable[MembershipEvent]) -> None:
+        known = {e.event_id for e in self.events}
+        for event in events:
+            if event.event_id not in known:
+                self.events.append(event)
+                known.add(event.event_id)
+        self.events.sort(key=lambda e: (e.at, e.event_id))
+
+    def to_json(self) -> dict[str, JSON]:
+        d = self.deployment
+        return {
+            "deployment": {
+                "managed_device_id": d.managed_device_id,
+                "enrolled_at": d.enrolled_at.isoformat(),
+                "status": d.status.value,
+                "status_label": d.status_label,
+                "device_name": d.device_name,
+                "serial_number": d.serial_number,
+                "user_principal_name": d.user_principal_name,
+                "duration_seconds": d.duration_seconds,
+                "result_code": d.result_code,
+                "phase": d.phase,
+                "current_phase": d.current_phase,
+            },
+            "policy": None
+            if self.policy is None
+            else {
+                "id": self.policy.policy.id,
+                "name": self.policy.policy.name,
+                "template_id": self.policy.policy.template_id,
+                "timeout_minutes": self.policy.policy.timeout_minutes,
+                "etg_group_ids": list(self.policy.etg_group_ids),
+                "how": self.policy.how,
+            },
+            "azure_ad_device_id": self.azure_ad_device_id,
+            "enrollment_profile_name": self.enrollment_profile_name,
+            "object_id": self.object_id,
+            "events": [e.to_json() for e in self.events],
+            "previously_missing": self.previously_missing,
+            "audit_from": self.audit_from.isoformat() if self.audit_from else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], state: str, summary: str) -> DeploymentRecord:
+        raw = data["deployment"]
+        deployment = Deployment(
+            managed_device_id=raw["managed_device_id"],
+            enrolled_at=datetime.fromisoformat(raw["enrolled_at"]),
+            status=DeploymentStatus(raw["status"]),
+            status_label=raw.get("status_label") or "",
+            device_name=raw.get("device_name"),
+            serial_number=raw.get("serial_number"),
+            user_principal_name=raw.get("user_principal_name"),
+            duration_seconds=raw.get("duration_seconds"),
+            result_code=raw.get("result_code"),
+            phase=raw.get("phase"),
+            current_phase=raw.get("current_phase"),
+        )
+        p = data.get("policy")
+        policy = None
+        if p:
+            policy = PolicyMatch(
+                Policy(p["id"], p["name"], p.get("template_id") or "", p.get("timeout_minutes")),
+                tuple(p.get("etg_group_ids") or ()),
+                p.get("how") or "",
+            )
+        return cls(
+            deployment=deployment,
+            policy=policy,
+            azure_ad_device_id=data.get("azure_ad_device_id"),
+            enrollment_profile_name=data.get("enrollment_profile_name"),
+            object_id=data.get("object_id"),
+            events=[MembershipEvent.from_json(e) for e in data.get("events") or ()],
+            state=state,
+            summary=summary,
+            previously_missing=bool(data.get("previously_missing")),
+            audit_from=datetime.fromisoformat(data["audit_from"])
+            if data.get("audit_from")
+            else None,
+        )
+
+
+class ScanState:
+    def __init__(self, store: TableStore) -> None:
+        self._store = store
+
+    # checkpoints -----------------------------------------------------------------------------
+    async def checkpoints(self) -> dict[str, datetime]:
+        table = await self._store.table(CHECKPOINTS)
+        out: dict[str, datetime] = {}
+        async for entity in table.query_entities("PartitionKey eq 'scan'"):
+            value = entity.get("At")
+            if isinstance(value, datetime):
+                out[entity["RowKey"]] = value
+        return out
+
+    async def advance(self, values: dict[str, datetime]) -> None:
+        table = await self._store.table(CHECKPOINTS)
+        for name, when in values.items():
+            await table.upsert_entity(
+                {"PartitionKey": "scan", "RowKey": name, "At": when}, mode=UpdateMode.REPLACE
+            )
+
+    # deployments -----------------------------------------------------------------------------
+    @staticmethod
+    def _record_from(entity: dict[str, Any]) -> DeploymentRecord:
+        record = DeploymentRecord.from_json(
+            loads_json(entity.get("Record"), {}), entity.get("State", ""), entity.get("Summary", "")
+        )
+        updated = entity.get("UpdatedAt")
+        record.updated_at = updated if isinstance(updated, datetime) else None
+        return record
+
+    async def records_for_days(self, days: Iterable[str]) -> dict[str, DeploymentRecord]:
+        table = await self._store.table(DEPLOYMENTS)
+        out: dict[str, DeploymentRecord] = {}
+        for day in sorted(set(days)):
+            async for entity in table.query_entities(
+                "PartitionKey eq @day",
+                parameters={"day": day},
+                select=["RowKey", "Record", "State", "Summary", "UpdatedAt"],
+            ):
+                out[entity["RowKey"]] = self._record_from(entity)
+        return out
+
+    async def records_by_keys(self, keys: Iterable[str]) -> dict[str, DeploymentRecord]:
+        """Records for these deployment keys. Point look-ups, grouped per day and per 40 keys,
+        so a scan reads what it needs instead of whole days."""
+        wanted = sorted(set(keys))
+        if len(wanted) > 2000:
+            # A first scan: reading the days whole is fewer round trips.
+            found = await self.records_for_days({day_of_key(k) for k in wanted})
+            return {k: found[k] for k in wanted if k in found}
+        table = await self._store.table(DEPLOYMENTS)
+        by_day: dict[str, list[str]] = {}
+        for key in wanted:
+            by_day.setdefault(day_of_key(key), []).append(key)
+        queries = []
+        for day, day_keys in by_day.items():
+            for i in range(0, len(day_keys), 40):
+                chunk = day_keys[i : i + 40]
+                params = {"day": day, **{f"k{n}": escape_key(k) for n, k in enumerate(chunk)}}
+                where = " or ".join(f"RowKey eq @k{n}" for n in range(len(chunk)))
+                queries.append((f"PartitionKey eq @day and ( {where} )", params))
+
+        async def run(query: str, params: dict[str, Any]) -> list[DeploymentRecord]:
+            return [
+                self._record_from(e) async for e in table.query_entities(query, parameters=params)
+            ]
+
+        out: dict[str, DeploymentRecord] = {}
+        for start in range(0, len(queries), 8):
+            batches = await asyncio.gather(*(run(q, p) for q, p in queries[start : start + 8]))
+            for batch in batches:
+                out.update((r.key, r) for r in batch)
+        return out
+
+    async def records_in_range(self, start: datetime, end: datetime) -> list[DeploymentRecord]:
+        table = await self._store.table(DEPLOYMENTS)
+        query = "PartitionKey ge @a and PartitionKey le @b"
+        return [
+            self._record_from(e)
+            async for e in table.query_entities(
+                query, parameters={"a": day_of(start), "b": day_of(end)}
+            )
+        ]
+
+    async def save_records(self, records: Sequence[DeploymentRecord], now: datetime) -> None:
+        table = await self._store.table(DEPLOYMENTS)
+        by_day: dict[str, list[DeploymentRecord]] = {}
+        for record in records:
+            by_day.setdefault(record.day, []).append(record)
+        for day, group in by_day.items():
+            for i in range(0, len(group), BATCH_LIMIT):
+                ops: list[Any] = []
+                for r in group[i : i + BATCH_LIMIT]:
+                    d = r.deployment
+                    ops.append(
+                        (
+                            "upsert",
+                            {
+                                "PartitionKey": day,
+                                "RowKey": escape_key(r.key),
+                                "State": r.state,
+                                "Summary": r.summary,
+                                "Status": d.status.value,
+                                "ManagedDeviceId": d.managed_device_id,
+                                "EnrolledAt": d.enrolled_at,
+                                "CompletedAt": d.completed_at.isoformat() if d.completed_at else "",
+                                "PolicyId": r.policy.policy.id if r.policy else "",
+                                "PolicyName": r.policy.policy.name if r.policy else "",
+                                "EtgOutcome": r.outcome,
+                                "JoinedAt": r.joined_at.isoformat() if r.joined_at else "",
+                                "Findings": ",".join(r.findings),
+                                "ObjectId": r.object_id or "",
+                                "UpdatedAt": now,
+                                "Record": dumps_json(r.to_json()),
+                            },
+                            {"mode": UpdateMode.REPLACE},
+                        )
+                    )
+                await table.submit_transaction(ops)
+
+    # pending ---------------------------------------------------------------------------------
+    async def pending(self) -> dict[str, str]:
+        """Deployment key -> enrollment day of every deployment awaiting a conclusive verdict."""
+        table = await self._store.table(PENDING)
+        return {
+            e["RowKey"]: e.get("Day", "")
+            async for e in table.query_entities("PartitionKey eq 'pending'")
+        }
+
+    async def set_pending(self, add: Sequence[DeploymentRecord], remove: Iterable[str]) -> None:
+        table = await self._store.table(PENDING)
+        ops: list[Any] = [
+            (
+                "upsert",
+                {"PartitionKey": "pending", "RowKey": escape_key(r.key), "Day": r.day},
+                {"mode": UpdateMode.REPLACE},
+            )
+            for r in add
+        ]
+        ops += [("delete", {"PartitionKey": "pending", "RowKey": escape_key(k)}) for k in remove]
+        for i in range(0, len(ops), BATCH_LIMIT):
+            chunk = ops[i : i + BATCH_LIMIT]
+            try:
+                await table.submit_transaction(chunk)
+            except TableTransactionError:
+                # A delete of a row another run already removed fails the whole batch; replay
+                # one by one, where deleting a missing row succeeds.
+                for op in chunk:
+                    if op[0] == "delete":
+                        await table.delete_entity("pending", op[1]["RowKey"])
+                    else:
+                        await table.upsert_entity(op[1], mode=UpdateMode.REPLACE)
+
+    # device look-up --------------------------------------------------------------------------
+    async def deployments_of(self, object_ids: Iterable[str]) -> dict[str, DeploymentRecord]:
+        """Deployments of these Entra device objects. A filtered scan of the table: used only
+        for removals of devices judged long ago, which are rare."""
+        table = await self._store.table(DEPLOYMENTS)
+        wanted = sorted(set(object_ids))
+        out: dict[str, DeploymentRecord] = {}
+        for i in range(0, len(wanted), 15):
+            chunk = wanted[i : i + 15]
+            params = {f"o{n}": o for n, o in enumerate(chunk)}
+            where = " or ".join(f"ObjectId eq @o{n}" for n in range(len(chunk)))
+            async for e in table.query_entities(where, parameters=params):
+                record = self._record_from(e)
+                out[record.key] = record
+        return out
+
+    async def summary_rows(self, start: datetime, end: datetime) -> list[Any]:
+        """The few columns the weekly summary needs, for deployments enrolled in [start, end).
+
+        Each day is its own partition, read concurrently; only five columns are fetched, since
+        turning table rows into Python objects is most of the cost at 100,000 rows."""
+        from monitors.summary.compute import DeploymentRow
+
+        table = await self._store.table(DEPLOYMENTS)
+        days = []
+        day = start
+        while day < end:
+            days.append(day_of(day))
+            day += timedelta(days=1)
+
+        async def read(partition: str) -> list[DeploymentRow]:
+            out = []
+            async for e in table.query_entities(
+                "PartitionKey eq @d",
+                parameters={"d": partition},
+                select=["Status", "EtgOutcome", "EnrolledAt", "JoinedAt", "CompletedAt"],
+            ):
+                enrolled = e.get("EnrolledAt")
+                if not isinstance(enrolled, datetime) or not start <= enrolled < end:
+                    continue
+                joined, completed = e.get("JoinedAt"), e.get("CompletedAt")
+                out.append(
+                    DeploymentRow(
+                        key="",
+                        enrolled_at=enrolled,
+                        status=e.get("Status") or "unknown",
+                        outcome=e.get("EtgOutcome") or "pending",
+                        policy_name="",
+                        joined_at=datetime.fromisoformat(joined) if joined else None,
+                        completed_at=datetime.fromisoformat(completed) if completed else None,
+                    )
+                )
+            return out
+
+        parts = await asyncio.gather(*(read(d) for d in days))
+        return [row for part in parts for row in part]

@@ -1,0 +1,352 @@
+"""Thin async wrapper over azure-data-tables: naming, creation, and typed repositories."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables.aio import TableClient, TableServiceClient
+
+from monitors.aio import OwnedResources
+from monitors.models import Anomaly, Scope, Status, Subject
+from monitors.rules.suppression import Suppression, SuppressionScope
+from monitors.settings import Settings
+
+ANOMALIES = "anomalies"
+RUNS = "runs"
+SUPPRESSIONS = "suppressions"
+
+
+class ConcurrentUpdate(Exception):
+    """Another run changed the same record first; the caller re-reads and decides again."""
+
+
+def dumps_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def loads_json(value: Any, default: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        return default
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return default
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return None
+
+
+def escape_key(value: str) -> str:
+    """Table keys forbid / \\ # ? and control characters."""
+    return "".join(
+        "_" if ch in "/\\#?" or ord(ch) < 32 or 127 <= ord(ch) < 160 else ch for ch in value
+    )
+
+
+class TableStore(OwnedResources):
+    """Owns one TableServiceClient; use as an async context."""
+
+    def __init__(self, settings: Settings, *, credential: Any = None) -> None:
+        self.prefix = settings.table_prefix
+        self._owned_credential = None
+        if settings.storage_connection:
+            self._service = TableServiceClient.from_connection_string(settings.storage_connection)
+        else:
+            if credential is None:
+                from azure.identity.aio import DefaultAzureCredential
+
+                credential = self._owned_credential = DefaultAzureCredential()
+            assert settings.storage_table_url
+            self._service = TableServiceClient(
+                endpoint=settings.storage_table_url, credential=credential
+            )
+        self._ready: set[str] = set()
+        self.anomalies = AnomalyRepository(self)
+        self.runs = RunRepository(self)
+        self.suppressions = SuppressionRepository(self)
+        self.leases = LeaseRepository(self)
+
+    async def _close_resource(self) -> None:
+        await self._service.close()
+
+    def table_name(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    async def table(self, name: str) -> TableClient:
+        full = self.table_name(name)
+        if full not in self._ready:
+            with contextlib.suppress(ResourceExistsError):
+                await self._service.create_table(full)
+            self._ready.add(full)
+        return self._service.get_table_client(full)
+
+
+class AnomalyRepository:
+    def __init__(self, store: TableStore) -> None:
+        self._store = store
+
+    @staticmethod
+    def to_entity(anomaly: Anomaly) -> dict[str, Any]:
+        s = anomaly.subject
+        return {
+            "PartitionKey": escape_key(anomaly.kind),
+            "RowKey": escape_key(s.key),
+            "Type": "anomaly",
+            "Kind": anomaly.kind,
+            "Status": anomaly.status.value,
+            "Scope": s.scope.value,
+            "PolicyId": s.policy_id or "",
+            "PolicyName": s.policy_name or "",
+            "GroupId": s.group_id or "",
+            "ManagedDeviceId": s.managed_device_id or "",
+            "DeviceName": s.device_name or "",
+            "SerialNumber": s.serial_number or "",
+            "UserPrincipalName": s.user_principal_name or "",
+            "DeploymentKey": s.deployment_key or "",
+            "Job": s.job or "",
+            "FirstSeen": anomaly.first_seen,
+            "LastSeen": anomaly.last_seen,
+            "ResolvedAt": anomaly.resolved_at.isoformat() if anomaly.resolved_at else "",
+            "Explanation": anomaly.explanation,
+            "Fix": anomaly.fix,
+            "Evidence": dumps_json(anomaly.evidence),
+            "History": dumps_json(anomaly.history),
+        }
+
+    @staticmethod
+    def from_entity(entity: dict[str, Any]) -> Anomaly:
+        subject = Subject(
+            scope=Scope(entity["Scope"]),
+            policy_id=entity.get("PolicyId") or None,
+            policy_name=entity.get("PolicyName") or None,
+            group_id=entity.get("GroupId") or None,
+            managed_device_id=entity.get("ManagedDeviceId") or None,
+            device_name=entity.get("DeviceName") or None,
+            serial_number=entity.get("SerialNumber") or None,
+            user_principal_name=entity.get("UserPrincipalName") or None,
+            deployment_key=entity.get("DeploymentKey") or None,
+            job=entity.get("Job") or None,
+        )
+        first_seen = _as_datetime(entity.get("FirstSeen"))
+        last_seen = _as_datetime(entity.get("LastSeen"))
+        assert first_seen and last_seen
+        etag = entity.metadata.get("etag") if hasattr(entity, "metadata") else None
+        return Anomaly(
+            kind=entity["Kind"],
+            subject=subject,
+            status=Status(entity["Status"]),
+            first_seen=first_seen,
+            last_seen=last_seen,
+            explanation=entity.get("Explanation", ""),
+            fix=entity.get("Fix", ""),
+            evidence=loads_json(entity.get("Evidence"), {}),
+            resolved_at=_as_datetime(entity.get("ResolvedAt")),
+            history=loads_json(entity.get("History"), []),
+            etag=etag,
+        )
+
+    async def iter(
+        self, kinds: Iterable[str] | None = None, status: Status | None = None
+    ) -> AsyncIterator[Anomaly]:
+        """Anomalies (never the outbox rows sharing their partitions), optionally narrowed
+        server-side to some kinds and one status."""
+        table = await self._store.table(ANOMALIES)
+        where = "Type eq 'anomaly'"
+        if kinds is not None:
+            parts = [f"PartitionKey eq '{escape_key(k)}'" for k in kinds]
+            if not parts:
+                return
+            where += " and (" + " or ".join(parts) + ")"
+        if status is not None:
+            where += f" and Status eq '{status.value}'"
+        async for entity in table.query_entities(where):
+            yield self.from_entity(entity)
+
+    async def by_key(self, kinds: Iterable[str]) -> dict[str, Anomaly]:
+        return {a.key: a async for a in self.iter(kinds)}
+
+    async def save(self, anomaly: Anomaly, alert: Any = None) -> None:
+        """Create or replace one anomaly, refusing to overwrite a concurrent change.
+
+        ``alert`` (an outbox item) is written in the same transaction: both or neither.
+        """
+        table = await self._store.table(ANOMALIES)
+        entity = self.to_entity(anomaly)
+        if anomaly.etag is None:
+            op: tuple[Any, ...] = ("create", entity)
+        else:
+            op = (
+                "update",
+                entity,
+                {
+                    "mode": UpdateMode.REPLACE,
+                    "etag": anomaly.etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                },
+            )
+        try:
+            if alert is None:
+                if anomaly.etag is None:
+                    meta = await table.create_entity(entity)
+                else:
+                    meta = await table.update_entity(entity, **op[2])
+            else:
+                results = await table.submit_transaction([op, ("create", alert.to_entity())])
+                meta = results[0]
+        except (ResourceExistsError, ResourceModifiedError) as exc:
+            raise ConcurrentUpdate(anomaly.key) from exc
+        except TableTransactionError as exc:
+            raise ConcurrentUpdate(anomaly.key) from exc
+        anomaly.etag = meta.get("etag")
+
+
+class RunRepository:
+    """The latest outcome of each job, for /api/health and the CLI."""
+
+    def __init__(self, store: TableStore) -> None:
+        self._store = store
+
+    async def record(self, job: str, record: dict[str, Any]) -> None:
+        table = await self._store.table(RUNS)
+        entity: dict[str, Any] = {"PartitionKey": "job", "RowKey": escape_key(job)}
+        for key, value in record.items():
+            entity[key] = (
+                value
+                if isinstance(value, str | int | float | bool | datetime)
+                else (dumps_json(value))
+            )
+        await table.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    async def get(self, job: str) -> dict[str, Any] | None:
+        table = await self._store.table(RUNS)
+        async for entity in table.query_entities(
+            "PartitionKey eq 'job' and RowKey eq @job", parameters={"job": escape_key(job)}
+        ):
+            return dict(entity)
+        return None
+
+    async def all(self) -> dict[str, dict[str, Any]]:
+        table = await self._store.table(RUNS)
+        return {e["RowKey"]: dict(e) async for e in table.query_entities("PartitionKey eq 'job'")}
+
+
+class SuppressionRepository:
+    """Operator suppressions, PK "suppression", RK the suppression id."""
+
+    def __init__(self, store: TableStore) -> None:
+        self._store = store
+
+    async def all(self) -> list[Suppression]:
+        table = await self._store.table(SUPPRESSIONS)
+        out = []
+        async for e in table.query_entities("PartitionKey eq 'suppression'"):
+            out.append(
+                Suppression(
+                    id=e["RowKey"],
+                    scope=SuppressionScope(e["Scope"]),
+                    value=e["Value"],
+                    reason=e["Reason"],
+                    created_at=_as_datetime(e.get("CreatedAt")) or datetime.min,
+                    expires_at=_as_datetime(e.get("ExpiresAt")),
+                    created_by=e.get("CreatedBy") or None,
+                )
+            )
+        return sorted(out, key=lambda s: s.created_at)
+
+    async def add(self, suppression: Suppression) -> None:
+        table = await self._store.table(SUPPRESSIONS)
+        await table.create_entity(
+            {
+                "PartitionKey": "suppression",
+                "RowKey": escape_key(suppression.id),
+                "Scope": suppression.scope.value,
+                "Value": suppression.value,
+                "Reason": suppression.reason,
+                "CreatedAt": suppression.created_at,
+                "ExpiresAt": suppression.expires_at.isoformat() if suppression.expires_at else "",
+                "CreatedBy": suppression.created_by or "",
+            }
+        )
+
+    async def remove(self, suppression_id: str) -> bool:
+        table = await self._store.table(SUPPRESSIONS)
+        try:
+            await table.get_entity("suppression", escape_key(suppression_id))
+        except ResourceNotFoundError:
+            return False
+        await table.delete_entity("suppression", escape_key(suppression_id))
+        return True
+
+
+class LeaseHeld(Exception):
+    """Another run of the same job holds the lease."""
+
+
+class LeaseRepository:
+    """Job leases in the runs table (PK "lease", RK job), taken with ETag optimistic
+    concurrency: of two runs started at once, exactly one proceeds."""
+
+    def __init__(self, store: TableStore) -> None:
+        self._store = store
+
+    async def acquire(self, job: str, owner: str, now: datetime, ttl_seconds: float) -> str:
+        """Take the lease or raise LeaseHeld; returns the etag to release it with."""
+        table = await self._store.table(RUNS)
+        entity = {
+            "PartitionKey": "lease",
+            "RowKey": escape_key(job),
+            "Owner": owner,
+            "ExpiresAt": now + timedelta(seconds=ttl_seconds),
+        }
+        try:
+            current = await table.get_entity("lease", escape_key(job))
+        except ResourceNotFoundError:
+            try:
+                meta = await table.create_entity(entity)
+            except ResourceExistsError as exc:
+                raise LeaseHeld(job) from exc
+            return str(meta.get("etag"))
+        expires = current.get("ExpiresAt")
+        if current.get("Owner") and isinstance(expires, datetime) and expires > now:
+            raise LeaseHeld(job)
+        try:
+            meta = await table.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=current.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except ResourceModifiedError as exc:
+            raise LeaseHeld(job) from exc
+        return str(meta.get("etag"))
+
+    async def release(self, job: str, owner: str, etag: str) -> None:
+        table = await self._store.table(RUNS)
+        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+            await table.update_entity(
+                {
+                    "PartitionKey": "lease",
+                    "RowKey": escape_key(job),
+                    "Owner": "",
+                    "ReleasedBy": owner,
+                },
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )

@@ -1,0 +1,1 @@
+"""The weekly compliance summary: computed from stored state, rendered for Teams and as HTML."""

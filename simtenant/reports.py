@@ -1,0 +1,356 @@
+"""Intune report exports: the "Autopilot device preparation deployments" report family.
+
+Rows are computed from the scenario at the moment a job completes, written as a
+zip holding one CSV (UTF-8 with BOM, every value quoted, as Intune's exports are)
+or one JSON file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import threading
+import uuid
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from simtenant.odata import GraphError, bad_request, parse_odata_time, split_and
+from simtenant.scenario import DeviceSpec, InstallItem
+
+DEPLOYMENT_REPORT = "AutopilotV2DeploymentStatus"
+APP_REPORT = "AutopilotV2DeploymentStatusDetailedAppInfo"
+SCRIPT_REPORT = "AutopilotV2DeploymentStatusDetailedScriptInfo"
+
+REPORT_COLUMNS: dict[str, list[str]] = {
+    DEPLOYMENT_REPORT: [
+        "DeviceId",
+        "DeviceName",
+        "SerialNumber",
+        "UPN",
+        "EnrollmentTimeInUtc",
+        "DeploymentStatus",
+        "DeploymentDurationTimeInSeconds",
+        "CurrentProvisioningPhase",
+        "Phase",
+        "ResultCode",
+    ],
+    APP_REPORT: ["DeviceId", "AppName", "AppId", "PolicyInstallStatus"],
+    SCRIPT_REPORT: ["DeviceId", "ScriptName", "ScriptId", "PolicyInstallStatus"],
+}
+
+DEPLOYMENT_STATUS_CODES = {"In progress": "1", "Success": "2", "Failed": "3"}
+# The install status codes are not documented; these values are placeholders
+# and consumers are expected to read the _loc label instead.
+INSTALL_STATUS_CODES = {"Installed": "1", "Failed": "2", "In progress": "5", "Skipped": "7"}
+LOCALIZED_COLUMNS = {
+    "DeploymentStatus": {code: label for label, code in DEPLOYMENT_STATUS_CODES.items()},
+    "PolicyInstallStatus": {code: label for label, code in INSTALL_STATUS_CODES.items()},
+}
+LOCALIZATION_TYPES = ("LocalizedValuesAsAdditionalColumn", "ReplaceLocalizableValues")
+
+
+def report_time(value: datetime) -> str:
+    """EnrollmentTimeInUtc as the report writes it: seven fractional digits, no zone."""
+    return value.strftime("%Y-%m-%d %H:%M:%S") + f".{value.microsecond:06d}0"
+
+
+def deployment_state(device: DeviceSpec, now_ts: float) -> tuple[str, float]:
+    """The report label for a deployment at ``now_ts`` and its duration so far."""
+    elapsed = max(0.0, now_ts - device.enrolled_at.timestamp())
+    deployment = device.deployment
+    if deployment.outcome == "in_progress" or elapsed < deployment.duration_s:
+        return "In progress", elapsed
+    return ("Success" if deployment.outcome == "success" else "Failed"), deployment.duration_s
+
+
+def deployment_row(device: DeviceSpec, now_ts: float) -> dict[str, str]:
+    label, duration = deployment_state(device, now_ts)
+    deployment = device.deployment
+    if label == "In progress" and deployment.outcome != "in_progress":
+        # Mid-flight values for a deployment that will finish later; the final
+        # phase numbers only appear once it completes.
+        current_phase, phase, result = 2, 2, 0
+    else:
+        current_phase, phase, result = (
+            deployment.current_phase,
+            deployment.phase,
+            deployment.result_code,
+        )
+    if label == "In progress":
+        result = 0
+    return {
+        "DeviceId": device.managed_device_id,
+        "DeviceName": device.device_name,
+        "SerialNumber": device.serial_number,
+        "UPN": device.user_principal_name,
+        "EnrollmentTimeInUtc": report_time(device.enrolled_at),
+        "DeploymentStatus": DEPLOYMENT_STATUS_CODES[label],
+        "DeploymentDurationTimeInSeconds": str(int(duration)),
+        "CurrentProvisioningPhase": str(current_phase),
+        "Phase": str(phase),
+        "ResultCode": str(result),
+    }
+
+
+def _install_rows(
+    device: DeviceSpec, items: Iterable[InstallItem], now_ts: float, kind: str
+) -> list[dict[str, str]]:
+    running = deployment_state(device, now_ts)[0] == "In progress"
+    rows = []
+    for item in items:
+        status = item.status
+        if running and status in ("Installed", "Failed"):
+            status = "In progress"
+        rows.append(
+            {
+                "DeviceId": device.managed_device_id,
+                f"{kind}Name": item.name,
+                f"{kind}Id": item.id,
+                "PolicyInstallStatus": INSTALL_STATUS_CODES[status],
+            }
+        )
+    return rows
+
+
+def report_rows(
+    report_name: str, devices: Iterable[DeviceSpec], now_ts: float
+) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    for device in devices:
+        if report_name == DEPLOYMENT_REPORT:
+            rows.append(deployment_row(device, now_ts))
+        elif report_name == APP_REPORT:
+            rows.extend(_install_rows(device, device.apps, now_ts, "App"))
+        elif report_name == SCRIPT_REPORT:
+            rows.extend(_install_rows(device, device.scripts, now_ts, "Script"))
+        else:
+            raise ValueError(report_name)
+    return rows
+
+
+_TIME_CLAUSE = re.compile(r"^EnrollmentTimeInUtc\s+(ge|gt|le|lt|eq)\s+'?([^']+?)'?$", re.IGNORECASE)
+_DEVICE_CLAUSE = re.compile(r"^DeviceId\s+eq\s+'([^']*)'$", re.IGNORECASE)
+
+
+def device_filter(expression: str | None) -> Callable[[DeviceSpec], bool] | None:
+    """A predicate for the export filter, or None when absent or not understood.
+
+    Intune accepts more than this; anything unparseable means "no filter" so the
+    export still succeeds with every visible row.
+    """
+    if not expression or not expression.strip():
+        return None
+    checks: list[Callable[[DeviceSpec], bool]] = []
+    for clause in split_and(expression):
+        if match := _TIME_CLAUSE.match(clause):
+            op, literal = match.group(1).lower(), match.group(2)
+            try:
+                bound = parse_odata_time(literal).timestamp()
+            except ValueError:
+                return None
+            checks.append(_time_check(op, bound))
+        elif match := _DEVICE_CLAUSE.match(clause):
+            checks.append(_device_check(match.group(1)))
+        else:
+            return None
+    return lambda d: all(check(d) for check in checks)
+
+
+def _device_check(managed_device_id: str) -> Callable[[DeviceSpec], bool]:
+    return lambda d: d.managed_device_id == managed_device_id
+
+
+def _time_check(op: str, bound: float) -> Callable[[DeviceSpec], bool]:
+    compare: dict[str, Callable[[float], bool]] = {
+        "ge": lambda t: t >= bound,
+        "gt": lambda t: t > bound,
+        "le": lambda t: t <= bound,
+        "lt": lambda t: t < bound,
+        "eq": lambda t: t == bound,
+    }
+    test = compare[op]
+    return lambda d: test(d.enrolled_at.timestamp())
+
+
+def output_columns(report_name: str, select: list[str] | None, localization: str) -> list[str]:
+    base = REPORT_COLUMNS[report_name]
+    if select:
+        lookup = {c.lower(): c for c in base}
+        chosen = []
+        for name in select:
+            column = lookup.get(name.lower())
+            if column is None:
+                raise bad_request(f"Invalid select column '{name}' for report '{report_name}'.")
+            chosen.append(column)
+    else:
+        chosen = list(base)
+    if localization == "ReplaceLocalizableValues":
+        return chosen
+    columns: list[str] = []
+    for column in chosen:
+        columns.append(column)
+        if column in LOCALIZED_COLUMNS:
+            columns.append(f"{column}_loc")
+    return columns
+
+
+def shape_rows(
+    rows: list[dict[str, str]], columns: list[str], localization: str
+) -> list[list[str]]:
+    shaped = []
+    replace = localization == "ReplaceLocalizableValues"
+    for row in rows:
+        values = []
+        for column in columns:
+            if column.endswith("_loc"):
+                source = column[:-4]
+                values.append(LOCALIZED_COLUMNS[source].get(row[source], ""))
+            elif replace and column in LOCALIZED_COLUMNS:
+                values.append(LOCALIZED_COLUMNS[column].get(row[column], row[column]))
+            else:
+                values.append(row[column])
+        shaped.append(values)
+    return shaped
+
+
+def render_csv(columns: list[str], values: list[list[str]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    writer.writerow(columns)
+    writer.writerows(values)
+    return b"\xef\xbb\xbf" + buffer.getvalue().encode("utf-8")
+
+
+def render_json(columns: list[str], values: list[list[str]]) -> bytes:
+    # The JSON export layout is not publicly confirmed; this mirrors the shape of
+    # Intune's synchronous report APIs (schema + rows of string values).
+    document = {
+        "TotalRowCount": len(values),
+        "Schema": [{"Column": c, "PropertyType": "String"} for c in columns],
+        "Values": values,
+    }
+    return json.dumps(document).encode("utf-8")
+
+
+def zip_bytes(name: str, payload: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, payload)
+    return buffer.getvalue()
+
+
+@dataclass(slots=True)
+class ExportJob:
+    id: str
+    report_name: str
+    format: str
+    select: list[str]
+    filter: str
+    localization_type: str
+    requested_at: datetime
+    status: str = "notStarted"
+    polls: int = 0
+    completed_at: datetime | None = None
+    content: bytes | None = field(default=None, repr=False)
+
+    def to_graph(self, download_url: str | None) -> dict[str, Any]:
+        expiration = self.completed_at + timedelta(hours=1) if self.completed_at else None
+        return {
+            "id": self.id,
+            "reportName": self.report_name,
+            "filter": self.filter,
+            "select": self.select,
+            "format": self.format,
+            "snapshotId": None,
+            "localizationType": self.localization_type,
+            "search": "",
+            "status": self.status,
+            "url": download_url if self.status == "completed" else None,
+            "requestDateTime": self.requested_at.strftime("%Y-%m-%dT%H:%M:%S.")
+            + f"{self.requested_at.microsecond:06d}0Z",
+            "expirationDateTime": (
+                expiration.strftime("%Y-%m-%dT%H:%M:%SZ") if expiration else "0001-01-01T00:00:00Z"
+            ),
+        }
+
+
+class ExportJobStore:
+    """Export jobs and their finished archives."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, ExportJob] = {}
+
+    def create(self, body: Any, now: datetime) -> ExportJob:
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be a JSON object.")
+        report_name = body.get("reportName")
+        if report_name not in REPORT_COLUMNS:
+            raise bad_request(f"Invalid report name '{report_name}'.")
+        fmt = str(body.get("format") or "csv").lower()
+        if fmt not in ("csv", "json"):
+            raise bad_request(f"Invalid format '{body.get('format')}'.")
+        select = body.get("select") or []
+        if not isinstance(select, list) or not all(isinstance(s, str) for s in select):
+            raise bad_request("'select' must be a list of column names.")
+        localization = body.get("localizationType") or "LocalizedValuesAsAdditionalColumn"
+        if localization not in LOCALIZATION_TYPES:
+            raise bad_request(f"Invalid localizationType '{localization}'.")
+        output_columns(report_name, select, localization)  # reject bad columns up front
+        job = ExportJob(
+            id=f"{report_name}_{uuid.uuid4()}",
+            report_name=report_name,
+            format=fmt,
+            select=list(select),
+            filter=str(body.get("filter") or ""),
+            localization_type=localization,
+            requested_at=now,
+        )
+        with self._lock:
+            self._jobs[job.id.lower()] = job
+        return job
+
+    def poll(
+        self,
+        job_id: str,
+        now: datetime,
+        *,
+        polls_before_ready: int,
+        fail: bool,
+        rows_at: Callable[[str, Callable[[DeviceSpec], bool] | None], list[dict[str, str]]],
+    ) -> ExportJob:
+        with self._lock:
+            job = self._jobs.get(job_id.lower())
+            if job is None:
+                raise GraphError(404, f"Export job '{job_id}' was not found.", "ResourceNotFound")
+            if job.status in ("completed", "failed"):
+                return job
+            job.polls += 1
+            if job.polls <= polls_before_ready:
+                job.status = "inProgress"
+                return job
+            job.completed_at = now
+            if fail:
+                job.status = "failed"
+                return job
+            columns = output_columns(job.report_name, job.select, job.localization_type)
+            values = shape_rows(
+                rows_at(job.report_name, device_filter(job.filter)), columns, job.localization_type
+            )
+            if job.format == "csv":
+                payload = render_csv(columns, values)
+            else:
+                payload = render_json(columns, values)
+            job.content = zip_bytes(f"{job.id}.{job.format}", payload)
+            job.status = "completed"
+            return job
+
+    def content(self, job_id: str) -> bytes | None:
+        with self._lock:
+            job = self._jobs.get(job_id.lower())
+            return job.content if job is not None else None

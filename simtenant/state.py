@@ -1,0 +1,945 @@
+"""The live tenant: a scenario plus a clock, answering "what is visible now".
+
+Everything is indexed up front (by group, by member, by time) because the
+benchmarks serve hundreds of thousands of objects through small pages and a
+request must never scan the whole tenant. Mutations and multi-step reads share one
+lock so tests can change the tenant between monitor runs while the server thread
+reads it.
+
+A ``ChangeSink`` (the change-notification service) hears about membership changes
+of the groups it watches as they become effective: when the clock passes them, or
+at once when a mutation adds a change that is already due.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import heapq
+import math
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from simtenant.clock import SimClock
+from simtenant.scenario import (
+    Actor,
+    AuditActorFields,
+    DeviceSpec,
+    DirectoryDevice,
+    Group,
+    MembershipOp,
+    Policy,
+    ProvisioningClient,
+    Scenario,
+    ScenarioError,
+    User,
+)
+
+EntraDevice = DeviceSpec | DirectoryDevice
+GROUP_FIELDS = frozenset(
+    {
+        "display_name",
+        "security_enabled",
+        "mail_enabled",
+        "group_types",
+        "membership_rule",
+        "is_assignable_to_role",
+        "deleted",
+    }
+)
+POLICY_FIELDS = frozenset(
+    {
+        "name",
+        "template",
+        "etg_group_id",
+        "etg_api",
+        "timeout_minutes",
+        "allowed_app_ids",
+        "allowed_script_ids",
+        "description",
+    }
+)
+
+
+@dataclass(slots=True)
+class MembershipRecord:
+    """One membership change; it is also the audit event that reports it."""
+
+    ts: float  # when the change took effect (the audit activityDateTime)
+    visible_ts: float  # when the audit event shows up in the log
+    seq: int  # tie-breaker and stable identity
+    op: MembershipOp
+    group_id: str
+    member_id: str
+    actor: Actor
+    audit_actor_fields: AuditActorFields
+    managed_device_id: str | None  # set for events that belong to a deployment
+
+
+def _record_key(record: MembershipRecord) -> tuple[float, int]:
+    return (record.ts, record.seq)
+
+
+def _merge_sorted(target: list[MembershipRecord], new: list[MembershipRecord]) -> None:
+    """Merge sorted ``new`` records into sorted ``target`` in place (touching only its tail)."""
+    start = bisect.bisect_left(target, _record_key(new[0]), key=_record_key)
+    tail = target[start:]
+    tail.extend(new)
+    if start < len(target):
+        tail.sort(key=_record_key)
+    del target[start:]
+    target.extend(tail)
+
+
+@dataclass(slots=True)
+class AuditQuery:
+    """The directoryAudits filters the stand-in understands (all optional, and-ed)."""
+
+    ops: frozenset[str] | None = None
+    since_ts: float | None = None  # inclusive
+    until_ts: float | None = None  # inclusive
+    target_id: str | None = None
+    app_id: str | None = None
+
+
+@dataclass(slots=True)
+class _MemberCache:
+    ts: float
+    pos: int
+    members: dict[str, None]
+    sorted_ids: list[str] | None = None
+    stale: bool = False
+
+
+class ChangeSink(Protocol):
+    """Receives effective changes; called outside the state's lock, from any thread."""
+
+    @property
+    def watched_groups(self) -> frozenset[str]:
+        """Groups whose changes are wanted (read without locking; keep it cheap)."""
+        ...
+
+    def membership_changed(self, changes: list[tuple[MembershipRecord, float]]) -> None:
+        """Records that became effective, each with the sim time it did (POSIX seconds)."""
+
+    def group_deleted(self, group_id: str, ts: float) -> None:
+        """A group was deleted at sim time ``ts``."""
+
+    def time_moved(self, now_ts: float) -> None:
+        """The clock moved (after any changes it made effective were reported)."""
+
+
+@dataclass(slots=True, frozen=True)
+class Owner:
+    kind: str  # "servicePrincipal" or "user"
+    id: str
+    display_name: str
+    app_id: str | None = None
+    user_principal_name: str | None = None
+
+
+class TenantState:
+    """Tenant data visible at ``clock.now()``, with a thread-safe mutation API."""
+
+    def __init__(self, scenario: Scenario, clock: SimClock | None = None) -> None:
+        self._lock = threading.RLock()
+        self.clock = clock if clock is not None else SimClock(scenario.start)
+        self.tenant_id = scenario.tenant_id
+        self.start = scenario.start
+        self.other_configuration_policies = scenario.other_configuration_policies
+        self.audit_retention_days = scenario.audit_retention_days
+        self.export_polls_before_ready = scenario.export_polls_before_ready
+        self.export_jobs_fail = scenario.export_jobs_fail
+        self._pc = dataclasses.replace(scenario.provisioning_client)
+        self._users: dict[str, User] = {u.id: u for u in scenario.users}
+        admin = scenario.admin_user()
+        self.admin_user: User | None = admin
+        # Groups and policies are copied because tests mutate them; devices are
+        # shared with the scenario (read-only here) to keep memory flat at scale.
+        self._groups: dict[str, Group] = {
+            g.id: dataclasses.replace(
+                g,
+                group_types=list(g.group_types),
+                owners=list(g.owners),
+                initial_members=list(g.initial_members),
+            )
+            for g in scenario.groups
+        }
+        self._policies: dict[str, Policy] = {
+            p.id: dataclasses.replace(
+                p,
+                allowed_app_ids=list(p.allowed_app_ids),
+                allowed_script_ids=list(p.allowed_script_ids),
+            )
+            for p in scenario.policies
+        }
+        self._devices: dict[str, DeviceSpec] = {}
+        self._by_device_id: dict[str, EntraDevice] = {}
+        self._by_object_id: dict[str, EntraDevice] = {}
+        self._enroll_keys: list[tuple[float, str]] = []
+        self._enroll_devices: list[DeviceSpec] = []
+        self._sorted_object_ids: list[str] | None = None
+        self._seq = 0
+        self._all: list[MembershipRecord] = []
+        self._by_group: dict[str, list[MembershipRecord]] = {}
+        self._by_member: dict[str, list[MembershipRecord]] = {}
+        self._member_cache: dict[str, _MemberCache] = {}
+        # Change feed: records up to the watermark (the sim time last seen) are
+        # effective and, for watched groups, already reported to the sink.
+        self._sink: ChangeSink | None = None
+        self._watermark = self.clock.timestamp()
+
+        for directory_device in scenario.directory_devices:
+            self._by_device_id[directory_device.device_id] = directory_device
+            self._by_object_id[directory_device.object_id] = directory_device
+        records: list[MembershipRecord] = []
+        pairs: list[tuple[tuple[float, str], DeviceSpec]] = []
+        for device in scenario.devices:
+            self._register_device(device)
+            pairs.append(((device.enrolled_at.timestamp(), device.managed_device_id), device))
+            records.extend(self._device_records(device))
+        pairs.sort(key=lambda pair: pair[0])
+        self._enroll_keys = [key for key, _ in pairs]
+        self._enroll_devices = [device for _, device in pairs]
+        for event in scenario.other_membership_events:
+            ts = event.at.timestamp()
+            records.append(
+                self._new_record(
+                    ts,
+                    ts + event.audit_delay_s,
+                    event.op,
+                    event.group_id,
+                    event.member_id,
+                    event.actor,
+                    event.audit_actor_fields,
+                    None,
+                )
+            )
+        records.sort(key=_record_key)
+        self._all = records
+        for record in records:
+            self._by_group.setdefault(record.group_id, []).append(record)
+            self._by_member.setdefault(record.member_id, []).append(record)
+        self.clock.add_listener(self._on_clock_moved)
+
+    # ------------------------------------------------------------------ change feed
+
+    def set_change_sink(self, sink: ChangeSink | None) -> None:
+        """Report effective membership changes and group deletions to ``sink``."""
+        with self._lock:
+            self._sink = sink
+            self._watermark = self.clock.timestamp()
+
+    def _on_clock_moved(self) -> None:
+        """Report the changes the clock just passed (the watermark follows the clock)."""
+        with self._lock:
+            sink = self._sink
+            since = self._watermark
+            now = self.clock.timestamp()
+            self._watermark = now
+            changes: list[tuple[MembershipRecord, float]] = []
+            if sink is not None and now > since:
+                for group_id in sink.watched_groups:
+                    timeline = self._by_group.get(group_id)
+                    if not timeline:
+                        continue
+                    start = bisect.bisect_right(timeline, (since, math.inf), key=_record_key)
+                    end = bisect.bisect_right(timeline, (now, math.inf), key=_record_key)
+                    changes.extend((record, record.ts) for record in timeline[start:end])
+        if sink is None:
+            return
+        if changes:
+            changes.sort(key=lambda change: _record_key(change[0]))
+            sink.membership_changed(changes)
+        sink.time_moved(now)
+
+    def _due_now(self, records: Iterable[MembershipRecord]) -> list[tuple[MembershipRecord, float]]:
+        """New records that are already effective (the clock will never pass them)."""
+        sink = self._sink
+        if sink is None:
+            return []
+        watched = sink.watched_groups
+        if not watched:
+            return []
+        now = self.clock.timestamp()
+        return [
+            (record, now)
+            for record in records
+            if record.group_id in watched and record.ts <= self._watermark
+        ]
+
+    def _report(self, changes: list[tuple[MembershipRecord, float]]) -> None:
+        sink = self._sink
+        if changes and sink is not None:
+            sink.membership_changed(changes)
+
+    # ------------------------------------------------------------------ build
+
+    def _register_device(self, device: DeviceSpec) -> None:
+        if device.managed_device_id in self._devices:
+            raise ScenarioError(f"duplicate managed_device_id {device.managed_device_id!r}")
+        self._devices[device.managed_device_id] = device
+        self._by_device_id[device.entra_device_id] = device
+        self._by_object_id[device.object_id] = device
+        self._sorted_object_ids = None
+
+    def _new_record(
+        self,
+        ts: float,
+        visible_ts: float,
+        op: MembershipOp,
+        group_id: str,
+        member_id: str,
+        actor: Actor,
+        fields: AuditActorFields,
+        managed_device_id: str | None,
+    ) -> MembershipRecord:
+        self._seq += 1
+        return MembershipRecord(
+            ts, visible_ts, self._seq, op, group_id, member_id, actor, fields, managed_device_id
+        )
+
+    def _device_records(self, device: DeviceSpec) -> list[MembershipRecord]:
+        enrolled = device.enrolled_at.timestamp()
+        policy = self._policies.get(device.policy_id) if device.policy_id else None
+        records = []
+        for event in device.membership:
+            group_id = event.group_id or (policy.etg_group_id if policy else None)
+            if group_id is None:
+                # The policy has no ETG, so Intune has nowhere to add the device.
+                continue
+            ts = enrolled + event.offset_s
+            records.append(
+                self._new_record(
+                    ts,
+                    ts + event.audit_delay_s,
+                    event.op,
+                    group_id,
+                    device.object_id,
+                    event.actor,
+                    event.audit_actor_fields,
+                    device.managed_device_id,
+                )
+            )
+        return records
+
+    def _insert_record(self, record: MembershipRecord) -> None:
+        bisect.insort(self._all, record, key=_record_key)
+        timeline = self._by_group.setdefault(record.group_id, [])
+        index = bisect.bisect_right(timeline, _record_key(record), key=_record_key)
+        timeline.insert(index, record)
+        cache = self._member_cache.get(record.group_id)
+        if cache is not None and index < cache.pos:
+            cache.stale = True
+        bisect.insort(self._by_member.setdefault(record.member_id, []), record, key=_record_key)
+
+    # ------------------------------------------------------------------ time
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def now_ts(self) -> float:
+        return self.clock.timestamp()
+
+    # ------------------------------------------------------------------ mutation API
+
+    def set_group_owners(self, group_id: str, owner_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._group(group_id).owners = list(owner_ids)
+
+    def add_group_owner(self, group_id: str, owner_id: str) -> None:
+        with self._lock:
+            owners = self._group(group_id).owners
+            if owner_id not in owners:
+                owners.append(owner_id)
+
+    def remove_group_owner(self, group_id: str, owner_id: str) -> None:
+        with self._lock:
+            group = self._group(group_id)
+            group.owners = [o for o in group.owners if o != owner_id]
+
+    def update_group(self, group_id: str, **fields: object) -> None:
+        """Change group properties (security_enabled, group_types, deleted, ...)."""
+        unknown = set(fields) - GROUP_FIELDS
+        if unknown:
+            raise ValueError(f"update_group: unknown field(s) {', '.join(sorted(unknown))}")
+        with self._lock:
+            group = self._group(group_id)
+            was_deleted = group.deleted
+            for name, value in fields.items():
+                if name == "group_types":
+                    if not isinstance(value, list | tuple):
+                        raise TypeError("group_types must be a list of strings")
+                    value = [str(v) for v in value]
+                setattr(group, name, value)
+            deleted_now = group.deleted and not was_deleted
+            sink = self._sink
+        if deleted_now and sink is not None and group_id in sink.watched_groups:
+            sink.group_deleted(group_id, self.now_ts())
+
+    def add_group(self, group: Group) -> None:
+        with self._lock:
+            if group.id in self._groups:
+                raise ValueError(f"group {group.id!r} already exists")
+            self._groups[group.id] = dataclasses.replace(
+                group,
+                group_types=list(group.group_types),
+                owners=list(group.owners),
+                initial_members=list(group.initial_members),
+            )
+
+    def set_provisioning_client_present(self, present: bool) -> None:
+        with self._lock:
+            self._pc.present = present
+
+    def set_policy_etg(self, policy_id: str, group_id: str | None) -> None:
+        self.update_policy(policy_id, etg_group_id=group_id)
+
+    def update_policy(self, policy_id: str, **fields: object) -> None:
+        unknown = set(fields) - POLICY_FIELDS
+        if unknown:
+            raise ValueError(f"update_policy: unknown field(s) {', '.join(sorted(unknown))}")
+        with self._lock:
+            policy = self._policies.get(policy_id)
+            if policy is None:
+                raise KeyError(f"unknown policy {policy_id!r}")
+            for name, value in fields.items():
+                setattr(policy, name, value)
+
+    def set_export_jobs_fail(self, fail: bool) -> None:
+        with self._lock:
+            self.export_jobs_fail = fail
+
+    def set_export_polls_before_ready(self, polls: int) -> None:
+        with self._lock:
+            self.export_polls_before_ready = polls
+
+    def set_audit_retention_days(self, days: float) -> None:
+        with self._lock:
+            self.audit_retention_days = days
+
+    def add_device(self, device: DeviceSpec) -> None:
+        """Add a deployment (report row, managed device, Entra device and its membership events)."""
+        self.add_devices([device])
+
+    def add_devices(self, devices: Iterable[DeviceSpec]) -> None:
+        """Add deployments atomically: all of them, or none when any is invalid.
+
+        Raises ``ScenarioError`` for an unknown policy or an id already in the tenant
+        (or repeated in ``devices``). New devices are merged into the indexes in one
+        pass, so adding many at once stays cheap on a large tenant.
+        """
+        batch = list(devices)
+        if not batch:
+            return
+        with self._lock:
+            self._check_new_devices(batch)
+            records: list[MembershipRecord] = []
+            for device in batch:
+                self._register_device(device)
+                records.extend(self._device_records(device))
+            self._merge_enrolled(batch)
+            self._merge_records(records)
+            due = self._due_now(records)
+        self._report(due)
+
+    def _check_new_devices(self, devices: list[DeviceSpec]) -> None:
+        problems: list[str] = []
+        managed: set[str] = set()
+        entra: set[str] = set()
+        objects: set[str] = set()
+        for device in devices:
+            name = device.device_name
+            if device.policy_id is not None and device.policy_id not in self._policies:
+                problems.append(f"device {name}: unknown policy id {device.policy_id!r}")
+            if device.managed_device_id in self._devices or device.managed_device_id in managed:
+                problems.append(
+                    f"device {name}: duplicate managed_device_id {device.managed_device_id!r}"
+                )
+            if device.entra_device_id in self._by_device_id or device.entra_device_id in entra:
+                problems.append(
+                    f"device {name}: duplicate entra_device_id {device.entra_device_id!r}"
+                )
+            if (
+                device.object_id in self._by_object_id
+                or device.object_id in self._users
+                or device.object_id in self._groups
+                or device.object_id in objects
+            ):
+                problems.append(f"device {name}: duplicate object_id {device.object_id!r}")
+            managed.add(device.managed_device_id)
+            entra.add(device.entra_device_id)
+            objects.add(device.object_id)
+        if problems:
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise ScenarioError("; ".join(problems[:5]) + more)
+
+    def _merge_enrolled(self, devices: list[DeviceSpec]) -> None:
+        pairs = sorted(
+            (((d.enrolled_at.timestamp(), d.managed_device_id), d) for d in devices),
+            key=lambda pair: pair[0],
+        )
+        # Only the existing keys at or after the first new one can interleave with it.
+        start = bisect.bisect_left(self._enroll_keys, pairs[0][0])
+        if start < len(self._enroll_keys):
+            pairs += zip(self._enroll_keys[start:], self._enroll_devices[start:], strict=True)
+            pairs.sort(key=lambda pair: pair[0])
+        del self._enroll_keys[start:]
+        del self._enroll_devices[start:]
+        self._enroll_keys.extend(key for key, _ in pairs)
+        self._enroll_devices.extend(device for _, device in pairs)
+
+    def _merge_records(self, records: list[MembershipRecord]) -> None:
+        if not records:
+            return
+        records.sort(key=_record_key)
+        _merge_sorted(self._all, records)
+        by_group: dict[str, list[MembershipRecord]] = {}
+        by_member: dict[str, list[MembershipRecord]] = {}
+        for record in records:
+            by_group.setdefault(record.group_id, []).append(record)
+            by_member.setdefault(record.member_id, []).append(record)
+        for group_id, new in by_group.items():
+            timeline = self._by_group.setdefault(group_id, [])
+            cache = self._member_cache.get(group_id)
+            if cache is not None:
+                index = bisect.bisect_right(timeline, _record_key(new[0]), key=_record_key)
+                if index < cache.pos:
+                    cache.stale = True
+            _merge_sorted(timeline, new)
+        for member_id, new in by_member.items():
+            existing = self._by_member.get(member_id)
+            if existing is None:
+                self._by_member[member_id] = new
+            else:
+                _merge_sorted(existing, new)
+
+    def add_membership_event(
+        self,
+        managed_device_id: str,
+        op: MembershipOp,
+        at_offset_s: float,
+        *,
+        group_id: str | None = None,
+        actor: Actor = "provisioning_client",
+        audit_delay_s: float = 0.0,
+        audit_actor_fields: AuditActorFields = "both",
+    ) -> MembershipRecord:
+        """Add a membership change for a deployment, at an offset from its enrollment."""
+        with self._lock:
+            device = self._devices.get(managed_device_id)
+            if device is None:
+                raise KeyError(f"unknown managed device {managed_device_id!r}")
+            if group_id is None:
+                policy = self._policies.get(device.policy_id) if device.policy_id else None
+                group_id = policy.etg_group_id if policy else None
+                if group_id is None:
+                    raise ValueError(
+                        f"device {device.device_name} has no policy ETG; pass group_id"
+                    )
+            ts = device.enrolled_at.timestamp() + at_offset_s
+            record = self._new_record(
+                ts,
+                ts + audit_delay_s,
+                op,
+                group_id,
+                device.object_id,
+                actor,
+                audit_actor_fields,
+                managed_device_id,
+            )
+            self._insert_record(record)
+            due = self._due_now([record])
+        self._report(due)
+        return record
+
+    def add_member_now(
+        self,
+        group_id: str,
+        object_id: str,
+        *,
+        actor: Actor = "provisioning_client",
+        audit_delay_s: float = 0.0,
+        audit_actor_fields: AuditActorFields = "both",
+    ) -> MembershipRecord:
+        return self._member_change_now(
+            "add", group_id, object_id, actor, audit_delay_s, audit_actor_fields
+        )
+
+    def remove_member_now(
+        self,
+        group_id: str,
+        object_id: str,
+        *,
+        actor: Actor = "admin",
+        audit_delay_s: float = 0.0,
+        audit_actor_fields: AuditActorFields = "both",
+    ) -> MembershipRecord:
+        return self._member_change_now(
+            "remove", group_id, object_id, actor, audit_delay_s, audit_actor_fields
+        )
+
+    def _member_change_now(
+        self,
+        op: MembershipOp,
+        group_id: str,
+        object_id: str,
+        actor: Actor,
+        audit_delay_s: float,
+        fields: AuditActorFields,
+    ) -> MembershipRecord:
+        with self._lock:
+            self._group(group_id)
+            device = self._by_object_id.get(object_id)
+            managed = device.managed_device_id if isinstance(device, DeviceSpec) else None
+            ts = self.now_ts()
+            record = self._new_record(
+                ts, ts + audit_delay_s, op, group_id, object_id, actor, fields, managed
+            )
+            self._insert_record(record)
+            due = self._due_now([record])
+        self._report(due)
+        return record
+
+    # ------------------------------------------------------------------ directory objects
+
+    def _group(self, group_id: str) -> Group:
+        group = self._groups.get(group_id)
+        if group is None:
+            raise KeyError(f"unknown group {group_id!r}")
+        return group
+
+    def get_group(self, group_id: str) -> Group | None:
+        """A copy of the group (deleted ones included; callers decide visibility)."""
+        with self._lock:
+            group = self._groups.get(group_id)
+            if group is None:
+                return None
+            return dataclasses.replace(
+                group, group_types=list(group.group_types), owners=list(group.owners)
+            )
+
+    def group_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._groups)
+
+    def provisioning_client(self) -> ProvisioningClient:
+        with self._lock:
+            return dataclasses.replace(self._pc)
+
+    def group_owners(self, group_id: str) -> list[Owner]:
+        with self._lock:
+            group = self._group(group_id)
+            owners: list[Owner] = []
+            for owner_id in group.owners:
+                if owner_id == self._pc.object_id:
+                    if self._pc.present:  # a deleted service principal drops out of owners
+                        owners.append(
+                            Owner(
+                                "servicePrincipal",
+                                owner_id,
+                                self._pc.display_name,
+                                app_id=self._pc.app_id,
+                            )
+                        )
+                elif (user := self._users.get(owner_id)) is not None:
+                    owners.append(
+                        Owner(
+                            "user",
+                            owner_id,
+                            user.display_name,
+                            user_principal_name=user.user_principal_name,
+                        )
+                    )
+            return owners
+
+    def user(self, user_id: str) -> User | None:
+        return self._users.get(user_id)
+
+    def etg_validation_error(self, group_id: str) -> str | None:
+        """The validation code Intune would report for this ETG, or None when valid.
+
+        Role-assignable groups are not flagged here (the documented enum has no
+        code for them); the group's own fields expose that case.
+        """
+        with self._lock:
+            group = self._groups.get(group_id)
+            if group is None or group.deleted:
+                return "securityGroupNotFound"
+            if not group.security_enabled:
+                return "notSecurityGroup"
+            if "DynamicMembership" in group.group_types:
+                return "notStaticSecurityGroup"
+            if not self._pc.present or self._pc.object_id not in group.owners:
+                return "firstPartyAppNotAnOwner"
+            return None
+
+    # ------------------------------------------------------------------ policies
+
+    def policies(self) -> list[Policy]:
+        with self._lock:
+            return [dataclasses.replace(p) for p in self._policies.values()]
+
+    def get_policy(self, policy_id: str) -> Policy | None:
+        with self._lock:
+            policy = self._policies.get(policy_id)
+            return dataclasses.replace(policy) if policy is not None else None
+
+    def policy_name(self, policy_id: str | None) -> str | None:
+        if policy_id is None:
+            return None
+        with self._lock:
+            policy = self._policies.get(policy_id)
+            return policy.name if policy else None
+
+    # ------------------------------------------------------------------ devices
+
+    def managed_device(self, managed_device_id: str, now_ts: float) -> DeviceSpec | None:
+        device = self._devices.get(managed_device_id)
+        if device is None or device.enrolled_at.timestamp() > now_ts:
+            return None
+        return device
+
+    def managed_devices_page(
+        self,
+        now_ts: float,
+        since_ts: float | None,
+        until_ts: float | None,
+        after: tuple[float, str] | None,
+        limit: int,
+    ) -> tuple[list[DeviceSpec], tuple[float, str] | None]:
+        """Devices enrolled in [since, min(until, now)] ordered by enrollment, from a cursor."""
+        with self._lock:
+            upper = now_ts if until_ts is None else min(until_ts, now_ts)
+            if after is not None:
+                start = bisect.bisect_right(self._enroll_keys, after)
+            elif since_ts is not None:
+                start = bisect.bisect_left(self._enroll_keys, (since_ts, ""))
+            else:
+                start = 0
+            end = bisect.bisect_right(self._enroll_keys, (upper, "\uffff"))
+            if start >= end:
+                return [], None
+            stop = min(start + limit, end)
+            page = self._enroll_devices[start:stop]
+            cursor = self._enroll_keys[stop - 1] if stop < end else None
+            return page, cursor
+
+    def visible_deployments(self, now_ts: float) -> list[DeviceSpec]:
+        """Every deployment enrolled at or before ``now_ts`` (report rows)."""
+        with self._lock:
+            end = bisect.bisect_right(self._enroll_keys, (now_ts, "\uffff"))
+            return self._enroll_devices[:end]
+
+    def deployments(self) -> list[DeviceSpec]:
+        """Every deployment, visible or not, in enrollment order."""
+        with self._lock:
+            return list(self._enroll_devices)
+
+    def entra_device(self, object_id: str, now_ts: float) -> EntraDevice | None:
+        device = self._by_object_id.get(object_id)
+        return device if device is not None and self._entra_visible(device, now_ts) else None
+
+    def entra_device_by_device_id(self, device_id: str, now_ts: float) -> EntraDevice | None:
+        device = self._by_device_id.get(device_id)
+        return device if device is not None and self._entra_visible(device, now_ts) else None
+
+    @staticmethod
+    def _entra_visible(device: EntraDevice, now_ts: float) -> bool:
+        if isinstance(device, DeviceSpec):
+            return device.enrolled_at.timestamp() <= now_ts
+        return device.registered_at.timestamp() <= now_ts
+
+    def entra_devices_page(
+        self, now_ts: float, after: str | None, limit: int
+    ) -> tuple[list[EntraDevice], str | None]:
+        with self._lock:
+            if self._sorted_object_ids is None:
+                self._sorted_object_ids = sorted(self._by_object_id)
+            ids = self._sorted_object_ids
+            index = bisect.bisect_right(ids, after) if after is not None else 0
+            page: list[EntraDevice] = []
+            while index < len(ids):
+                device = self._by_object_id[ids[index]]
+                index += 1
+                if self._entra_visible(device, now_ts):
+                    if len(page) == limit:
+                        return page, page[-1].object_id
+                    page.append(device)
+            return page, None
+
+    def directory_object(self, object_id: str) -> EntraDevice | User | None:
+        return self._by_object_id.get(object_id) or self._users.get(object_id)
+
+    def member_display_name(self, object_id: str) -> str | None:
+        obj = self.directory_object(object_id)
+        if isinstance(obj, DeviceSpec):
+            return obj.device_name
+        if obj is not None:
+            return obj.display_name
+        return None
+
+    # ------------------------------------------------------------------ membership
+
+    def _members(self, group_id: str, now_ts: float) -> _MemberCache:
+        timeline = self._by_group.get(group_id, [])
+        cache = self._member_cache.get(group_id)
+        if cache is None or cache.stale or now_ts < cache.ts:
+            group = self._groups.get(group_id)
+            initial = dict.fromkeys(group.initial_members) if group is not None else {}
+            cache = _MemberCache(ts=-math.inf, pos=0, members=initial)
+            self._member_cache[group_id] = cache
+        members = cache.members
+        pos = cache.pos
+        changed = False
+        while pos < len(timeline) and timeline[pos].ts <= now_ts:
+            record = timeline[pos]
+            if record.op == "add":
+                if record.member_id not in members:
+                    members[record.member_id] = None
+                    changed = True
+            elif record.member_id in members:
+                del members[record.member_id]
+                changed = True
+            pos += 1
+        cache.pos = pos
+        cache.ts = now_ts
+        if changed:
+            cache.sorted_ids = None
+        return cache
+
+    def is_member(self, group_id: str, object_id: str, now_ts: float) -> bool:
+        with self._lock:
+            return object_id in self._members(group_id, now_ts).members
+
+    def transitive_member_groups(self, object_id: str, now_ts: float) -> set[str]:
+        """Ids of the live groups ``object_id`` belongs to at ``now_ts``, directly or nested.
+
+        Scenarios only put devices and users in groups, but the mutation API accepts
+        any object id, so a group placed in another group is followed (cycles are safe).
+        Deleted groups have no members and pass no membership on.
+        """
+        with self._lock:
+            live = [g.id for g in self._groups.values() if not g.deleted]
+            found: set[str] = set()
+            frontier = {object_id}
+            while frontier:
+                added: set[str] = set()
+                for group_id in live:
+                    if group_id in found:
+                        continue
+                    members = self._members(group_id, now_ts).members
+                    if any(member in members for member in frontier):
+                        added.add(group_id)
+                found |= added
+                frontier = added
+            return found
+
+    def member_count(self, group_id: str, now_ts: float) -> int:
+        with self._lock:
+            return len(self._members(group_id, now_ts).members)
+
+    def members_page(
+        self, group_id: str, now_ts: float, after: str | None, limit: int, *, devices_only: bool
+    ) -> tuple[list[str], str | None]:
+        """Member object ids in id order after a cursor; returns (page, next cursor or None)."""
+        with self._lock:
+            cache = self._members(group_id, now_ts)
+            if cache.sorted_ids is None:
+                cache.sorted_ids = sorted(cache.members)
+            ids = cache.sorted_ids
+            index = bisect.bisect_right(ids, after) if after is not None else 0
+            page: list[str] = []
+            while index < len(ids):
+                object_id = ids[index]
+                if not devices_only or object_id in self._by_object_id:
+                    if len(page) == limit:
+                        return page, page[-1]
+                    page.append(object_id)
+                index += 1
+            return page, None
+
+    def membership_changes(
+        self, group_id: str, since_ts: float, until_ts: float
+    ) -> list[tuple[str, MembershipOp]]:
+        """Net membership changes in (since, until]: the last operation per member, by time."""
+        with self._lock:
+            timeline = self._by_group.get(group_id, [])
+            start = bisect.bisect_right(timeline, (since_ts, math.inf), key=_record_key)
+            end = bisect.bisect_right(timeline, (until_ts, math.inf), key=_record_key)
+            last: dict[str, MembershipOp] = {}
+            for record in timeline[start:end]:
+                last.pop(record.member_id, None)
+                last[record.member_id] = record.op
+            return list(last.items())
+
+    # ------------------------------------------------------------------ audit log
+
+    def audit_page(
+        self,
+        query: AuditQuery,
+        snapshot_ts: float,
+        cursor: tuple[float, int] | None,
+        limit: int,
+    ) -> tuple[list[MembershipRecord], tuple[float, int] | None]:
+        """Audit events matching ``query`` as of ``snapshot_ts``, newest first.
+
+        Paging continues strictly below ``cursor`` so later pages stay consistent
+        with the first even when new events become visible meanwhile.
+        """
+        with self._lock:
+            if query.target_id is not None:
+                by_member = self._by_member.get(query.target_id, [])
+                by_group = self._by_group.get(query.target_id, [])
+                if by_member and by_group:
+                    candidates = list(heapq.merge(by_member, by_group, key=_record_key))
+                else:
+                    candidates = by_member or by_group
+            else:
+                candidates = self._all
+            lower = snapshot_ts - self.audit_retention_days * 86400.0
+            if query.since_ts is not None:
+                lower = max(lower, query.since_ts)
+            upper = snapshot_ts if query.until_ts is None else min(query.until_ts, snapshot_ts)
+            top = bisect.bisect_right(candidates, (upper, math.inf), key=_record_key)
+            if cursor is not None:
+                top = min(top, bisect.bisect_left(candidates, cursor, key=_record_key))
+            app_id = query.app_id.lower() if query.app_id else None
+            pc_app = self._pc.app_id.lower()
+            page: list[MembershipRecord] = []
+            index = top - 1
+            while index >= 0:
+                record = candidates[index]
+                index -= 1
+                if record.ts < lower:
+                    break
+                if record.visible_ts > snapshot_ts:
+                    continue
+                if query.ops is not None and record.op not in query.ops:
+                    continue
+                if app_id is not None and not (
+                    record.actor == "provisioning_client"
+                    and record.audit_actor_fields != "displayName"
+                    and app_id == pc_app
+                ):
+                    continue
+                if len(page) == limit:
+                    last = page[-1]
+                    return page, (last.ts, last.seq)
+                page.append(record)
+            return page, None
+
+    def group_display_name(self, group_id: str) -> str | None:
+        group = self._groups.get(group_id)
+        return group.display_name if group else None
+
+    def audit_event_count(self) -> int:
+        with self._lock:
+            return len(self._all)
+
+    def device_count(self) -> int:
+        with self._lock:
+            return len(self._devices)

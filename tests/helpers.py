@@ -1,0 +1,25 @@
+"""Helpers shared by test modules."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+
+@functools.cache
+def app_functions() -> dict[str, Any]:
+    """The function app's functions by name. get_functions() indexes the app and refuses to run
+    twice in one process, so every test module goes through this one cached call."""
+    import function_app
+    from simtenant.funchost import app_functions as indexed
+
+    return {f.get_function_name(): f for f in indexed(function_app.app)}
+
+
+def trigger_of(name: str) -> dict[str, Any]:
+    return json.loads(app_functions()[name].get_function_json())["bindings"][0]
+
+
+def user_function(name: str) -> Any:
+    return app_functions()[name].get_user_function()

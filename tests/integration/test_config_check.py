@@ -1,0 +1,149 @@
+"""The configuration check end to end: msgraph-sdk over HTTP to the simulated tenant, state in
+Azurite. Assertions are on what is stored, as an operator would see it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from monitors.jobs.config_check import check_config
+from monitors.jobs.context import open_context, open_store
+from monitors.models import Status
+
+pytestmark = pytest.mark.integration
+
+
+def run_check(settings, tenant):
+    async def go():
+        async with open_context(settings, clock=tenant.clock) as ctx:
+            return await check_config(ctx)
+
+    return asyncio.run(go())
+
+
+def stored(settings, status=None):
+    async def go():
+        async with open_store(settings) as store:
+            return [a async for a in store.anomalies.iter() if status is None or a.status is status]
+
+    return asyncio.run(go())
+
+
+def policy_named(scenario, fragment):
+    return next(p for p in scenario.policies if fragment in p.name)
+
+
+def by_policy(anomalies):
+    return {(a.kind, a.subject.policy_name) for a in anomalies}
+
+
+def test_demo_scenario_flags_exactly_the_broken_policies(settings, tenant, scenario):
+    report = run_check(settings, tenant)
+    finance = policy_named(scenario, "Finance").name
+    kiosk = policy_named(scenario, "Kiosk").name
+    engineering = policy_named(scenario, "Engineering").name
+    assert by_policy(stored(settings, Status.OPEN)) == {
+        ("etg_owner_missing", finance),
+        ("etg_not_configured", kiosk),
+        ("etg_invalid_group", engineering),
+    }
+    statuses = {p["name"]: p["status"] for p in report.to_json()["policies"]}
+    assert statuses[policy_named(scenario, "Standard").name] == "healthy"
+    # Frontline answers only through the older just-in-time action: the fallback must work.
+    assert statuses[policy_named(scenario, "Frontline").name] == "healthy"
+    assert report.outcome == "ok"
+
+
+def test_each_anomaly_carries_evidence_explanation_and_fix(settings, tenant, scenario):
+    run_check(settings, tenant)
+    owner = next(a for a in stored(settings) if a.kind == "etg_owner_missing")
+    group_id = policy_named(scenario, "Finance").etg_group_id
+    assert owner.subject.group_id == group_id
+    assert owner.evidence["etg_group_ids"] == [group_id]
+    assert owner.evidence["groups"][0]["owners"] is not None
+    assert "not an owner" in owner.explanation
+    assert "Owners" in owner.fix
+
+
+def test_running_twice_records_each_anomaly_once(settings, tenant):
+    run_check(settings, tenant)
+    first = {a.key: a for a in stored(settings)}
+    tenant.clock.advance(3600)
+    second_report = run_check(settings, tenant)
+    second = {a.key: a for a in stored(settings)}
+    assert second.keys() == first.keys()
+    for key, anomaly in second.items():
+        assert anomaly.first_seen == first[key].first_seen
+        assert anomaly.last_seen > first[key].last_seen
+        assert anomaly.status is Status.OPEN
+    assert {t.change.value for t in second_report.transitions} == {"updated"}
+
+
+def test_fixing_the_cause_resolves_the_anomaly_and_keeps_its_history(settings, tenant, scenario):
+    run_check(settings, tenant)
+    finance = policy_named(scenario, "Finance")
+    tenant.state.add_group_owner(finance.etg_group_id, scenario.provisioning_client.object_id)
+    tenant.clock.advance(600)
+    report = run_check(settings, tenant)
+    resolved = stored(settings, Status.RESOLVED)
+    assert [(a.kind, a.subject.policy_name) for a in resolved] == [
+        ("etg_owner_missing", finance.name)
+    ]
+    assert [h["status"] for h in resolved[0].history] == ["open", "resolved"]
+    assert [c["change"] for c in report.to_json()["changes"]] == ["resolved"]
+
+
+def test_missing_permission_is_unverified_never_an_anomaly(settings, tenant):
+    from simtenant.faults import FaultRule
+
+    tenant.faults.add(FaultRule(endpoint=r"/groups/[^/]+/owners", kind="status", status=403))
+    report = run_check(settings, tenant)
+    kinds = {a.kind for a in stored(settings)}
+    assert "etg_owner_missing" not in kinds
+    assert report.outcome == "unverified"
+    assert report.to_json()["missing_permissions"] == ["GroupMember.Read.All"]
+
+
+def test_a_graph_outage_does_not_resolve_what_was_already_open(settings, tenant):
+    from simtenant.faults import FaultRule
+
+    run_check(settings, tenant)
+    open_before = {a.key for a in stored(settings, Status.OPEN)}
+    tenant.faults.add(FaultRule(endpoint=r"/groups/", kind="status", status=500))
+    tenant.faults.add(FaultRule(endpoint=r"retrieve", kind="status", status=500))
+    report = run_check(settings, tenant)
+    assert {a.key for a in stored(settings, Status.OPEN)} == open_before
+    assert all(t.change.value == "updated" for t in report.transitions)
+    assert report.outcome == "unverified"
+    assert stored(settings, Status.RESOLVED) == []
+
+
+def test_throttling_with_retry_after_is_ridden_out(settings, tenant):
+    from simtenant.faults import FaultRule
+
+    tenant.faults.add(
+        FaultRule(endpoint=r".", kind="status", status=429, retry_after=1, probability=0.33, seed=7)
+    )
+    report = run_check(settings, tenant)
+    assert report.outcome == "ok", report.to_json()["unverified"]
+    assert len(stored(settings, Status.OPEN)) == 3
+
+
+def test_missing_provisioning_client_is_one_tenant_anomaly(settings, tenant):
+    tenant.state.set_provisioning_client_present(False)
+    run_check(settings, tenant)
+    tenant_level = [a for a in stored(settings) if a.kind == "provisioning_client_missing"]
+    assert len(tenant_level) == 1
+    assert tenant_level[0].subject.policy_id is None
+    assert len(tenant_level[0].evidence["affected_policies"]) >= 4
+    # Ownership is not judged while the service principal itself is gone.
+    assert "etg_owner_missing" not in {a.kind for a in stored(settings)}
+
+
+def test_deleted_etg_group_is_an_invalid_group(settings, tenant, scenario):
+    standard = policy_named(scenario, "Standard")
+    tenant.state.update_group(standard.etg_group_id, deleted=True)
+    run_check(settings, tenant)
+    invalid = {a.subject.policy_name: a for a in stored(settings) if a.kind == "etg_invalid_group"}
+    assert "does not exist" in invalid[standard.name].explanation

@@ -1,0 +1,264 @@
+"""Change notifications end to end: subscriptions created by the monitor, the handshake and
+notifications sent by the simulated tenant over HTTP to the real function, delta processing,
+and the scan using what was observed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from datetime import timedelta
+
+import azure.functions as func
+import pytest
+
+import function_app
+from monitors import entry
+from monitors.jobs.context import open_context, open_store
+from monitors.jobs.notifications import process_inbox
+from monitors.jobs.scan import run_scan
+from monitors.jobs.subscriptions import sync_subscriptions
+from monitors.store.notifications import NotificationStore
+from monitors.store.scan_state import ScanState
+from tests.helpers import app_functions, user_function
+
+pytestmark = pytest.mark.integration
+CLIENT_STATE = "kT7v2Q9xLm4pZr8sWb3nYc6h"
+
+
+@pytest.fixture
+def host():
+    from simtenant.funchost import FunctionHost
+
+    with FunctionHost(list(app_functions().values())) as h:
+        yield h
+
+
+@pytest.fixture
+def notif_settings(settings, host, monkeypatch):
+    s = dataclasses.replace(
+        settings, notification_url=host.url("graph/notifications"), client_state=CLIENT_STATE
+    )
+    env = {
+        "ETG_GRAPH_ENDPOINT": s.graph_endpoint,
+        "ETG_GRAPH_CREDENTIAL": "none",
+        "ETG_STORAGE_CONNECTION": s.storage_connection,
+        "ETG_TABLE_PREFIX": s.table_prefix,
+        "ETG_NOTIFICATION_URL": s.notification_url,
+        "ETG_CLIENT_STATE": CLIENT_STATE,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(entry, "_settings", None)
+    return s
+
+
+def job(settings, tenant, fn):
+    async def go():
+        async with open_context(settings, clock=tenant.clock) as ctx:
+            return await fn(ctx)
+
+    return asyncio.run(go())
+
+
+def notes(settings, what):
+    async def go():
+        async with open_store(settings) as store:
+            return await what(NotificationStore(store))
+
+    return asyncio.run(go())
+
+
+def etgs(scenario):
+    return sorted({p.etg_group_id for p in scenario.policies if p.etg_group_id})
+
+
+def test_sync_creates_one_subscription_per_etg_after_the_handshake(
+    notif_settings, tenant, scenario
+):
+    report = job(notif_settings, tenant, sync_subscriptions)
+    assert sorted(report.created) == etgs(scenario)
+    live = tenant.subscriptions()
+    assert len(live) == len(etgs(scenario))
+    assert all(s["clientState"] == CLIENT_STATE for s in live)
+    expiry = min(s["expirationDateTime"] for s in live)
+    assert expiry.startswith(str((tenant.clock.now() + timedelta(minutes=41_700)).date()))
+    again = job(notif_settings, tenant, sync_subscriptions)
+    assert again.created == [] and sorted(again.kept) == etgs(scenario)
+
+
+def test_join_is_notified_recorded_with_its_time_and_used_by_the_scan(
+    notif_settings, tenant, scenario
+):
+    from simtenant.generate import add_deployments
+
+    job(notif_settings, tenant, sync_subscriptions)
+    [device] = add_deployments(scenario, 1, at=tenant.clock.now())
+    tenant.state.add_devices([device])
+    tenant.clock.advance(300)  # the ETG join happens a minute or two into enrollment
+    tenant.wait_for_deliveries()
+    inbox = notes(notif_settings, lambda n: n.inbox())
+    assert inbox and all(i.group_id for i in inbox)
+    processed_at = tenant.clock.now()
+    report = job(notif_settings, tenant, process_inbox)
+    assert report.observations >= 1
+    group = next(p.etg_group_id for p in scenario.policies if p.id == device.policy_id)
+    seen = notes(notif_settings, lambda n: n.observations(group, processed_at - timedelta(1)))
+    mine = [e for e in seen if e.device_object_id == device.object_id]
+    assert [(e.op.value, e.at, e.exact) for e in mine] == [("add", processed_at, False)]
+    assert notes(notif_settings, lambda n: n.inbox()) == []
+    job(notif_settings, tenant, run_scan)
+
+    async def record():
+        async with open_store(notif_settings) as store:
+            pending = await ScanState(store).pending()
+            key = next((k for k in pending if k.startswith(device.managed_device_id)), None)
+            return (await ScanState(store).records_by_keys([key]))[key] if key else None
+
+    judged = asyncio.run(record())
+    assert judged is not None and any(e.source == "delta" for e in judged.events)
+
+
+def test_subscription_removed_by_graph_is_recreated(notif_settings, tenant, scenario):
+    job(notif_settings, tenant, sync_subscriptions)
+    victim = tenant.subscriptions()[0]
+    tenant.drop_subscription(victim["id"])
+    tenant.wait_for_deliveries()
+    report = job(notif_settings, tenant, process_inbox)
+    assert "subscriptionRemoved" in report.lifecycle
+    again = job(notif_settings, tenant, sync_subscriptions)
+    assert len(again.created) == 1
+    assert len(tenant.subscriptions()) == len(etgs(scenario))
+
+
+def test_renewal_across_simulated_days(notif_settings, tenant):
+    job(notif_settings, tenant, sync_subscriptions)
+    tenant.clock.advance(28.5 * 86400)
+    report = job(notif_settings, tenant, sync_subscriptions)
+    assert report.renewed and not report.created
+    tenant.clock.advance(20 * 86400)  # past the renewed expiry only if renewal failed
+    assert len(tenant.subscriptions()) == len(report.renewed)
+
+
+def test_expired_delta_token_resyncs_without_losing_recorded_joins(
+    notif_settings, tenant, scenario
+):
+    from simtenant.faults import FaultRule
+
+    job(notif_settings, tenant, sync_subscriptions)
+    spec = next(d for d in scenario.devices if d.device_name == "CTSO-J5NB1GX")
+    group = next(p.etg_group_id for p in scenario.policies if p.id == spec.policy_id)
+    tenant.clock.advance(1)  # the simulator's delta watermark is time-based
+    tenant.state.add_member_now(group, spec.object_id)
+    tenant.wait_for_deliveries()
+    job(notif_settings, tenant, process_inbox)
+    tenant.faults.add(FaultRule(endpoint="groups.delta", kind="expire_delta", first_n=1))
+    tenant.state.remove_member_now(group, spec.object_id)
+    tenant.wait_for_deliveries()
+    report = job(notif_settings, tenant, process_inbox)
+    assert report.resynced == [group]
+    seen = notes(
+        notif_settings, lambda n: n.observations(group, tenant.clock.now() - timedelta(days=1))
+    )
+    assert [e.op.value for e in seen if e.device_object_id == spec.object_id] == ["add"]
+
+
+def test_not_configured_sync_does_nothing(settings, tenant):
+    report = job(settings, tenant, sync_subscriptions)
+    assert not report.configured and tenant.subscriptions() == []
+
+
+# --- the webhook as the internet sees it ------------------------------------------------------
+
+
+def post(params=None, body=b"", content_type="application/json"):
+    request = func.HttpRequest(
+        "POST",
+        "/api/graph/notifications",
+        params=params or {},
+        headers={"content-type": content_type},
+        body=body,
+    )
+    return asyncio.run(user_function("graph_notifications")(request))
+
+
+def notification(sub_id, state=CLIENT_STATE, group="00000000-0000-0000-0000-000000000001"):
+    return {
+        "subscriptionId": sub_id,
+        "changeType": "updated",
+        "clientState": state,
+        "resource": f"Groups/{group}",
+        "tenantId": "t",
+        "resourceData": {"id": group, "@odata.type": "#Microsoft.Graph.Group"},
+    }
+
+
+@pytest.fixture
+def known_sub(notif_settings, tenant):
+    job(notif_settings, tenant, sync_subscriptions)
+    return tenant.subscriptions()[0]["id"]
+
+
+def inbox_size(settings):
+    return len(notes(settings, lambda n: n.inbox()))
+
+
+def test_validation_token_is_echoed_decoded_as_plain_text(notif_settings):
+    response = post({"validationToken": "Validation: Testing client application reachability"})
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    assert response.get_body() == b"Validation: Testing client application reachability"
+
+
+@pytest.mark.parametrize("token", ["", "x" * 5000, "bad\x00token", "line\nbreak"])
+def test_hostile_validation_tokens_are_refused(notif_settings, token):
+    assert post({"validationToken": token}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "body,ctype,status",
+    [
+        (b"{not json", "application/json", 400),
+        (b'{"value": []}', "application/json", 400),
+        (b'{"value": {}}', "application/json", 400),
+        (b"[1,2,3]", "application/json", 400),
+        (b'{"value": [1]}', "text/plain", 415),
+        (b"x" * (300 * 1024), "application/json", 413),
+    ],
+)
+def test_malformed_wrong_or_oversized_bodies_store_nothing(
+    notif_settings, known_sub, body, ctype, status
+):
+    assert post(body=body, content_type=ctype).status_code == status
+    assert inbox_size(notif_settings) == 0
+
+
+def test_wrong_client_state_or_unknown_subscription_is_refused(notif_settings, known_sub):
+    wrong_state = {"value": [notification(known_sub, state="guess-" + "x" * 20)]}
+    unknown = {"value": [notification("11111111-2222-3333-4444-555555555555")]}
+    for body in (wrong_state, unknown):
+        assert post(body=json.dumps(body).encode()).status_code == 403
+    assert inbox_size(notif_settings) == 0
+
+
+def test_only_valid_items_of_a_mixed_batch_are_kept(notif_settings, known_sub):
+    body = {
+        "value": [notification(known_sub), notification(known_sub, state="nope" * 5), "junk", None]
+    }
+    assert post(body=json.dumps(body).encode()).status_code == 202
+    assert inbox_size(notif_settings) == 1
+
+
+def test_a_burst_of_duplicate_deliveries_is_stored_once(notif_settings, known_sub):
+    body = json.dumps({"value": [notification(known_sub)] * 5}).encode()
+    assert all(post(body=body).status_code == 202 for _ in range(10))
+    assert inbox_size(notif_settings) == 1
+
+
+def test_function_route_and_auth(notif_settings):
+    trigger = json.loads(app_functions()["graph_notifications"].get_function_json())["bindings"][0]
+    assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (
+        "graph/notifications",
+        ["POST"],
+        "FUNCTION",
+    )
+    assert function_app.app is not None

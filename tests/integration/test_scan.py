@@ -1,0 +1,289 @@
+"""The enrollment scan end to end: simulated tenant over HTTP, state in Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from monitors.jobs.context import open_context, open_store
+from monitors.jobs.scan import run_scan
+from monitors.models import Status
+from monitors.store.scan_state import ScanState
+from monitors.store.tables import AnomalyRepository
+
+pytestmark = pytest.mark.integration
+
+# What the demo scenario's notes say each broken device demonstrates.
+GROUND_TRUTH = {
+    ("etg_missing", "CTSO-J5NB1GX"),
+    ("etg_missing", "CTSO-FT9R9ZU"),
+    ("etg_missing", "CTSO-1606069"),
+    ("etg_missing", "ENG-9PR4P42"),
+    ("etg_missing", "ENG-6124HUH"),
+    ("etg_late", "CTSO-9968945"),
+    ("etg_removed", "CTSO-2046MYB"),
+    ("deployment_failed", "CTSO-Y5RZ32B"),
+    ("deployment_failed", "CTSO-2734CGA"),
+    ("deployment_stuck", "CTSO-F85ML45"),
+    ("payload_incomplete", "CTSO-6510KGR"),
+    ("payload_incomplete", "CTSO-5738CKS"),
+}
+
+
+@pytest.fixture
+def scan_settings(settings):
+    return dataclasses.replace(settings, detailed_reports=True)
+
+
+def scan(settings, tenant):
+    async def go():
+        async with open_context(settings, clock=tenant.clock) as ctx:
+            return await run_scan(ctx)
+
+    return asyncio.run(go())
+
+
+def anomalies(settings, status=None):
+    async def go():
+        async with open_store(settings) as store:
+            return [a async for a in store.anomalies.iter() if status is None or a.status is status]
+
+    return asyncio.run(go())
+
+
+def device_pairs(rows):
+    return {(a.kind, a.subject.device_name) for a in rows}
+
+
+def checkpoints(settings):
+    async def go():
+        async with open_store(settings) as store:
+            return await ScanState(store).checkpoints()
+
+    return asyncio.run(go())
+
+
+def device(scenario, name):
+    return next(d for d in scenario.devices if d.device_name == name)
+
+
+def etg_of(scenario, spec):
+    return next(p.etg_group_id for p in scenario.policies if p.id == spec.policy_id)
+
+
+def test_first_scan_finds_exactly_the_ground_truth(scan_settings, tenant):
+    report = scan(scan_settings, tenant)
+    assert device_pairs(anomalies(scan_settings, Status.OPEN)) == GROUND_TRUTH
+    data = report.to_json()
+    assert data["deployments"]["evaluated"] == 36
+    assert data["unverified"] == {}
+    verdicts = {d["device_name"]: d["verdict"] for d in data["devices"]}
+    assert verdicts["CTSO-FWN1RZE"] == "pending"  # its audit event is 50 min late
+    assert verdicts["CTSO-K50RMTC"] == "pending"  # still provisioning, within timeout
+    assert verdicts["CTSO-1716692"] == "ok"  # policy inferred from ETG membership
+    assert verdicts["KIOSK-5853GYS"] == "no ETG"
+
+
+def test_late_anomaly_carries_both_times_and_the_gap(scan_settings, tenant):
+    scan(scan_settings, tenant)
+    late = next(a for a in anomalies(scan_settings) if a.kind == "etg_late")
+    ev = late.evidence
+    assert ev["provisioning_completed_at"] and ev["late_join"]["at"]
+    assert ev["gap_seconds"] == 25 * 60
+    assert late.subject.serial_number and late.subject.user_principal_name
+    assert "after provisioning completed" in late.explanation
+
+
+def test_scanning_again_updates_never_duplicates_and_skips_settled_work(scan_settings, tenant):
+    scan(scan_settings, tenant)
+    first = {a.key: a for a in anomalies(scan_settings)}
+    report = scan(scan_settings, tenant)
+    second = {a.key: a for a in anomalies(scan_settings)}
+    assert second.keys() == first.keys()
+    assert all(len(a.history) == 1 for a in second.values())
+    assert [t for t in report.transitions if t.change.value != "updated"] == []
+    # Only the deployments that were not conclusive are judged again.
+    assert report.to_json()["deployments"]["evaluated"] == 3
+
+
+def test_late_audit_event_settles_to_on_time_without_any_anomaly(scan_settings, tenant):
+    scan(scan_settings, tenant)
+    tenant.clock.advance(2 * 3600)
+    report = scan(scan_settings, tenant)
+    verdicts = {d["device_name"]: d["verdict"] for d in report.to_json()["devices"]}
+    assert verdicts["CTSO-FWN1RZE"] == "ok"
+    assert verdicts["CTSO-K50RMTC"] == "ok"
+    assert device_pairs(anomalies(scan_settings)) == GROUND_TRUTH
+
+
+def test_missing_device_added_later_resolves_without_a_second_alert(
+    scan_settings, tenant, scenario
+):
+    scan(scan_settings, tenant)
+    spec = device(scenario, "CTSO-J5NB1GX")
+    tenant.state.add_member_now(etg_of(scenario, spec), spec.object_id, actor="admin")
+    tenant.clock.advance(2 * 3600)
+    report = scan(scan_settings, tenant)
+    mine = [a for a in anomalies(scan_settings) if a.subject.device_name == "CTSO-J5NB1GX"]
+    assert [(a.kind, a.status) for a in mine] == [("etg_missing", Status.RESOLVED)]
+    assert "after provisioning completed" in mine[0].history[-1]["why"]
+    assert [
+        (t.anomaly.kind, t.change.value)
+        for t in report.transitions
+        if t.anomaly.subject.device_name == "CTSO-J5NB1GX"
+    ] == [("etg_missing", "resolved")]
+
+
+def test_removal_after_a_conclusive_verdict_opens_etg_removed(scan_settings, tenant, scenario):
+    scan(scan_settings, tenant)
+    spec = device(scenario, "CTSO-FYBK4XE")
+    tenant.state.remove_member_now(etg_of(scenario, spec), spec.object_id)
+    tenant.clock.advance(600)
+    scan(scan_settings, tenant)
+    removed = [a for a in anomalies(scan_settings, Status.OPEN) if a.kind == "etg_removed"]
+    assert {a.subject.device_name for a in removed} == {"CTSO-2046MYB", "CTSO-FYBK4XE"}
+
+
+def test_new_enrollments_are_picked_up_by_the_next_scan(scan_settings, tenant, scenario):
+    from simtenant.generate import add_deployments
+
+    scan(scan_settings, tenant)
+    new = add_deployments(scenario, 5, at=tenant.clock.now())
+    tenant.state.add_devices(new)
+    tenant.clock.advance(3 * 3600)
+    report = scan(scan_settings, tenant)
+    names = {d["device_name"]: d["verdict"] for d in report.to_json()["devices"]}
+    assert {d.device_name for d in new} <= names.keys()
+    assert all(names[d.device_name] == "ok" for d in new)
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["anomaly_save", "records", "pending", "checkpoint"])
+def test_scan_killed_midway_then_rerun_matches_a_clean_run(
+    scan_settings, tenant, monkeypatch, where
+):
+    calls = {"n": 0}
+    targets = {
+        "anomaly_save": (AnomalyRepository, "save"),
+        "records": (ScanState, "save_records"),
+        "pending": (ScanState, "set_pending"),
+        "checkpoint": (ScanState, "advance"),
+    }
+    cls, name = targets[where]
+    original = getattr(cls, name)
+
+    async def crashing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == (4 if where == "anomaly_save" else 1):
+            raise Crash(where)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, crashing)
+    with pytest.raises(Crash):
+        scan(scan_settings, tenant)
+    monkeypatch.setattr(cls, name, original)
+    scan(scan_settings, tenant)
+
+    everything = anomalies(scan_settings)
+    rows = [a for a in everything if a.kind != "monitor_job_failing"]
+    assert device_pairs(rows) == GROUND_TRUTH
+    assert len(rows) == len({a.key for a in rows})  # nothing duplicated
+    assert all(len(a.history) == 1 for a in rows)  # nothing opened twice
+    # The crash itself was reported, and cleared by the successful rerun.
+    [monitor] = [a for a in everything if a.kind == "monitor_job_failing"]
+    assert monitor.status is Status.RESOLVED
+    assert "deployments" in checkpoints(scan_settings)
+
+
+def test_a_third_of_requests_throttled_gives_the_same_result(scan_settings, tenant):
+    from simtenant.faults import FaultRule
+
+    tenant.faults.add(
+        FaultRule(endpoint=r".", kind="status", status=429, retry_after=1, probability=0.33, seed=3)
+    )
+    report = scan(scan_settings, tenant)
+    assert device_pairs(anomalies(scan_settings, Status.OPEN)) == GROUND_TRUTH
+    assert report.outcome == "ok"
+
+
+def test_missing_audit_permission_is_unverified_and_raises_no_etg_anomaly(scan_settings, tenant):
+    from simtenant.faults import FaultRule
+
+    tenant.faults.add(FaultRule(endpoint=r"/auditLogs/", kind="status", status=403))
+    report = scan(scan_settings, tenant)
+    kinds = {a.kind for a in anomalies(scan_settings)}
+    assert not kinds & {"etg_missing", "etg_late", "etg_removed"}
+    assert {"deployment_failed", "deployment_stuck"} <= kinds  # the rest still works
+    data = report.to_json()
+    assert data["outcome"] == "unverified"
+    assert "AuditLog.Read.All" in data["missing_permissions"]
+    assert "audit" not in checkpoints(scan_settings)
+
+
+def test_report_export_failure_is_unverified_and_holds_the_checkpoint(scan_settings, tenant):
+    tenant.state.set_export_jobs_fail(True)
+    report = scan(scan_settings, tenant)
+    assert report.outcome == "unverified"
+    assert anomalies(scan_settings) == []
+    assert checkpoints(scan_settings) == {}
+    tenant.state.set_export_jobs_fail(False)
+    scan(scan_settings, tenant)
+    assert device_pairs(anomalies(scan_settings, Status.OPEN)) == GROUND_TRUTH
+
+
+def test_suppressed_anomalies_stay_recorded_and_return_to_open_on_expiry(scan_settings, tenant):
+    from monitors.jobs.suppressions import new_suppression, settle_suppressions
+    from monitors.rules.suppression import SuppressionScope
+
+    now = tenant.clock.now()
+    suppression = new_suppression(
+        SuppressionScope.KIND, "deployment_failed", "driver rollout, tracked in CHG-1234", now, "1h"
+    )
+
+    async def add():
+        async with open_store(scan_settings) as store:
+            await store.suppressions.add(suppression)
+
+    asyncio.run(add())
+    report = scan(scan_settings, tenant)
+    failed = [a for a in anomalies(scan_settings) if a.kind == "deployment_failed"]
+    assert {a.status for a in failed} == {Status.SUPPRESSED}
+    assert all("CHG-1234" in a.history[-1]["why"] for a in failed)
+    assert not any(t.alerts for t in report.transitions if t.anomaly.kind == "deployment_failed")
+
+    tenant.clock.advance(2 * 3600)
+    scan(scan_settings, tenant)
+    failed = [a for a in anomalies(scan_settings) if a.kind == "deployment_failed"]
+    assert {a.status for a in failed} == {Status.OPEN}
+
+    async def settle_again():
+        async with open_store(scan_settings) as store:
+            return await settle_suppressions(store, tenant.clock.now())
+
+    assert asyncio.run(settle_again()) == []
+
+
+def test_two_scans_started_at_once_give_one_set_of_results(scan_settings, tenant):
+    from monitors.store.tables import LeaseHeld
+
+    async def one():
+        async with open_context(scan_settings, clock=tenant.clock) as ctx:
+            return await run_scan(ctx)
+
+    async def both():
+        return await asyncio.gather(one(), one(), return_exceptions=True)
+
+    results = asyncio.run(both())
+    held = [r for r in results if isinstance(r, LeaseHeld)]
+    done = [r for r in results if not isinstance(r, BaseException)]
+    assert len(held) == 1 and len(done) == 1
+    rows = anomalies(scan_settings)
+    assert device_pairs(rows) == GROUND_TRUTH
+    assert len(rows) == len({a.key for a in rows})
+    # The lease is released: the next scan runs.
+    assert scan(scan_settings, tenant).checkpoint_advanced

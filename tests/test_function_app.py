@@ -1,0 +1,117 @@
+"""The function app's wiring: which triggers exist, on what schedule, route and auth level."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+
+import function_app
+from tests.helpers import app_functions, trigger_of
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+_functions = app_functions
+_trigger = trigger_of
+
+
+def test_app_declares_exactly_the_documented_functions():
+    assert set(_functions()) == {
+        "config_check",
+        "scan",
+        "alerts",
+        "weekly_summary",
+        "subscriptions",
+        "notifications",
+        "health",
+        "weekly_report",
+        "graph_notifications",
+    }
+
+
+def test_config_check_is_a_timer_on_the_schedule_setting():
+    trigger = _trigger("config_check")
+    assert trigger["type"] == "timerTrigger"
+    assert trigger["schedule"] == "%CONFIG_CHECK_SCHEDULE%"
+    assert trigger.get("runOnStartup", False) is False
+
+
+def test_scan_is_a_timer_on_the_scan_schedule_setting():
+    trigger = _trigger("scan")
+    assert trigger["type"] == "timerTrigger"
+    assert trigger["schedule"] == "%SCAN_SCHEDULE%"
+    assert trigger.get("runOnStartup", False) is False
+
+
+@pytest.mark.parametrize(
+    "name,setting",
+    [
+        ("config_check", "CONFIG_CHECK_SCHEDULE"),
+        ("scan", "SCAN_SCHEDULE"),
+        ("alerts", "ALERTS_SCHEDULE"),
+        ("weekly_summary", "SUMMARY_SCHEDULE"),
+        ("subscriptions", "SUBSCRIPTIONS_SCHEDULE"),
+        ("notifications", "NOTIFICATIONS_SCHEDULE"),
+    ],
+)
+def test_timers_take_their_schedule_from_a_documented_setting(name, setting):
+    from monitors.settings import SCHEDULE_SETTINGS
+
+    assert _trigger(name)["schedule"] == f"%{setting}%"
+    assert setting in SCHEDULE_SETTINGS
+
+
+def test_health_is_get_only_with_a_function_key():
+    trigger = _trigger("health")
+    assert trigger["type"] == "httpTrigger"
+    assert trigger["route"] == "health"
+    assert trigger["methods"] == ["GET"]
+    assert trigger["authLevel"] == "FUNCTION"
+
+
+def test_weekly_report_is_get_only_with_a_function_key():
+    trigger = _trigger("weekly_report")
+    assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (
+        "reports/weekly",
+        ["GET"],
+        "FUNCTION",
+    )
+
+
+def test_app_default_auth_level_is_function_so_new_routes_are_never_anonymous():
+    assert function_app.app.auth_level == func.AuthLevel.FUNCTION
+
+
+def test_import_does_no_network_io_and_loads_no_heavy_clients():
+    # Sockets are made to explode; importing must still succeed, quickly, with Graph and
+    # Table clients left unloaded until a function actually runs.
+    probe = textwrap.dedent("""
+        import socket, sys, time
+        def refuse(*a, **k):
+            raise RuntimeError("network used at import time")
+        socket.socket.connect = refuse
+        socket.create_connection = refuse
+        socket.getaddrinfo = refuse
+        start = time.perf_counter()
+        import function_app
+        elapsed = time.perf_counter() - start
+        heavy = [m for m in ("msgraph", "azure.data.tables", "azure.identity", "httpx")
+                 if m in sys.modules]
+        print(elapsed, ",".join(heavy))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    elapsed, heavy = (
+        out.stdout.strip().split(" ", 1) if " " in out.stdout.strip() else (out.stdout.strip(), "")
+    )
+    assert heavy == ""
+    assert float(elapsed) < 2.0

@@ -1,0 +1,162 @@
+"""Cards are checked structurally: fields on-call needs, size limits, buttons, clouds."""
+
+import json
+
+import pytest
+
+from monitors.alerts.cards import (
+    MAX_MESSAGE_BYTES,
+    anomaly_card,
+    digest_card,
+    fit,
+    message,
+    size_of,
+)
+from monitors.alerts.dispatch import plan_messages
+from monitors.alerts.samples import sample_anomaly
+from monitors.rules.kinds import KINDS
+from monitors.store.outbox import OutboxItem
+
+GLOBAL = "https://graph.microsoft.com"
+
+
+def texts(card):
+    return " ".join(b.get("text", "") for b in card["body"] if b["type"] == "TextBlock")
+
+
+def facts(card):
+    return {
+        f["title"]: f["value"] for b in card["body"] if b["type"] == "FactSet" for f in b["facts"]
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_has_a_valid_card_with_what_where_and_what_to_do(kind):
+    card = anomaly_card(sample_anomaly(kind).to_json(), "opened", GLOBAL)
+    assert card["type"] == "AdaptiveCard" and card["version"] == "1.4"
+    assert card["body"][0]["weight"] == "Bolder"
+    assert "What to do:" in texts(card)
+    payload = message(card)
+    assert payload["attachments"][0]["contentType"] == "application/vnd.microsoft.card.adaptive"
+    assert size_of(payload) < MAX_MESSAGE_BYTES
+    json.dumps(payload)  # serialisable
+
+
+def test_device_card_shows_evidence_and_opens_device_and_group():
+    card = anomaly_card(sample_anomaly("etg_missing").to_json(), "opened", GLOBAL)
+    f = facts(card)
+    assert f["Device"] == "CTSO-J5NB1GX" and f["User"] == "megan.bowen@contoso.com"
+    assert f["Joined ETG"] == "never"
+    assert f["Enrolled"] and f["Provisioning completed"]
+    urls = [a["url"] for a in card["actions"]]
+    assert any(u.startswith("https://intune.microsoft.com/") and "mdmDeviceId" in u for u in urls)
+    assert any(u.startswith("https://entra.microsoft.com/") and "groupId" in u for u in urls)
+
+
+def test_late_card_states_the_gap():
+    card = anomaly_card(sample_anomaly("etg_late").to_json(), "opened", GLOBAL)
+    assert facts(card)["Late by"] == "25 min 0 s"
+
+
+@pytest.mark.parametrize(
+    "endpoint,intune,entra",
+    [
+        (
+            "https://graph.microsoft.us",
+            "https://intune.microsoft.us/",
+            "https://entra.microsoft.us/",
+        ),
+        (
+            "https://dod-graph.microsoft.us",
+            "https://intune.microsoft.us/",
+            "https://entra.microsoft.us/",
+        ),
+        (
+            "https://microsoftgraph.chinacloudapi.cn",
+            "https://intune.microsoft.cn/",
+            "https://entra.microsoft.cn/",
+        ),
+    ],
+)
+def test_national_clouds_link_to_their_own_portals(endpoint, intune, entra):
+    card = anomaly_card(sample_anomaly("etg_missing").to_json(), "opened", endpoint)
+    urls = [a["url"] for a in card["actions"]]
+    assert urls[0].startswith(intune) and urls[1].startswith(entra)
+
+
+def test_policy_level_card_says_every_enrollment_is_affected():
+    card = anomaly_card(sample_anomaly("etg_owner_missing").to_json(), "opened", GLOBAL)
+    assert "every enrollment" in texts(card)
+
+
+def test_resolved_card_says_why():
+    data = sample_anomaly("etg_missing").to_json()
+    data["history"].append({"at": "x", "status": "resolved", "why": "joined the ETG at T"})
+    card = anomaly_card(data, "resolved", GLOBAL)
+    assert card["body"][0]["text"].startswith("Resolved:")
+    assert "joined the ETG at T" in texts(card)
+
+
+def test_oversized_card_is_trimmed_not_dropped():
+    data = sample_anomaly("payload_incomplete").to_json()
+    data["explanation"] = "x" * 40000
+    card = anomaly_card(data, "opened", GLOBAL)
+    assert size_of(message(card)) <= MAX_MESSAGE_BYTES
+    assert card["body"][0]["text"].startswith("Apps or scripts")
+    huge = fit(
+        {
+            "type": "AdaptiveCard",
+            "version": "1.4",
+            "actions": [],
+            "body": [
+                {"type": "TextBlock", "text": "title"},
+                *[
+                    {
+                        "type": "FactSet",
+                        "facts": [{"title": f"t{i}", "value": "v" * 150} for i in range(40)],
+                    }
+                    for _ in range(20)
+                ],
+            ],
+        }
+    )
+    assert size_of(message(huge)) <= MAX_MESSAGE_BYTES
+    assert huge["body"][0]["text"] == "title"
+
+
+def _item(kind, scope="device", run="r1", change="opened", n=0):
+    payload = sample_anomaly(kind).to_json()
+    payload["scope"] = scope
+    payload["device_name"] = f"PC-{n}"
+    from datetime import UTC, datetime
+
+    return OutboxItem(kind, change, run, datetime(2026, 11, 20, tzinfo=UTC), payload, id=f"i{n}")
+
+
+def test_at_threshold_each_anomaly_gets_its_own_card():
+    items = [_item("etg_missing", n=i) for i in range(5)]
+    assert len(plan_messages(items, 5, GLOBAL)) == 5
+
+
+def test_above_threshold_one_digest_with_policy_level_problems_first():
+    items = [_item("etg_missing", n=i) for i in range(6)]
+    items.append(_item("etg_owner_missing", scope="policy", n=99))
+    [digest] = plan_messages(items, 5, GLOBAL)
+    assert len(digest.items) == 7
+    card = digest.payload["attachments"][0]["content"]
+    text = texts(card)
+    assert card["body"][0]["text"] == "7 ETG anomalies opened"
+    assert text.index("Policy-level problems first") < text.index("First devices")
+    assert facts(card)["etg_missing"] == "6"
+
+
+def test_openings_and_resolutions_of_one_run_are_planned_separately():
+    items = [_item("etg_missing", n=i) for i in range(3)]
+    items += [_item("etg_late", change="resolved", n=10 + i) for i in range(3)]
+    assert len(plan_messages(items, 2, GLOBAL)) == 2
+
+
+def test_digest_lists_a_few_devices_and_says_how_to_see_the_rest():
+    card = digest_card([sample_anomaly("etg_late").to_json()] * 30, "opened", GLOBAL)
+    assert "and 22 more" in texts(card)
+    assert size_of(message(card)) <= MAX_MESSAGE_BYTES

@@ -1,0 +1,299 @@
+"""Timelines in, verdicts out: every anomaly kind and every boundary of the enrollment rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from monitors.models import (
+    Clear,
+    Deployment,
+    DeploymentFacts,
+    DeploymentStatus,
+    Finding,
+    InstallItem,
+    MembershipEvent,
+    MembershipOp,
+    NotEvaluated,
+    Policy,
+    PolicyMatch,
+    Unverified,
+    UnverifiedReason,
+)
+from monitors.rules.enrollment import judge, needs_membership_check
+
+ENROLLED = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+DURATION = 600
+COMPLETED = ENROLLED + timedelta(seconds=DURATION)
+GROUP = "etg-1"
+OBJ = "device-object-1"
+POLICY = PolicyMatch(
+    Policy("pol-1", "Standard", "t", timeout_minutes=60), (GROUP,), "enrollmentProfileName"
+)
+SETTLED = COMPLETED + timedelta(hours=2)
+NOW = COMPLETED + timedelta(hours=3)
+
+
+def deployment(status=DeploymentStatus.SUCCESS, duration=DURATION, **kw):
+    return Deployment(
+        "md-1", ENROLLED, status, status.value, device_name="PC-1", duration_seconds=duration, **kw
+    )
+
+
+def add(offset_s, exact=True, event_id=None, actor="Intune Provisioning Client"):
+    return MembershipEvent(
+        MembershipOp.ADD,
+        GROUP,
+        OBJ,
+        COMPLETED + timedelta(seconds=offset_s),
+        exact,
+        "audit" if exact else "delta",
+        event_id or f"a{offset_s}",
+        actor,
+        True,
+    )
+
+
+def remove(offset_s, exact=True):
+    return MembershipEvent(
+        MembershipOp.REMOVE,
+        GROUP,
+        OBJ,
+        COMPLETED + timedelta(seconds=offset_s),
+        exact,
+        "audit",
+        f"r{offset_s}",
+        "admin@contoso.com",
+        False,
+    )
+
+
+def facts(
+    events=(),
+    status=DeploymentStatus.SUCCESS,
+    settled=SETTLED,
+    member=None,
+    policy=POLICY,
+    obj=OBJ,
+    payload=None,
+    duration=DURATION,
+    **kw,
+):
+    return DeploymentFacts(
+        deployment(status, duration, **kw),
+        policy,
+        obj,
+        tuple(events) if not isinstance(events, Unverified) else events,
+        settled,
+        member,
+        payload,
+    )
+
+
+def kinds(j, cls):
+    return {v.kind for v in j.verdicts if isinstance(v, cls)}
+
+
+def test_joined_one_second_before_completion_is_on_time():
+    j = judge(facts([add(-1)]), NOW)
+    assert kinds(j, Finding) == set()
+    assert {"etg_missing", "etg_late", "etg_removed", "deployment_failed"} <= kinds(j, Clear)
+    assert j.state == "conclusive"
+    assert "1 s before" in j.summary
+
+
+def test_joined_exactly_at_completion_is_on_time():
+    assert kinds(judge(facts([add(0)]), NOW), Finding) == set()
+
+
+def test_joined_one_second_after_completion_is_late_with_both_times_and_gap():
+    j = judge(facts([add(1)]), NOW)
+    assert kinds(j, Finding) == {"etg_late"}
+    late = next(v for v in j.verdicts if isinstance(v, Finding))
+    assert late.evidence["gap_seconds"] == 1
+    assert late.evidence["provisioning_completed_at"] == COMPLETED.isoformat()
+    assert late.evidence["late_join"]["at"] == (COMPLETED + timedelta(seconds=1)).isoformat()
+    assert "etg_missing" in kinds(j, Clear)
+
+
+def test_never_joined_and_not_a_member_is_missing():
+    j = judge(facts([], member=False), NOW)
+    assert kinds(j, Finding) == {"etg_missing"}
+    assert j.state == "conclusive"
+
+
+def test_never_joined_asks_for_membership_before_deciding():
+    f = facts([])
+    assert needs_membership_check(f)
+    j = judge(f, NOW)
+    assert kinds(j, Finding) == set()
+    assert j.state == "pending"
+
+
+def test_missing_is_pending_while_audit_events_may_still_arrive():
+    j = judge(facts([], settled=COMPLETED - timedelta(seconds=1), member=False), NOW)
+    assert kinds(j, Finding) == set()
+    assert j.state == "pending"
+    assert not needs_membership_check(facts([], settled=COMPLETED - timedelta(seconds=1)))
+
+
+def test_late_audit_event_turns_a_pending_device_into_on_time():
+    early = judge(facts([], settled=COMPLETED - timedelta(minutes=5)), NOW)
+    assert early.state == "pending"
+    later = judge(facts([add(-30)]), NOW)
+    assert later.state == "conclusive" and kinds(later, Finding) == set()
+
+
+def test_member_without_any_audit_event_is_unverified_not_missing():
+    j = judge(facts([], member=True), NOW)
+    assert kinds(j, Finding) == set()
+    assert j.state == "unverified"
+
+
+def test_observation_before_completion_proves_on_time_join():
+    j = judge(facts([add(-5, exact=False)]), NOW)
+    assert kinds(j, Finding) == set() and j.state == "conclusive"
+
+
+def test_observation_after_completion_alone_is_not_called_late_until_audit_settles():
+    j = judge(facts([add(60, exact=False)], settled=COMPLETED + timedelta(seconds=30)), NOW)
+    assert j.state == "pending"
+    assert kinds(j, Finding) == set()
+
+
+def test_removed_after_joining_is_etg_removed():
+    j = judge(facts([add(-30), remove(3600)]), NOW)
+    assert kinds(j, Finding) == {"etg_removed"}
+
+
+def test_removed_then_readded_is_not_an_anomaly():
+    j = judge(facts([add(-30), remove(3600), add(3700)]), NOW)
+    assert kinds(j, Finding) == set()
+    assert "etg_removed" in kinds(j, Clear)
+
+
+def test_failed_deployment_without_any_join_is_only_deployment_failed():
+    j = judge(
+        facts([], status=DeploymentStatus.FAILED, result_code="-2147023436", phase="1796"), NOW
+    )
+    assert kinds(j, Finding) == {"deployment_failed"}
+    failed = next(v for v in j.verdicts if isinstance(v, Finding))
+    assert failed.evidence["result_code"] == "-2147023436"
+    assert "never seen" in j.summary
+
+
+def test_in_progress_within_timeout_is_pending():
+    j = judge(
+        facts([], status=DeploymentStatus.IN_PROGRESS, duration=None),
+        ENROLLED + timedelta(minutes=89),
+    )
+    assert kinds(j, Finding) == set()
+    assert j.state == "pending"
+
+
+def test_in_progress_past_timeout_plus_grace_is_stuck():
+    j = judge(
+        facts([], status=DeploymentStatus.IN_PROGRESS, duration=None),
+        ENROLLED + timedelta(minutes=90, seconds=1),
+    )
+    assert kinds(j, Finding) == {"deployment_stuck"}
+
+
+def test_stuck_uses_the_policy_timeout():
+    slow = PolicyMatch(Policy("p", "Slow", "t", timeout_minutes=240), (GROUP,), "x")
+    j = judge(
+        facts([], status=DeploymentStatus.IN_PROGRESS, duration=None, policy=slow),
+        ENROLLED + timedelta(minutes=200),
+    )
+    assert kinds(j, Finding) == set()
+
+
+def test_unknown_policy_is_unverified_never_missing():
+    j = judge(facts([], policy=None, member=False), NOW)
+    assert kinds(j, Finding) == set()
+    assert j.state == "unverified"
+    assert j.unverified[0].reason is UnverifiedReason.UNRESOLVED
+
+
+def test_graph_error_reading_audit_is_unverified():
+    err = Unverified(
+        "GET /v1.0/auditLogs/directoryAudits",
+        UnverifiedReason.FORBIDDEN,
+        "403",
+        "AuditLog.Read.All",
+        403,
+    )
+    j = judge(facts(err, member=False), NOW)
+    assert kinds(j, Finding) == set()
+    assert j.state == "unverified"
+    assert j.unverified[0].permission == "AuditLog.Read.All"
+
+
+def test_unknown_status_code_is_unverified_not_an_outcome():
+    j = judge(facts([], status=DeploymentStatus.UNKNOWN, member=False), NOW)
+    assert kinds(j, Finding) == set()
+    assert j.state == "unverified"
+
+
+def test_missing_device_added_later_resolves_missing_without_a_second_alert():
+    j = judge(
+        facts([add(7200, actor="admin@contoso.com")], member=True), NOW, previously_missing=True
+    )
+    assert kinds(j, Finding) == set()
+    missing_clear = next(v for v in j.verdicts if isinstance(v, Clear) and v.kind == "etg_missing")
+    assert "after provisioning completed" in missing_clear.reason
+
+
+def test_event_for_another_group_or_device_is_ignored():
+    other = MembershipEvent(MembershipOp.ADD, "other-group", OBJ, ENROLLED, True, "audit", "x")
+    j = judge(facts([other], member=False), NOW)
+    assert kinds(j, Finding) == {"etg_missing"}
+
+
+@pytest.mark.parametrize(
+    "status,expected",
+    [
+        ("Skipped", {"payload_incomplete"}),
+        ("Failed", {"payload_incomplete"}),
+        ("Installed", set()),
+    ],
+)
+def test_payload_skipped_or_failed_is_incomplete(status, expected):
+    payload = (
+        InstallItem("app", "a1", "Company Portal", "Installed"),
+        InstallItem("app", "a2", "VPN", status),
+    )
+    j = judge(facts([add(-10)], payload=payload), NOW)
+    assert kinds(j, Finding) == expected
+
+
+def test_payload_reports_disabled_is_not_applicable_and_still_conclusive():
+    j = judge(facts([add(-10)], payload=None), NOW)
+    payload = next(v for v in j.verdicts if v.kind == "payload_incomplete")
+    assert isinstance(payload, NotEvaluated) and not payload.pending and not payload.unverified
+    assert j.state == "conclusive"
+
+
+def test_policy_without_etg_is_not_applicable_not_unverified():
+    no_etg = PolicyMatch(Policy("k", "Kiosk", "t"), (), "enrollmentProfileName")
+    j = judge(facts([], policy=no_etg, member=False), NOW)
+    assert kinds(j, Finding) == set()
+    assert j.state == "conclusive"
+    assert j.unverified == ()
+    assert "etg_not_configured" in j.summary
+
+
+def test_policy_resolution_prefers_profile_name_then_single_policy_then_membership():
+    from monitors.rules.enrollment import resolve_policy
+
+    a = Policy("a", "Standard", "t")
+    b = Policy("b", "Finance", "t")
+    both = [(a, ("g-a",)), (b, ("g-b",))]
+    assert resolve_policy(" finance ", both).policy.id == "b"
+    assert resolve_policy(None, [(a, ("g-a",))]).how == "only device preparation policy"
+    assert resolve_policy(None, both, {"g-b"}).how == "ETG membership"
+    assert resolve_policy(None, both) is None
+    assert resolve_policy("Unknown profile", both, {"g-a", "g-b"}) is None
+    broken = Unverified("retrieve", UnverifiedReason.THROTTLED, "429")
+    assert resolve_policy("Standard", [(a, broken), (b, ("g-b",))]) is broken

@@ -1,0 +1,214 @@
+"""Property-based tests over everything that comes from outside: webhook requests, Graph
+payloads, report rows. Whatever arrives, the parsers answer with a value or their own
+documented error, never a crash, and never accept what they should refuse."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import string
+from datetime import timedelta
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from monitors.graph.audit import parse_audit_event
+from monitors.graph.devices import parse_managed_device
+from monitors.graph.errors import MalformedResponse
+from monitors.graph.policies import parse_etg_response, parse_policy
+from monitors.graph.reports import parse_deployment_row, parse_export, parse_report_time
+from monitors.logs import REDACTED, redact_secrets, register_secret
+from monitors.models import DeploymentStatus
+from monitors.notifications.webhook import (
+    MAX_TOKEN_CHARS,
+    Rejected,
+    parse_notifications,
+    validation_token,
+)
+
+STATE = "correct-client-state-0123456789"
+SUB = "6f0c2a4e-1b3d-4e5f-8a9b-0c1d2e3f4a5b"
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=15), children, max_size=6)
+    ),
+    max_leaves=30,
+)
+# Examples per property come from the loaded profile (tests/conftest.py); only the floor is
+# set here so the repeatable run stays meaningful.
+FAST = settings(max_examples=max(300, settings.default.max_examples))
+
+
+@FAST
+@given(
+    body=st.binary(max_size=4096),
+    ctype=st.sampled_from(
+        [None, "", "application/json", "application/json; charset=utf-8", "text/plain", "\x00"]
+    ),
+)
+def test_webhook_body_never_crashes(body, ctype):
+    try:
+        accepted, refused = parse_notifications(
+            body, ctype, client_state=STATE, known_subscriptions={SUB}, tenant_id=None
+        )
+    except Rejected as exc:
+        assert 400 <= exc.status < 600 and len(exc.reason) < 80
+    else:
+        assert accepted and refused >= 0
+
+
+@FAST
+@given(
+    items=st.lists(
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "subscriptionId",
+                    "clientState",
+                    "resource",
+                    "changeType",
+                    "tenantId",
+                    "lifecycleEvent",
+                    "resourceData",
+                    "other",
+                ]
+            ),
+            json_values | st.just(STATE) | st.just(SUB) | st.just("Groups/" + SUB),
+        ),
+        max_size=8,
+    )
+)
+def test_webhook_accepts_only_items_with_the_exact_client_state_and_known_subscription(items):
+    body = json.dumps({"value": items}).encode()
+    try:
+        accepted, _ = parse_notifications(
+            body, "application/json", client_state=STATE, known_subscriptions={SUB}, tenant_id=None
+        )
+    except Rejected:
+        return
+    valid = [
+        i
+        for i in items
+        if i.get("clientState") == STATE and str(i.get("subscriptionId", "")).lower() == SUB
+    ]
+    assert accepted and len(accepted) <= len(valid)
+    assert all(n.subscription_id == SUB for n in accepted)
+
+
+@FAST
+@given(token=st.text(max_size=MAX_TOKEN_CHARS + 50))
+def test_validation_token_is_echoed_only_when_printable_and_bounded(token):
+    try:
+        echoed = validation_token({"validationToken": token})
+    except Rejected as exc:
+        assert exc.status == 400
+        assert not token or len(token) > MAX_TOKEN_CHARS or not token.isprintable()
+    else:
+        assert echoed == token and token.isprintable()
+
+
+@FAST
+@given(payload=json_values)
+def test_etg_response_of_any_shape_is_parsed_or_malformed(payload):
+    try:
+        lookup = parse_etg_response(payload, "x")
+    except MalformedResponse:
+        return
+    assert all(isinstance(g, str) and g for g in lookup.group_ids)
+
+
+@FAST
+@given(item=st.dictionaries(st.text(max_size=20), json_values, max_size=8))
+def test_policy_audit_and_device_items_never_crash(item):
+    for parse in (parse_policy, parse_managed_device):
+        with contextlib.suppress(MalformedResponse):
+            parse(item)
+    event = parse_audit_event(item)
+    assert event is None or event.group_id
+
+
+@FAST
+@given(
+    row=st.dictionaries(
+        st.sampled_from(
+            [
+                "DeviceId",
+                "EnrollmentTimeInUtc",
+                "DeploymentStatus",
+                "DeploymentStatus_loc",
+                "DeploymentDurationTimeInSeconds",
+                "ResultCode",
+                "DeviceName",
+                "UPN",
+            ]
+        ),
+        st.text(alphabet=string.printable + "é中\u200b\ufeff", max_size=30)
+        | st.sampled_from(["inf", "-Infinity", "nan", "1e400", "9" * 400, "-0", "1_000", "0x10"]),
+    )
+)
+@example(
+    row={"DeviceId": "0", "DeploymentDurationTimeInSeconds": "INFINITY", "EnrollmentTimeInUtc": "0"}
+)
+@example(
+    row={"DeviceId": "d", "DeploymentDurationTimeInSeconds": "1e400", "EnrollmentTimeInUtc": "0"}
+)
+def test_report_rows_in_odd_encodings_parse_or_are_malformed(row):
+    try:
+        deployment = parse_deployment_row(row)
+    except ValueError:  # MalformedResponse is a ValueError
+        return
+    assert deployment.status in DeploymentStatus
+    assert deployment.enrolled_at.tzinfo is not None
+    if deployment.duration_seconds is not None:
+        # the completion time derived from it must stay representable
+        assert deployment.enrolled_at + timedelta(seconds=deployment.duration_seconds)
+
+
+# Every time format Graph and the report exports use, over the whole datetime range, with and
+# without fractions and offsets.
+graph_times = st.builds(
+    lambda when, fmt, zone: when.strftime(fmt) + zone,
+    st.datetimes(),
+    st.sampled_from(
+        ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S.%f0", "%Y-%m-%d %H:%M:%S"]
+    ),
+    st.sampled_from(["", "Z", "z", "+00:00", "+05:30", "-0800", "+14:00", "-12:00"]),
+)
+
+
+@FAST
+@given(text=st.text(max_size=40) | graph_times)
+@example(text="0001-01-01 00:00:00+05:00")
+@example(text="9999-12-31T23:59:59.9999999-05:00")
+def test_report_times_parse_to_utc_or_are_malformed(text):
+    try:
+        parsed = parse_report_time(text)
+    except MalformedResponse:
+        return
+    assert parsed.utcoffset().total_seconds() == 0
+    # a parsed time leaves room for any deployment duration and audit window after it
+    assert parsed + timedelta(days=400) > parsed - timedelta(days=400)
+
+
+@FAST
+@given(blob=st.binary(max_size=2048))
+def test_report_download_that_is_not_a_zip_is_malformed(blob):
+    try:
+        parse_export(blob)
+    except (MalformedResponse, ValueError):
+        return
+
+
+@FAST
+@given(
+    secret=st.text(alphabet=string.ascii_letters + string.digits, min_size=12, max_size=40),
+    noise=st.text(max_size=40),
+)
+def test_registered_secrets_never_survive_redaction(secret, noise):
+    register_secret(secret)
+    event = redact_secrets(
+        None, "info", {"event": "x", "detail": f"{noise}{secret}{noise}", "nested": [{"v": secret}]}
+    )
+    assert secret not in json.dumps(event)
+    assert REDACTED in event["detail"]
