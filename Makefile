@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit bench fuzz clean
 
 setup: $(PY_STAMP) $(NODE_STAMP)
 
@@ -41,6 +41,11 @@ test: setup lint typecheck
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# A long exploratory run of the property tests (fresh random examples each time); the
+# examples per property can be raised with ETG_FUZZ_EXAMPLES.
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -m hostile -q
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

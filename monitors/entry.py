@@ -116,7 +116,7 @@ async def weekly_report(week_text: str | None, clock: Clock | None = None) -> tu
     return 200, render_html(summary)
 
 
-_webhook_stores: dict[int, Any] = {}
+_webhook_stores: dict[tuple[int, str | None, str], Any] = {}
 
 
 async def _webhook_store(current: Settings) -> Any:
@@ -124,17 +124,19 @@ async def _webhook_store(current: Settings) -> Any:
     new connection per request would cost most of Graph's 3-second budget under load."""
     from monitors.store.tables import TableStore
 
-    loop_id = id(asyncio.get_running_loop())
-    store = _webhook_stores.get(loop_id)
+    key = (id(asyncio.get_running_loop()), current.storage_connection, current.table_prefix)
+    store = _webhook_stores.get(key)
     if store is None:
         _webhook_stores.clear()  # a previous loop has ended; its client cannot be reused
-        store = _webhook_stores[loop_id] = TableStore(current)
+        store = _webhook_stores[key] = TableStore(current)
     return store
 
 
 async def graph_notifications(
     params: Mapping[str, str], content_type: str | None, body: bytes, clock: Clock | None = None
 ) -> tuple[int, str, str]:
+    from azure.core.exceptions import AzureError
+
     from monitors.jobs.notifications import receive
 
     now = (clock or SystemClock()).now()
@@ -142,7 +144,15 @@ async def graph_notifications(
         current = settings()
     except SettingsError:
         return 503, "not configured", "text/plain"
-    answer = await receive(await _webhook_store(current), current, params, content_type, body, now)
+    try:
+        store = await _webhook_store(current)
+        answer = await receive(store, current, params, content_type, body, now)
+    except AzureError as exc:
+        # Graph redelivers on a 5xx for hours; a 503 now loses nothing, a 500 says "bug".
+        structlog.get_logger("etg_monitor").error(
+            "webhook.store_unavailable", error=type(exc).__name__
+        )
+        return 503, "state store unavailable; retry later", "text/plain"
     return answer.status, answer.body, answer.mimetype
 
 

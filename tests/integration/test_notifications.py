@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections import Counter
 from datetime import timedelta
 
 import azure.functions as func
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import function_app
 from monitors import entry
@@ -262,3 +265,91 @@ def test_function_route_and_auth(notif_settings):
         "FUNCTION",
     )
     assert function_app.app is not None
+
+
+# --- hostile requests through the real function ------------------------------------------------
+
+ANSWERS = {200, 202, 400, 403, 413, 415}
+header_text = st.text(st.characters(codec="latin-1", exclude_categories=["Cs"]), max_size=60)
+
+
+def hostile_bodies(sub_id):
+    items = st.one_of(
+        st.builds(
+            notification,
+            # weighted towards the real values so acceptance is reached, not only refusal
+            st.sampled_from([sub_id, sub_id, sub_id, "", "x" * 80, sub_id.upper()]),
+            st.sampled_from([CLIENT_STATE] * 3 + ["", CLIENT_STATE[:-1], CLIENT_STATE + " ", None]),
+        ),
+        st.none() | st.integers() | st.text(max_size=20),
+        st.dictionaries(st.text(max_size=12), st.text(max_size=12) | st.none(), max_size=5),
+    )
+    as_json = st.builds(
+        lambda value, wrap: json.dumps({"value": value} if wrap else value).encode(),
+        st.lists(items, max_size=6),
+        st.booleans(),
+    )
+    return as_json | st.binary(max_size=2048)
+
+
+@pytest.mark.hostile
+def test_any_request_gets_a_short_4xx_or_an_accept_and_never_leaks_the_secret(
+    notif_settings, known_sub, capsys
+):
+    @settings(
+        max_examples=max(100, settings.default.max_examples // 10),
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        params=st.sampled_from([{}, {}, {"code": "function-key"}])
+        | st.dictionaries(
+            st.sampled_from(["validationToken", "validationtoken", "code", "x"]) | header_text,
+            header_text,
+            max_size=3,
+        ),
+        headers=st.dictionaries(
+            st.sampled_from(["x-ms-client-request-id", "Content-Length"])
+            | header_text.filter(lambda k: k.strip() != ""),
+            header_text,
+            max_size=3,
+        ),
+        content_type=st.sampled_from(
+            ["application/json", "application/json; charset=utf-8", "APPLICATION/JSON"]
+        )
+        | header_text,
+        body=hostile_bodies(known_sub),
+    )
+    def check(params, headers, content_type, body):
+        headers = {**headers, "content-type": content_type}
+        request = func.HttpRequest(
+            "POST", "/api/graph/notifications", params=params, headers=headers, body=body
+        )
+        response = asyncio.run(user_function("graph_notifications")(request))
+        answer = response.get_body()
+        seen[response.status_code] += 1
+        assert response.status_code in ANSWERS, (response.status_code, answer)
+        if response.status_code == 200:
+            assert response.mimetype == "text/plain" and answer.decode() in params.values()
+        else:
+            assert len(answer) < 100 and CLIENT_STATE.encode() not in answer
+        out = capsys.readouterr()
+        assert CLIENT_STATE not in out.out + out.err
+
+    seen: Counter[int] = Counter()
+    check()
+    # the examples reached acceptance, the handshake and refusals, not only one branch
+    assert {200, 202, 400, 403} <= set(seen), seen
+
+
+def test_store_outage_answers_503_so_graph_redelivers(notif_settings, known_sub, monkeypatch):
+    dead = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=" + (
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    )
+    monkeypatch.setenv(
+        "ETG_STORAGE_CONNECTION", dead + ";TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+    )
+    monkeypatch.setattr(entry, "_settings", None)
+    body = json.dumps({"value": [notification(known_sub)]}).encode()
+    response = post(body=body)
+    assert response.status_code == 503
+    assert b"retry" in response.get_body()

@@ -9,6 +9,7 @@ import json
 import string
 from datetime import timedelta
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,7 @@ from monitors.notifications.webhook import (
     validation_token,
 )
 
+pytestmark = pytest.mark.hostile
 STATE = "correct-client-state-0123456789"
 SUB = "6f0c2a4e-1b3d-4e5f-8a9b-0c1d2e3f4a5b"
 json_values = st.recursive(
