@@ -169,6 +169,7 @@ var appSettings = {
   ETG_GRAPH_CONCURRENCY: '8'
   ETG_GRAPH_MAX_RETRIES: '8'
   ETG_GRAPH_TIMEOUT_SECONDS: '30'
+  ETG_EXPORT_TIMEOUT_SECONDS: '300'
   ETG_GRAPH_RETRY_BUDGET_SECONDS: '120'
 
   // State: identity-based Table Storage; no connection string.

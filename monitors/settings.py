@@ -67,6 +67,7 @@ class Settings:
     graph_concurrency: int = 8
     graph_max_retries: int = 8
     graph_timeout_seconds: float = 30.0
+    export_timeout_seconds: float = 300.0
     log_format: LogFormat = "auto"
     scan_lookback_hours: int = 168
     audit_latency_minutes: int = 60
@@ -159,6 +160,7 @@ class Settings:
         concurrency = _int(env, "ETG_GRAPH_CONCURRENCY", 8, 1, 64, problems)
         retries = _int(env, "ETG_GRAPH_MAX_RETRIES", 8, 0, 10, problems)
         timeout = float(_int(env, "ETG_GRAPH_TIMEOUT_SECONDS", 30, 1, 300, problems))
+        export_timeout = float(_int(env, "ETG_EXPORT_TIMEOUT_SECONDS", 300, 30, 1800, problems))
 
         lookback = _int(env, "ETG_SCAN_LOOKBACK_HOURS", 168, 1, 24 * 30, problems)
         audit_latency = _int(env, "ETG_AUDIT_LATENCY_MINUTES", 60, 0, 24 * 60, problems)
@@ -204,6 +206,7 @@ class Settings:
             graph_concurrency=concurrency,
             graph_max_retries=retries,
             graph_timeout_seconds=timeout,
+            export_timeout_seconds=export_timeout,
             log_format=log_format,  # type: ignore[arg-type]
             scan_lookback_hours=lookback,
             audit_latency_minutes=audit_latency,

@@ -13,8 +13,16 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FaultKind = Literal["status", "latency", "reset", "hang", "expire_delta"]
-FAULT_KINDS: tuple[str, ...] = ("status", "latency", "reset", "hang", "expire_delta")
+# "late_answer" (Teams only): the message is delivered, then the answer never comes.
+FaultKind = Literal["status", "latency", "reset", "hang", "expire_delta", "late_answer"]
+FAULT_KINDS: tuple[str, ...] = (
+    "status",
+    "latency",
+    "reset",
+    "hang",
+    "expire_delta",
+    "late_answer",
+)
 
 # Endpoint names used in fault rules and in request statistics.
 ENDPOINT_NAMES: frozenset[str] = frozenset(
@@ -72,6 +80,9 @@ class FaultRule:
     first_n: int | None = None
     every_nth: int | None = None
     seed: int = 0
+    # Only requests for a second or later page (they carry a skip or delta token): "the
+    # listing started fine and broke midway".
+    continuation_only: bool = False
     matched: int = field(default=0, init=False, compare=False)
     fired: int = field(default=0, init=False, compare=False)
     _rng: random.Random = field(init=False, repr=False, compare=False)
@@ -124,6 +135,7 @@ class FaultRule:
             "first_n",
             "every_nth",
             "seed",
+            "continuation_only",
         }
         unknown = sorted(set(data) - allowed)
         if unknown:
@@ -143,6 +155,7 @@ class FaultRule:
             "first_n": self.first_n,
             "every_nth": self.every_nth,
             "seed": self.seed,
+            "continuation_only": self.continuation_only,
             "matched": self.matched,
             "fired": self.fired,
         }
@@ -166,6 +179,9 @@ class FaultPlan:
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
         self._latency_ms = float(latency_ms)
+        # Graph may return fewer items per page than $top asks for; a cap makes small
+        # scenarios page like large ones.
+        self.page_cap: int | None = None
 
     @property
     def latency_ms(self) -> float:
@@ -207,7 +223,7 @@ class FaultPlan:
         terminal: FaultRule | None = None
         with self._lock:
             for rule in self._rules:
-                if rule.kind == "expire_delta" and not has_delta_token:
+                if (rule.kind == "expire_delta" or rule.continuation_only) and not has_delta_token:
                     continue
                 if not rule.matches(endpoint, path) or not rule._roll():
                     continue

@@ -279,6 +279,11 @@ class SimService:
             )
         greq.params = params
         self.stats.count(route.name)
+        cap = self.faults.page_cap
+        if cap and request.method == "GET":
+            top = (greq.query.get("top") or "").strip()
+            if not top or (top.isdigit() and int(top) > cap):
+                greq.query["top"] = str(cap)
         if request.can_read_body:
             payload = await request.read()
             if payload.strip():
@@ -440,7 +445,9 @@ class SimService:
         if rule is not None:
             if rule.kind == "reset":
                 return self._reset(request)
-            if rule.kind == "hang":
+            if rule.kind == "late_answer":
+                self.teams.receive(request.match_info["channel"], request.query.get("sig"), payload)
+            if rule.kind in ("hang", "late_answer"):
                 await self._hang()
                 return web.json_response(
                     {"error": {"code": "GatewayTimeout", "message": "Timed out."}}, status=504

@@ -106,6 +106,7 @@ async def dispatch(
     threshold: int = 5,
     max_age: timedelta = timedelta(hours=24),
     http: httpx.AsyncClient | None = None,
+    timeout_seconds: float = 15.0,
 ) -> DispatchResult:
     outbox = OutboxRepository(store)
     result = DispatchResult()
@@ -128,22 +129,22 @@ async def dispatch(
     if not webhook_url or not due:
         return result
 
-    client = http or httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
+    client = http or httpx.AsyncClient(timeout=httpx.Timeout(timeout_seconds, connect=5.0))
     planned = plan_messages(due, threshold, graph_endpoint)
     try:
         for index, outgoing in enumerate(planned):
             try:
                 response = await client.post(webhook_url, json=outgoing.payload)
             except httpx.HTTPError as exc:
-                await _schedule(
-                    outbox,
-                    outgoing,
-                    now,
-                    _backoff(outgoing.items[0].attempts + 1),
-                    type(exc).__name__,
-                    result,
-                )
-                continue
+                # Unreachable or timing out: the next message would wait just as long, so the
+                # rest of this run's messages wait with it. A timed-out post may still have
+                # been delivered; retrying it can repeat that one message, never drop it.
+                wait = _backoff(outgoing.items[0].attempts + 1)
+                error = type(exc).__name__
+                await _schedule(outbox, outgoing, now, wait, error, result)
+                for later in planned[index + 1 :]:
+                    await _schedule(outbox, later, now, wait, error, result, attempted=False)
+                break
             if 200 <= response.status_code < 300:
                 for item in outgoing.items:
                     item.status, item.sent_at, item.last_error = "sent", now, ""

@@ -47,8 +47,8 @@ async def export_report(
     select: Sequence[str] = (),
     *,
     poll_seconds: float = 5.0,
-    timeout_seconds: float = 300.0,
 ) -> list[dict[str, str]]:
+    timeout_seconds = graph.settings.export_timeout_seconds
     body: dict[str, Any] = {
         "reportName": report_name,
         "format": "csv",

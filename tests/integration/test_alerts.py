@@ -183,3 +183,46 @@ def test_no_webhook_configured_keeps_alerts_pending(settings, tenant):
     result = send(settings, tenant)
     assert result.messages_sent == 0 and result.pending == 3
     assert len(outbox(settings, "pending")) == 3
+
+
+def send_with_timeout(settings, tenant, seconds):
+    from monitors.alerts.dispatch import dispatch
+
+    async def go():
+        async with open_store(settings) as store:
+            return await dispatch(
+                store,
+                settings.teams_webhook_url,
+                tenant.clock.now(),
+                graph_endpoint=settings.graph_endpoint,
+                timeout_seconds=seconds,
+            )
+
+    return asyncio.run(go())
+
+
+def test_a_teams_timeout_defers_the_run_and_delivers_everything_once_after(alert_settings, tenant):
+    from simtenant.faults import FaultRule
+
+    tenant.faults.add(FaultRule(endpoint="teams", kind="hang", first_n=1))
+    run(alert_settings, tenant, check_config)
+    first = send_with_timeout(alert_settings, tenant, 1.0)
+    assert first.messages_sent == 0 and first.retry_scheduled == 3
+    assert tenant.stats()["teams"] == 1  # the rest waited instead of timing out one by one
+    assert all("Timeout" in i.last_error for i in outbox(alert_settings, "pending"))
+    tenant.clock.advance(31)
+    assert send_with_timeout(alert_settings, tenant, 1.0).messages_sent == 3
+    assert len(tenant.teams_messages()) == 3 and outbox(alert_settings, "pending") == []
+
+
+def test_a_post_delivered_after_the_timeout_repeats_only_that_message(alert_settings, tenant):
+    from simtenant.faults import FaultRule
+
+    tenant.faults.add(FaultRule(endpoint="teams", kind="late_answer", first_n=1))
+    run(alert_settings, tenant, check_config)
+    assert send_with_timeout(alert_settings, tenant, 0.5).messages_sent == 0
+    assert len(tenant.teams_messages()) == 1  # delivered, but the answer never came
+    tenant.clock.advance(31)
+    assert send_with_timeout(alert_settings, tenant, 5.0).messages_sent == 3
+    seen = headlines(tenant)
+    assert len(seen) == 4 and len(set(seen)) == 3  # one repeat, the documented window

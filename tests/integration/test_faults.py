@@ -102,3 +102,46 @@ def test_connection_resets_and_hangs_invent_nothing_and_recover(
     rows = device_anomalies(settings)
     assert pairs(rows) == GROUND_TRUTH  # nothing lost
     assert len(rows) == len({a.key for a in rows})
+
+
+def test_small_server_pages_give_the_same_result(scan_settings, tenant):
+    tenant.faults.page_cap = 3
+    scan(scan_settings, tenant)
+    assert pairs(device_anomalies(scan_settings)) == GROUND_TRUTH
+    assert tenant.stats()["directoryAudits.list"] > 1  # it did page
+
+
+@pytest.mark.parametrize("endpoint", ["directoryAudits.list", "managedDevices.list"])
+def test_a_page_failing_midway_after_retries_invents_nothing_and_recovers(
+    scan_settings, tenant, endpoint
+):
+    from simtenant.faults import FaultRule
+
+    settings = dataclasses.replace(scan_settings, graph_max_retries=2)
+    tenant.faults.page_cap = 3
+    rule = tenant.faults.add(
+        FaultRule(endpoint=endpoint, status=503, retry_after=0, continuation_only=True)
+    )
+    first = scan(settings, tenant)
+    assert rule.fired >= 3  # the first try and both retries of a later page failed
+    assert first.all_unverified()  # the gap is reported, not guessed
+    assert pairs(device_anomalies(settings)) <= GROUND_TRUTH  # nothing invented
+    tenant.faults.remove(rule)
+    tenant.clock.advance(600)
+    scan(settings, tenant)
+    rows = device_anomalies(settings)
+    assert pairs(rows) == GROUND_TRUTH  # nothing lost
+    assert len(rows) == len({a.key for a in rows})
+
+
+def test_an_export_job_that_never_completes_is_unverified_then_recovers(scan_settings, tenant):
+    settings = dataclasses.replace(scan_settings, export_timeout_seconds=1.5)
+    tenant.state.set_export_polls_before_ready(10**9)
+    first = scan(settings, tenant)
+    assert "report export" in " ".join(u.detail for u in first.all_unverified())
+    assert not first.checkpoint_advanced
+    assert device_anomalies(settings) == []
+    tenant.state.set_export_polls_before_ready(0)
+    tenant.clock.advance(600)
+    scan(settings, tenant)
+    assert pairs(device_anomalies(settings)) == GROUND_TRUTH
