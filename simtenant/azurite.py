@@ -1,9 +1,9 @@
 """Start the Azurite Table emulator from the project's pinned npm package.
 
-Data lives in memory only (``--inMemoryPersistence``): ``restart()`` keeps the
-port but loses every table and entity, which is exactly what an outage test
-that expects an empty store after recovery needs, and what a test that expects
-data to survive must not rely on.
+By default data lives in memory only (``--inMemoryPersistence``): ``restart()``
+keeps the port but loses every table and entity. With ``persistent=True`` the
+data lives in a private directory and survives ``stop()`` and ``restart()``,
+like a real storage account through an outage.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ class Azurite:
         host: str = "127.0.0.1",
         executable: str | Path | None = None,
         startup_timeout: float = 30.0,
+        persistent: bool = False,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -90,6 +91,7 @@ class Azurite:
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir = tempfile.TemporaryDirectory(prefix="azurite-")
         self.log_path = Path(self._workdir.name) / "azurite.log"
+        self.persistent = persistent
 
     @property
     def executable(self) -> Path:
@@ -121,9 +123,14 @@ class Azurite:
     def start(self) -> Azurite:
         if self.running:
             return self
+        storage = (
+            ["--location", str(Path(self._workdir.name) / "data")]
+            if self.persistent
+            else ["--inMemoryPersistence"]
+        )
         command = [
             str(self.executable),
-            "--inMemoryPersistence",
+            *storage,
             "--disableTelemetry",
             "--skipApiVersionCheck",
             "--tableHost",
@@ -169,7 +176,10 @@ class Azurite:
         self._process = None
         if process.poll() is not None:
             return
-        self._signal_group(process, signal.SIGTERM)
+        # Azurite saves its persistent store only on a graceful close, which it does on
+        # SIGINT; SIGTERM would lose the last seconds of acknowledged writes, which no
+        # real storage account does.
+        self._signal_group(process, signal.SIGINT if self.persistent else signal.SIGTERM)
         try:
             process.wait(timeout=STOP_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
@@ -182,7 +192,7 @@ class Azurite:
             os.killpg(process.pid, sig)
 
     def restart(self) -> Azurite:
-        """Stop and start again on the same port; in-memory data is lost."""
+        """Stop and start again on the same port; in-memory data is lost, persistent kept."""
         self.stop()
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         while _port_open(self.host, self.port) and time.monotonic() < deadline:
