@@ -63,6 +63,10 @@ class Sim:
         with urllib.request.urlopen(request, timeout=120) as response:
             return json.load(response)
 
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.base_url}/_sim/{path}", timeout=120) as response:
+            return json.load(response)
+
     def close(self) -> None:
         self.proc.terminate()
         try:
@@ -71,7 +75,52 @@ class Sim:
             self.proc.kill()
 
 
+# The largest page Graph serves for each listing the scan reads (documented $top maxima).
+PAGE_MAX = {
+    "configurationPolicies.list": 1000,
+    "managedDevices.list": 1000,
+    "directoryAudits.list": 999,
+    "groups.members": 999,
+    "groups.owners": 999,
+    "servicePrincipals.list": 999,
+}
+# Per-item look-ups that Graph lets a client pack 20 to a $batch; devices are looked up by
+# `deviceId in (...)`, which takes at most 15 ids per request.
+BATCHABLE = {
+    "devices.list": 15,
+    "devices.get": 1,
+    "devices.checkMemberGroups": 1,
+    "groups.get": 1,
+    "managedDevices.get": 1,
+    "configurationPolicies.retrieveEnrollmentTimeDeviceMembershipTarget": 1,
+    "configurationPolicies.retrieveJustInTimeConfiguration": 1,
+}
+
+
+def minimum_requests(served: dict[str, int], lists: dict[str, dict[str, int]]) -> int:
+    """The fewest Graph requests that could have fetched the data this scan needed.
+
+    Every listing the scan started, read at Graph's largest page size; every per-item look-up
+    it made, packed as densely as Graph allows; each report export created, polled once and
+    downloaded once. The look-ups themselves are taken as needed: this measures the cost of
+    fetching, not whether a smarter algorithm could ask fewer questions.
+    """
+    total = 3 * served.get("exportJobs.create", 0)
+    for name, page in PAGE_MAX.items():
+        if name in lists:
+            got = lists[name]
+            total += max(got["listings"], -(-got["items"] // page))
+    lookups = 0
+    for name, per_request in BATCHABLE.items():
+        if name == "devices.list" and name in lists:
+            lookups += -(-lists[name]["items"] // per_request)
+        elif name != "devices.list":
+            lookups += served.get(name, 0)
+    return total + -(-lookups // 20)
+
+
 def scan(sim: Sim, connection: str, prefix: str) -> dict[str, Any]:
+    sim.control("stats/reset")
     env = {
         **os.environ,
         "ETG_GRAPH_ENDPOINT": sim.base_url,
@@ -88,7 +137,11 @@ def scan(sim: Sim, connection: str, prefix: str) -> dict[str, Any]:
         check=True,
         timeout=900,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    served, lists = sim.get("stats"), sim.get("stats/lists")
+    result["sim_served"] = served
+    result["minimum_requests"] = minimum_requests(served, lists)
+    return result
 
 
 def median(values: list[float]) -> float:
@@ -178,6 +231,10 @@ def render(results: dict[str, Any], command: str) -> str:
     i_wall = median([r["wall_s"] for r in inc])
     i_req = median([sum(r["requests"].values()) for r in inc])
     i_per = median([sum(r["requests"].values()) / r["new"] for r in inc])
+    f_min = median([r["minimum_requests"] for r in first])
+    f_ratio = median([sum(r["requests"].values()) / r["minimum_requests"] for r in first])
+    i_min = median([r["minimum_requests"] for r in inc])
+    i_ratio = median([sum(r["requests"].values()) / r["minimum_requests"] for r in inc])
     imp = results["import"]
     lines = [
         "# Benchmarks",
@@ -195,10 +252,22 @@ def render(results: dict[str, Any], command: str) -> str:
         f"200,000 audit events: wall time | < 60 s | {f_wall} s | {len(first)} |",
         f"| first scan: peak memory (RSS) | < 400 MB | {f_rss} MB | {len(first)} |",
         f"| first scan: Graph requests | | {f_req:.0f} | {len(first)} |",
+        f"| first scan: fewest requests the data needs (reference) | | {f_min:.0f} | "
+        f"{len(first)} |",
+        f"| first scan: requests ÷ fewest (ratio) | close to 1 | {f_ratio:.2f} | {len(first)} |",
         f"| incremental scan, {inc[0]['new']} new deployments: wall time | < 5 s | {i_wall} s | "
         f"{len(inc)} |",
         f"| incremental scan: Graph requests per new deployment | <= 0.1 | {i_per} "
         f"({i_req:.0f} requests) | {len(inc)} |",
+        f"| incremental scan: requests ÷ fewest the data needs ({i_min:.0f}) | close to 1 | "
+        f"{i_ratio:.2f} | {len(inc)} |",
+        "",
+        "The fewest requests the data needs (`minimum_requests` in `bench/run.py`): every listing "
+        "the scan started, read at Graph's largest page size (999 or 1,000 items); every "
+        "per-item look-up it made, packed 20 to a `$batch` (devices 15 ids per look-up); each "
+        "report export created, polled once and downloaded once. The simulated tenant counts "
+        "the items it served. The look-ups themselves are taken as needed, so the ratio "
+        "measures the cost of fetching, not whether fewer questions would do.",
         "",
         "Graph requests of the first scan, by endpoint (first run):",
         "",
@@ -226,9 +295,14 @@ def render(results: dict[str, Any], command: str) -> str:
         "",
         "| figure | target | measured |",
         "|---|---|---|",
-        f"| sustained rate over {hook['seconds']} s | >= 200 / s | "
-        f"{hook['achieved_rate_per_s']} / s ({hook['requests']} requests) |",
+        f"| offered rate, open loop | 200 / s for 60 s | {hook['target_rate_per_s']:.0f} / s, "
+        f"{hook['requests']} requests |",
+        f"| served rate (all answered, last one included) | >= 200 / s | "
+        f"{hook['achieved_rate_per_s']} / s over {hook['seconds']} s |",
         f"| latency p50 | | {hook['p50_ms']} ms |",
+        f"| one bare Table upsert, same emulator (reference) | | "
+        f"{hook['reference_upsert_p50_ms']} ms |",
+        f"| p50 ÷ bare upsert (ratio) | | {hook['p50_ratio_to_upsert']} |",
         f"| latency p99 | < 100 ms | {hook['p99_ms']} ms (max {hook['max_ms']} ms) |",
         f"| answers | 202 | {hook['statuses']} |",
         f"| recorded exactly once | yes | {'yes' if hook['exactly_once'] else 'NO'}: "
@@ -242,8 +316,9 @@ def render(results: dict[str, Any], command: str) -> str:
         "| figure | target | measured |",
         "|---|---|---|",
         f"| summary, end to end | < 10 s | {summ['summary_s']} s |",
-        f"| of which reading the rows | | {summ['read_rows_s']} s |",
-        f"| computing alone (reference) | | {summ['compute_only_s']} s |",
+        f"| reading the week's rows alone (reference) | | {summ['read_rows_s']} s |",
+        f"| summary ÷ reading alone (ratio, per run) | close to 1 | {summ['ratio_to_read']} |",
+        f"| computing alone, rows in memory | | {summ['compute_only_s']} s |",
         "",
         "## Cold import of the function app",
         "",

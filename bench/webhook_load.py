@@ -17,6 +17,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -104,6 +105,7 @@ async def run(rate: float, seconds: float, duplicate_every: int) -> dict[str, ob
 
     async with open_store(entry.settings()) as store:
         stored = await NotificationStore(store).inbox()
+        reference = await upsert_latencies(store, 300)
     ordered = sorted(latencies)
     return {
         "requests": total,
@@ -116,7 +118,21 @@ async def run(rate: float, seconds: float, duplicate_every: int) -> dict[str, ob
         "max_ms": round(ordered[-1], 2),
         "unique_notifications": len(unique) + 20,  # plus the warm-up ones
         "stored_in_inbox": len(stored),
+        "reference_upsert_p50_ms": round(statistics.median(reference), 2),
+        "p50_ratio_to_upsert": round(statistics.median(ordered) / statistics.median(reference), 2),
     }
+
+
+async def upsert_latencies(store: Any, count: int) -> list[float]:
+    """The floor under any durable webhook: one Table upsert on the same emulator and client
+    stack, timed one at a time right after the load."""
+    table = await store.table("benchref")
+    out = []
+    for n in range(count):
+        start = time.perf_counter()
+        await table.upsert_entity({"PartitionKey": "p", "RowKey": str(n), "Body": "x" * 200})
+        out.append((time.perf_counter() - start) * 1000)
+    return out
 
 
 def main() -> int:

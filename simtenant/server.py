@@ -71,23 +71,41 @@ AUTO_SEED_BASE = 0x5EED_0000_0000
 
 
 class Stats:
-    """Request counts by endpoint name (inner $batch requests under their own name)."""
+    """Request counts by endpoint name (inner $batch requests under their own name), and for
+    list answers the items served and how many listings were started (first pages), from which
+    a benchmark derives the fewest pages the data could have taken."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self._items: Counter[str] = Counter()
+        self._listings: Counter[str] = Counter()
 
     def count(self, name: str) -> None:
         with self._lock:
             self._counts[name] += 1
 
+    def served(self, name: str, items: int, first_page: bool) -> None:
+        with self._lock:
+            self._items[name] += items
+            self._listings[name] += 1 if first_page else 0
+
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
 
+    def lists(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {
+                name: {"items": self._items[name], "listings": self._listings[name]}
+                for name in self._items
+            }
+
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
+            self._items.clear()
+            self._listings.clear()
 
 
 class _ResetConnection(Exception):
@@ -334,6 +352,10 @@ class SimService:
             result = route.handler(greq)
             if inspect.isawaitable(result):
                 result = await result
+            if isinstance(result.body, dict) and isinstance(result.body.get("value"), list):
+                self.stats.served(
+                    route.name, len(result.body["value"]), not self._has_delta_token(greq)
+                )
             return result
         except GraphError as error:
             return self._error_response(error, request_id, client_request_id)
@@ -615,6 +637,8 @@ class SimService:
             return web.json_response({"latency_ms": self.faults.latency_ms})
         if route == "stats" and method == "GET":
             return web.json_response(self.stats.snapshot())
+        if route == "stats/lists" and method == "GET":
+            return web.json_response(self.stats.lists())
         if route == "stats/reset" and method == "POST":
             self.stats.reset()
             return web.json_response({})
@@ -773,6 +797,9 @@ class SimulatedTenant:
 
     def stats(self) -> dict[str, int]:
         return self._service.stats.snapshot()
+
+    def list_stats(self) -> dict[str, dict[str, int]]:
+        return self._service.stats.lists()
 
     def reset_stats(self) -> None:
         self._service.stats.reset()

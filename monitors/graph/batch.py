@@ -47,16 +47,17 @@ def _retry_after(headers: Any) -> float:
 
 
 async def send_batch(
-    graph: GraphClient, items: Sequence[BatchItem], *, max_rounds: int = 6
+    graph: GraphClient, items: Sequence[BatchItem], *, max_rounds: int = 6, beta: bool = False
 ) -> list[BatchResult]:
-    """Send items in $batch requests of 20, concurrently; retry throttled items only."""
+    """Send items in $batch requests of 20, concurrently; retry throttled items only. A batch
+    runs against one API version, so beta items go to the beta $batch."""
     results: list[BatchResult | None] = [None] * len(items)
     todo = list(range(len(items)))
     for round_no in range(max_rounds):
         if not todo:
             break
         chunks = [todo[i : i + BATCH_LIMIT] for i in range(0, len(todo), BATCH_LIMIT)]
-        answers = await asyncio.gather(*(_one_batch(graph, items, chunk) for chunk in chunks))
+        answers = await asyncio.gather(*(_one_batch(graph, items, chunk, beta) for chunk in chunks))
         retry: list[int] = []
         wait = 0.0
         for chunk_answer in answers:
@@ -76,7 +77,7 @@ async def send_batch(
 
 
 async def _one_batch(
-    graph: GraphClient, items: Sequence[BatchItem], indexes: list[int]
+    graph: GraphClient, items: Sequence[BatchItem], indexes: list[int], beta: bool
 ) -> list[tuple[int, BatchResult, float]]:
     requests = []
     for n, index in enumerate(indexes):
@@ -86,7 +87,8 @@ async def _one_batch(
             request["body"] = item.body
             request["headers"] = {"Content-Type": "application/json"}
         requests.append(request)
-    answer = await graph.request("POST", graph.v1("$batch"), {"requests": requests})
+    endpoint = graph.beta("$batch") if beta else graph.v1("$batch")
+    answer = await graph.request("POST", endpoint, {"requests": requests})
     responses = answer.get("responses") if isinstance(answer, dict) else None
     if not isinstance(responses, list):
         raise MalformedResponse("$batch answer without responses")

@@ -72,8 +72,7 @@ async def gather_config_facts(graph: GraphClient, now: datetime) -> TenantConfig
         owners = await directory.read_owners(graph, group_id) if isinstance(group, Group) else None
         return EtgFacts(group_id, group, owners)
 
-    async def policy_facts(policy: Any) -> PolicyConfigFacts:
-        lookup = await policies.retrieve_etg(graph, policy.id)
+    async def policy_facts(policy: Any, lookup: EtgLookup | Unverified) -> PolicyConfigFacts:
         if isinstance(lookup, Unverified):
             return PolicyConfigFacts(policy, lookup)
         for gid in lookup.group_ids:
@@ -82,7 +81,10 @@ async def gather_config_facts(graph: GraphClient, now: datetime) -> TenantConfig
         groups = await asyncio.gather(*(group_reads[g] for g in lookup.group_ids))
         return PolicyConfigFacts(policy, lookup, tuple(groups))
 
-    per_policy = await asyncio.gather(*(policy_facts(p) for p in listed))
+    lookups = await policies.retrieve_etgs(graph, [p.id for p in listed])
+    per_policy = await asyncio.gather(
+        *(policy_facts(p, lookup) for p, lookup in zip(listed, lookups, strict=True))
+    )
     return TenantConfigFacts(now, tuple(per_policy), pc)
 
 

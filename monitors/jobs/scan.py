@@ -156,7 +156,7 @@ async def policies_with_etgs(graph: GraphClient) -> list[PolicyEntry] | Unverifi
     )
     if isinstance(listed, Unverified):
         return listed
-    lookups = await asyncio.gather(*(policies.retrieve_etg(graph, p.id) for p in listed))
+    lookups = await policies.retrieve_etgs(graph, [p.id for p in listed])
     return [
         (
             p,

@@ -287,3 +287,18 @@ def test_two_scans_started_at_once_give_one_set_of_results(scan_settings, tenant
     assert len(rows) == len({a.key for a in rows})
     # The lease is released: the next scan runs.
     assert scan(scan_settings, tenant).checkpoint_advanced
+
+
+def test_all_policy_etgs_are_asked_in_one_batch(scan_settings, tenant, scenario):
+    report = scan(scan_settings, tenant)
+    outer = report.graph_requests
+    assert outer.get("POST /beta/$batch") == 1
+    # only the policy that answers through the older action is asked again, on its own
+    assert (
+        sum(
+            v
+            for k, v in outer.items()
+            if k.endswith("retrieveEnrollmentTimeDeviceMembershipTarget")
+        )
+        <= 1
+    )
