@@ -150,3 +150,52 @@ def test_an_export_job_that_never_completes_is_unverified_then_recovers(scan_set
     tenant.clock.advance(600)
     scan(settings, tenant)
     assert pairs(device_anomalies(settings)) == GROUND_TRUTH
+
+
+def test_audit_events_an_hour_late_never_raise_a_false_alarm(scan_settings, tenant, scenario):
+    from simtenant.generate import add_deployments
+
+    scan(scan_settings, tenant)
+    new = add_deployments(scenario, 6, at=tenant.clock.now())
+    for device in new:
+        assert [e.op for e in device.membership] == ["add"]  # healthy: joined once, on time
+        device.membership[0].audit_delay_s = 3540.0  # the audit log shows it 59 minutes later
+    tenant.state.add_devices(new)
+    names = {d.device_name for d in new}
+    verdicts: dict[str, str] = {}
+    for _ in range(13):  # a scan every 10 minutes for two hours
+        tenant.clock.advance(600)
+        report = scan(scan_settings, tenant)
+        assert not {a.subject.device_name for a in device_anomalies(scan_settings)} & names
+        verdicts.update(
+            (d["device_name"], d["verdict"])
+            for d in report.to_json()["devices"]
+            if d["device_name"] in names
+        )
+    assert verdicts == dict.fromkeys(names, "ok")
+    assert pairs(device_anomalies(scan_settings)) == GROUND_TRUTH
+
+
+def test_a_device_that_never_joins_is_still_caught_once_the_audit_window_passes(
+    scan_settings, tenant, scenario
+):
+    from simtenant.generate import add_deployments
+
+    scan(scan_settings, tenant)
+    (device,) = add_deployments(scenario, 1, at=tenant.clock.now())
+    device.membership = []  # the provisioning client never added it
+    tenant.state.add_devices([device])
+    opened_after = None
+    for step in range(1, 13):
+        tenant.clock.advance(600)
+        scan(scan_settings, tenant)
+        found = {
+            a.kind
+            for a in device_anomalies(scan_settings)
+            if a.subject.device_name == device.device_name
+        }
+        if found:
+            assert found == {"etg_missing"}
+            opened_after = opened_after or step * 10
+    # not before provisioning plus the configured audit latency, but within the next scans
+    assert opened_after is not None and 60 <= opened_after <= 100
