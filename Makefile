@@ -42,10 +42,15 @@ test: setup lint typecheck
 bench: setup
 	$(BIN)/python bench/run.py
 
-# A long exploratory run of the property tests (fresh random examples each time); the
-# examples per property can be raised with ETG_FUZZ_EXAMPLES.
+# A long exploratory run of the property tests (fresh random examples each time; the examples
+# per property can be raised with ETG_FUZZ_EXAMPLES), then coverage-guided fuzzing of the
+# parsers with atheris, which is installed here only: the test suite does not need it.
+FUZZ_RUNS ?= 500000
 fuzz: setup
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -m hostile -q
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "atheris>=2.3,<4"
+	mkdir -p .fuzz-corpus
+	$(BIN)/python tests/fuzz/atheris_parsers.py .fuzz-corpus tests/fuzz/seeds -runs=$(FUZZ_RUNS)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

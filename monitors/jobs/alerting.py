@@ -25,5 +25,4 @@ def alert_for(transition: Transition, run_id: str, now: datetime) -> OutboxItem 
 async def save_transitions(
     store: TableStore, transitions: Iterable[Transition], run_id: str, now: datetime
 ) -> None:
-    for transition in transitions:
-        await store.anomalies.save(transition.anomaly, alert_for(transition, run_id, now))
+    await store.anomalies.save_many([(t.anomaly, alert_for(t, run_id, now)) for t in transitions])

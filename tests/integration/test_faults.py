@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import dataclasses
 import random
+from collections import Counter
 
 import pytest
 from azure.data.tables.aio import TableClient
 
 from monitors.jobs.context import open_context, open_store
 from monitors.jobs.scan import run_scan
+from monitors.store.outbox import OutboxRepository
 from tests.integration.test_scan import GROUND_TRUTH
 
 pytestmark = pytest.mark.integration
@@ -48,11 +50,33 @@ def pairs(rows):
     return {(a.kind, a.subject.device_name) for a in rows}
 
 
-# A first scan of the scenario makes 22 storage writes (transactions count once).
-FIRST_SCAN_WRITES = 22
+def alerts_queued(settings):
+    async def go():
+        async with open_store(settings) as store:
+            return await OutboxRepository(store).items()
+
+    return Counter(
+        (i.change, i.payload.get("kind"), i.payload.get("device_name"))
+        for i in asyncio.run(go())
+        if i.payload.get("kind") != "monitor_job_failing"
+    )
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 5, 6, 7])
+def assert_matches_a_clean_run(settings):
+    """What a fault-free run ends with: exactly the ground-truth anomalies, each stored once and
+    opened once, and exactly one queued alert for each."""
+    rows = device_anomalies(settings)
+    assert pairs(rows) == GROUND_TRUTH  # nothing lost, nothing invented
+    assert len(rows) == len({a.key for a in rows})
+    assert all(len(a.history) == 1 for a in rows)  # never reopened or doubled
+    assert alerts_queued(settings) == Counter(("opened", k, d) for k, d in GROUND_TRUTH)
+
+
+# A first scan of the scenario makes 16 storage writes (a transaction counts once).
+FIRST_SCAN_WRITES = 16
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 5, 6, 7, 9])
 def test_scan_killed_at_a_random_storage_write_then_rerun(scan_settings, tenant, monkeypatch, seed):
     kill_at = random.Random(seed).randint(1, FIRST_SCAN_WRITES)
     calls = {"n": 0}
@@ -77,10 +101,7 @@ def test_scan_killed_at_a_random_storage_write_then_rerun(scan_settings, tenant,
     # A killed run leaves its lease behind: the next run may start once it expires.
     tenant.clock.advance(16 * 60)
     scan(scan_settings, tenant)
-    rows = device_anomalies(scan_settings)
-    assert pairs(rows) == GROUND_TRUTH
-    assert len(rows) == len({a.key for a in rows})
-    assert all(len(a.history) == 1 for a in rows)
+    assert_matches_a_clean_run(scan_settings)
 
 
 @pytest.mark.parametrize(
@@ -104,15 +125,13 @@ def test_connection_resets_and_hangs_invent_nothing_and_recover(
     tenant.faults.remove(rule)
     tenant.clock.advance(600)
     scan(settings, tenant)
-    rows = device_anomalies(settings)
-    assert pairs(rows) == GROUND_TRUTH  # nothing lost
-    assert len(rows) == len({a.key for a in rows})
+    assert_matches_a_clean_run(settings)
 
 
 def test_small_server_pages_give_the_same_result(scan_settings, tenant):
     tenant.faults.page_cap = 3
     scan(scan_settings, tenant)
-    assert pairs(device_anomalies(scan_settings)) == GROUND_TRUTH
+    assert_matches_a_clean_run(scan_settings)
     assert tenant.stats()["directoryAudits.list"] > 1  # it did page
 
 
@@ -134,9 +153,7 @@ def test_a_page_failing_midway_after_retries_invents_nothing_and_recovers(
     tenant.faults.remove(rule)
     tenant.clock.advance(600)
     scan(settings, tenant)
-    rows = device_anomalies(settings)
-    assert pairs(rows) == GROUND_TRUTH  # nothing lost
-    assert len(rows) == len({a.key for a in rows})
+    assert_matches_a_clean_run(settings)
 
 
 def test_an_export_job_that_never_completes_is_unverified_then_recovers(scan_settings, tenant):
@@ -149,7 +166,7 @@ def test_an_export_job_that_never_completes_is_unverified_then_recovers(scan_set
     tenant.state.set_export_polls_before_ready(0)
     tenant.clock.advance(600)
     scan(settings, tenant)
-    assert pairs(device_anomalies(settings)) == GROUND_TRUTH
+    assert_matches_a_clean_run(settings)
 
 
 def test_audit_events_an_hour_late_never_raise_a_false_alarm(scan_settings, tenant, scenario):
