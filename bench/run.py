@@ -222,6 +222,56 @@ def machine() -> str:
     )
 
 
+def verdict(measured: float, limit: float, *, at_most: bool) -> str:
+    """ "met", or by how much the target was missed, as a share of the target."""
+    ok = measured <= limit if at_most else measured >= limit
+    if ok:
+        return "met"
+    return f"missed by {abs(measured - limit) / limit:.0%}"
+
+
+def hook_kept_up(hook: dict[str, Any]) -> bool:
+    answered = hook["statuses"].get("202", 0) == hook["requests"]
+    return answered and hook["exactly_once"] and hook.get("drain_s", 1.0) < 0.5
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    first = results["scans"]["first"]
+    inc = results["scans"]["incremental"]
+    hook = results["webhook"]
+    rows = [
+        ("first scan, wall time", median([r["wall_s"] for r in first]), 60, True, "s"),
+        ("first scan, peak memory", median([r["peak_rss_mb"] for r in first]), 400, True, "MB"),
+        ("incremental scan, wall time", median([r["wall_s"] for r in inc]), 5, True, "s"),
+        (
+            "incremental scan, requests per new deployment",
+            median([sum(r["requests"].values()) / r["new"] for r in inc]),
+            0.1,
+            True,
+            "",
+        ),
+        (
+            "webhook, rate sustained for 60 s (offered, when every request was answered 202 "
+            "and no backlog was left)",
+            hook["target_rate_per_s"] if hook_kept_up(hook) else hook["achieved_rate_per_s"],
+            200,
+            False,
+            "/ s",
+        ),
+        ("webhook, p99 latency", hook["p99_ms"], 100, True, "ms"),
+        ("weekly summary of 100,000", results["summary"]["summary_s"], 10, True, "s"),
+        ("cold import of function_app", results["import"]["function_app_s"], 2, True, "s"),
+    ]
+    out = ["| target | limit | measured | |", "|---|---|---|---|"]
+    for name, value, limit, at_most, unit in rows:
+        sign = "<=" if at_most else ">="
+        out.append(
+            f"| {name} | {sign} {limit} {unit} | {value} {unit} | "
+            f"{verdict(value, limit, at_most=at_most)} |"
+        )
+    return out
+
+
 def render(results: dict[str, Any], command: str) -> str:
     first = results["scans"]["first"]
     inc = results["scans"]["incremental"]
@@ -243,6 +293,18 @@ def render(results: dict[str, Any], command: str) -> str:
         f"Command: `{command}`. The simulated tenant runs in its own process and adds "
         f"{LATENCY_MS} ms to every request; Azurite runs in memory. Each scan runs in a fresh "
         "process; figures are medians.",
+        "",
+        "## Targets",
+        "",
+        *targets(results),
+        "",
+        "A missed target is reported as a share of the target. The webhook counts as sustaining "
+        "its offered rate when every request was answered 202, each notification was stored "
+        "once, and the last answer came less than half a second after the last request "
+        "started (no backlog). Azurite (Node) runs on the same two "
+        "cores as the code under test, so storage-bound figures (webhook, summary, scans) carry "
+        "its cost and its noise: it pauses for 50 to 100 ms every two seconds or so, and bare "
+        "upserts offered at the webhook's rate show the same tail (the reference rows below).",
         "",
         "## Enrollment scan",
         "",
@@ -297,13 +359,18 @@ def render(results: dict[str, Any], command: str) -> str:
         "|---|---|---|",
         f"| offered rate, open loop | 200 / s for 60 s | {hook['target_rate_per_s']:.0f} / s, "
         f"{hook['requests']} requests |",
-        f"| served rate (all answered, last one included) | >= 200 / s | "
+        f"| served rate (all answered, last one included) | | "
         f"{hook['achieved_rate_per_s']} / s over {hook['seconds']} s |",
+        f"| last answer after the last scheduled start (backlog) | < 0.5 s | "
+        f"{hook.get('drain_s')} s |",
         f"| latency p50 | | {hook['p50_ms']} ms |",
-        f"| one bare Table upsert, same emulator (reference) | | "
+        f"| bare Table upserts at the same rate, p50 (reference) | | "
         f"{hook['reference_upsert_p50_ms']} ms |",
-        f"| p50 ÷ bare upsert (ratio) | | {hook['p50_ratio_to_upsert']} |",
+        f"| p50 ÷ bare upsert p50 (ratio) | | {hook['p50_ratio_to_upsert']} |",
         f"| latency p99 | < 100 ms | {hook['p99_ms']} ms (max {hook['max_ms']} ms) |",
+        f"| bare Table upserts at the same rate, p99 (reference) | | "
+        f"{hook['reference_upsert_p99_ms']} ms |",
+        f"| p99 ÷ bare upsert p99 (ratio) | | {hook['p99_ratio_to_upsert']} |",
         f"| answers | 202 | {hook['statuses']} |",
         f"| recorded exactly once | yes | {'yes' if hook['exactly_once'] else 'NO'}: "
         f"{hook['stored_in_inbox']} stored for {hook['unique_notifications']} distinct |",
