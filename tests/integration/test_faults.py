@@ -76,32 +76,71 @@ def assert_matches_a_clean_run(settings):
 FIRST_SCAN_WRITES = 16
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 5, 6, 7, 9])
-def test_scan_killed_at_a_random_storage_write_then_rerun(scan_settings, tenant, monkeypatch, seed):
-    kill_at = random.Random(seed).randint(1, FIRST_SCAN_WRITES)
+def at_storage_write(monkeypatch, write_no, action):
+    """Call ``action(name)`` just before the run's ``write_no``-th storage write (a
+    transaction counts once). Returns a function that removes the hook and checks that the
+    write was reached, so a case can never pass without its fault."""
     calls = {"n": 0}
     originals = {name: getattr(TableClient, name) for name in WRITES}
 
     def wrap(name):
         async def write(self, *args, **kwargs):
             calls["n"] += 1
-            if calls["n"] == kill_at:
-                raise Killed(f"killed at write {kill_at} ({name})")
+            if calls["n"] == write_no:
+                action(name)
             return await originals[name](self, *args, **kwargs)
 
         return write
 
     for name in WRITES:
         monkeypatch.setattr(TableClient, name, wrap(name))
-    with contextlib.suppress(Killed):
-        scan(scan_settings, tenant)
-    assert calls["n"] >= kill_at  # the kill happened within the run
-    for name, original in originals.items():
-        monkeypatch.setattr(TableClient, name, original)
-    # A killed run leaves its lease behind: the next run may start once it expires.
+
+    def restore():
+        for name, original in originals.items():
+            monkeypatch.setattr(TableClient, name, original)
+        assert calls["n"] >= write_no, "the fault never happened"
+
+    return restore
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 5, 6, 7, 9])
+def test_scan_killed_at_a_random_storage_write_then_rerun(scan_settings, tenant, monkeypatch, seed):
+    kill_at = random.Random(seed).randint(1, FIRST_SCAN_WRITES)
+
+    def kill(name):
+        raise Killed(f"killed at write {kill_at} ({name})")
+
+    broken_at_write_then_rerun(scan_settings, tenant, monkeypatch, kill_at, kill, Killed)
+
+
+def broken_at_write_then_rerun(
+    settings, tenant, monkeypatch, write_no, action, errors, before_rerun=None
+):
+    """A scan broken by ``action`` at one storage write, then a later complete scan, must end
+    exactly where a fault-free run ends."""
+    restore = at_storage_write(monkeypatch, write_no, action)
+    with contextlib.suppress(errors):
+        scan(settings, tenant)
+    restore()
+    if before_rerun is not None:
+        before_rerun()
+    # A run that died keeps its lease: the next run may start once it expires.
     tenant.clock.advance(16 * 60)
-    scan(scan_settings, tenant)
-    assert_matches_a_clean_run(scan_settings)
+    scan(settings, tenant)
+    assert_matches_a_clean_run(settings)
+
+
+def fault_then_recovery(settings, tenant, rule):
+    """One scan under the fault, which may leave gaps but must invent nothing; then the fault
+    ends and the next scan must reach exactly what a fault-free run reaches."""
+    tenant.faults.add(rule)
+    first = scan(settings, tenant)
+    assert pairs(device_anomalies(settings)) <= GROUND_TRUTH  # nothing invented
+    tenant.faults.remove(rule)
+    tenant.clock.advance(600)
+    scan(settings, tenant)
+    assert_matches_a_clean_run(settings)
+    return first
 
 
 @pytest.mark.parametrize(
@@ -119,13 +158,7 @@ def test_connection_resets_and_hangs_invent_nothing_and_recover(
     from simtenant.faults import FaultRule
 
     settings = dataclasses.replace(scan_settings, graph_timeout_seconds=2.0)
-    rule = tenant.faults.add(FaultRule(endpoint=endpoint, kind=kind, first_n=1))
-    scan(settings, tenant)
-    assert pairs(device_anomalies(settings)) <= GROUND_TRUTH  # nothing invented
-    tenant.faults.remove(rule)
-    tenant.clock.advance(600)
-    scan(settings, tenant)
-    assert_matches_a_clean_run(settings)
+    fault_then_recovery(settings, tenant, FaultRule(endpoint=endpoint, kind=kind, first_n=1))
 
 
 def test_small_server_pages_give_the_same_result(scan_settings, tenant):
@@ -143,17 +176,10 @@ def test_a_page_failing_midway_after_retries_invents_nothing_and_recovers(
 
     settings = dataclasses.replace(scan_settings, graph_max_retries=2)
     tenant.faults.page_cap = 3
-    rule = tenant.faults.add(
-        FaultRule(endpoint=endpoint, status=503, retry_after=0, continuation_only=True)
-    )
-    first = scan(settings, tenant)
+    rule = FaultRule(endpoint=endpoint, status=503, retry_after=0, continuation_only=True)
+    first = fault_then_recovery(settings, tenant, rule)
     assert rule.fired >= 3  # the first try and both retries of a later page failed
-    assert first.all_unverified()  # the gap is reported, not guessed
-    assert pairs(device_anomalies(settings)) <= GROUND_TRUTH  # nothing invented
-    tenant.faults.remove(rule)
-    tenant.clock.advance(600)
-    scan(settings, tenant)
-    assert_matches_a_clean_run(settings)
+    assert first.all_unverified()  # the gap was reported, not guessed
 
 
 def test_an_export_job_that_never_completes_is_unverified_then_recovers(scan_settings, tenant):
