@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 # "late_answer" (Teams only): the message is delivered, then the answer never comes.
-FaultKind = Literal["status", "latency", "reset", "hang", "expire_delta", "late_answer"]
+# "corrupt": a 200 whose body is JSON of the wrong shape (items of any type, fields with the
+# wrong types, unknown enum values), as a broken or changed API would send.
+FaultKind = Literal["status", "latency", "reset", "hang", "expire_delta", "late_answer", "corrupt"]
 FAULT_KINDS: tuple[str, ...] = (
     "status",
     "latency",
@@ -22,7 +24,23 @@ FAULT_KINDS: tuple[str, ...] = (
     "hang",
     "expire_delta",
     "late_answer",
+    "corrupt",
 )
+CORRUPT_BODY: dict[str, Any] = {
+    "value": [
+        None,
+        7,
+        "text",
+        [],
+        {"id": None, "activityDateTime": "yesterday", "targetResources": "none"},
+        {"id": 12, "deviceId": ["x"], "enrolledDateTime": 3.5, "azureADDeviceId": {}},
+        {"unexpected": True, "deploymentStatus": "sideways"},
+    ],
+    "@odata.nextLink": None,
+    "responses": "not a list",
+    "targetType": "unknownFutureValue",
+    "status": "sideways",
+}
 
 # Endpoint names used in fault rules and in request statistics.
 ENDPOINT_NAMES: frozenset[str] = frozenset(

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from aiohttp import web
 
 from simtenant.clock import SimClock
-from simtenant.faults import HANG_SECONDS, FaultPlan, FaultRule
+from simtenant.faults import CORRUPT_BODY, HANG_SECONDS, FaultPlan, FaultRule
 from simtenant.generate import add_deployments
 from simtenant.graph_api import (
     JSON_CONTENT_TYPE,
@@ -328,6 +328,8 @@ class SimService:
             if decision.fault.kind == "hang":
                 await self._hang()
                 response = self._error_response(GraphError(504), request_id, client_request_id)
+            elif decision.fault.kind == "corrupt":
+                response = GraphResponse(200, CORRUPT_BODY)
             else:
                 response = self._error_response(
                     self._fault_error(decision.fault), request_id, client_request_id
@@ -448,6 +450,8 @@ class SimService:
                 raise _ResetConnection
             if decision.fault.kind == "hang":
                 raise _Hang
+            if decision.fault.kind == "corrupt":
+                return answer(GraphResponse(200, CORRUPT_BODY))
             return answer(
                 self._error_response(
                     self._fault_error(decision.fault), request_id, client_request_id

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from monitors.graph.client import GraphClient
+from monitors.graph.errors import MalformedResponse
 from monitors.graph.reports import parse_report_time
 from monitors.models import (
     PROVISIONING_CLIENT_APP_ID,
@@ -35,19 +36,29 @@ def _unquote(value: Any) -> str | None:
 
 
 def parse_audit_event(item: Mapping[str, Any]) -> MembershipEvent | None:
-    """A membership event, or None for any other or unreadable audit record."""
+    """A membership event; None for another activity, a failed change or a member that is not
+    a device. A record Graph could not have sent (no id, no readable time, no target list)
+    raises MalformedResponse: dropping it could hide the one join that matters."""
+    event_id, when = item.get("id"), item.get("activityDateTime")
+    if not isinstance(event_id, str) or not event_id or not isinstance(when, str):
+        raise MalformedResponse("audit record without id or activityDateTime")
     activity = item.get("activityDisplayName")
     op = (
         MembershipOp.ADD if activity == ADD else MembershipOp.REMOVE if activity == REMOVE else None
     )
-    event_id, when = item.get("id"), item.get("activityDateTime")
-    if op is None or not isinstance(event_id, str) or not isinstance(when, str):
+    if op is None:
         return None
     if str(item.get("result") or "success").lower() not in ("success", ""):
         return None
-    device = group = None
     targets = item.get("targetResources")
-    for target in targets if isinstance(targets, list) else ():
+    if not isinstance(targets, list):
+        raise MalformedResponse("membership audit record without targetResources")
+    try:
+        at = parse_report_time(when)
+    except ValueError as exc:
+        raise MalformedResponse("audit record with an unreadable activityDateTime") from exc
+    device = group = None
+    for target in targets:
         if not isinstance(target, Mapping):
             continue
         kind = str(target.get("type") or "").lower()
@@ -64,10 +75,6 @@ def parse_audit_event(item: Mapping[str, Any]) -> MembershipEvent | None:
         elif kind == "group" and isinstance(target.get("id"), str) and group is None:
             group = target["id"].lower()
     if device is None or group is None:
-        return None
-    try:
-        at = parse_report_time(when)
-    except ValueError:
         return None
     initiated = item.get("initiatedBy")
     initiated = initiated if isinstance(initiated, Mapping) else {}

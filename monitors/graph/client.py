@@ -32,7 +32,7 @@ from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from monitors.aio import OwnedResources
-from monitors.graph.errors import MalformedResponse
+from monitors.graph.errors import MalformedResponse, object_items
 from monitors.settings import Settings
 
 ERROR_MAP: dict[str, Any] = {"XXX": ODataError}
@@ -205,6 +205,6 @@ class GraphClient(OwnedResources):
             items = page.get("value")
             if not isinstance(items, list):
                 raise MalformedResponse(f"page without a value list: {endpoint_name('GET', url)}")
-            yield [item for item in items if isinstance(item, dict)]
+            yield object_items(items, endpoint_name("GET", url))
             link = page.get("@odata.nextLink")
             next_url = link if isinstance(link, str) and link else None

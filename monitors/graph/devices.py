@@ -8,7 +8,7 @@ from typing import Any
 
 from monitors.graph.batch import BatchItem, send_batch
 from monitors.graph.client import GraphClient
-from monitors.graph.errors import GraphCallError, MalformedResponse
+from monitors.graph.errors import GraphCallError, MalformedResponse, object_items
 from monitors.graph.reports import parse_report_time
 from monitors.models import ManagedDevice
 
@@ -93,10 +93,11 @@ async def entra_object_ids(graph: GraphClient, device_ids: Iterable[str]) -> dic
     out: dict[str, str] = {}
     for result in await send_batch(graph, items):
         body = result.json()
-        for item in body.get("value") or ():
+        for item in object_items(body.get("value"), "device lookup"):
             object_id, device_id = _text(item, "id"), _text(item, "deviceId")
-            if object_id and device_id:
-                out[device_id.lower()] = object_id.lower()
+            if not object_id or not device_id:
+                raise MalformedResponse("device without id or deviceId")
+            out[device_id.lower()] = object_id.lower()
         if body.get("@odata.nextLink"):
             raise MalformedResponse("device lookup unexpectedly paged")
     return out
@@ -119,5 +120,9 @@ async def member_groups(
         values = result.json().get("value")
         if not isinstance(values, list):
             raise GraphCallError(result.status, None, "checkMemberGroups without value")
-        out[object_id] = {str(v).lower() for v in values}
+        found = {v.lower() for v in values if isinstance(v, str)}
+        # The answer is a subset of the groups asked about; anything else is not an answer.
+        if not all(isinstance(v, str) for v in values) or not found <= {g.lower() for g in groups}:
+            raise MalformedResponse("checkMemberGroups answered with unknown values")
+        out[object_id] = found
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from kiota_abstractions.api_error import APIError
@@ -89,3 +89,13 @@ async def attempt(call: Awaitable[T], source: str, permission: str | None) -> T 
         return await call
     except GRAPH_ERRORS as exc:
         return unverified(exc, source, permission)
+
+
+def object_items(items: Any, what: str) -> list[dict[str, Any]]:
+    """A Graph list's items, which are always objects. Anything else means the answer cannot
+    be trusted as a whole: skipping the odd item could turn "unreadable" into "absent"."""
+    if not isinstance(items, list):
+        raise MalformedResponse(f"{what}: value is not a list")
+    if not all(isinstance(item, dict) for item in items):
+        raise MalformedResponse(f"{what}: list item that is not an object")
+    return items

@@ -153,9 +153,10 @@ def parse_etg_response(payload: Any, source: str) -> EtgLookup:
             ids.append(target_id)
         return EtgLookup(tuple(ids), source)
 
-    if "target" in payload or "targetType" in payload:
+    if "target" in payload:
+        # The older action's shape; an explicit null or empty target means "none configured".
         target = payload.get("target")
-        if target is None:
+        if target is None or target == []:
             return EtgLookup((), source)
         if isinstance(target, str):
             target = [target]

@@ -327,6 +327,8 @@ async def _scan(ctx: JobContext) -> ScanReport:
     etg_ids = sorted(
         {g for _, etgs in policy_list if not isinstance(etgs, Unverified) for g in etgs}
     )
+    # A policy whose ETG could not be read has a group whose events were not read either.
+    etg_unknown = any(isinstance(etgs, Unverified) for _, etgs in policy_list)
     audit_since = (checkpoints["audit"] - OVERLAP) if "audit" in checkpoints else window_start
     # Every device judged must have its membership events read back to its enrollment, even
     # when an earlier scan could not map it (its events were never collected then).
@@ -392,7 +394,7 @@ async def _scan(ctx: JobContext) -> ScanReport:
 
     def facts_for(r: DeploymentRecord, member: bool | Unverified | None) -> DeploymentFacts:
         r.merge_events(events_by_object.get(r.object_id or "", ()))
-        if r.object_id and not audit_gaps:
+        if r.object_id and not audit_gaps and not etg_unknown:
             # This scan read the audit log from audit_since for every ETG.
             r.audit_from = min(r.audit_from or audit_since, audit_since)
         joined = {e.group_id for e in r.events if e.op is MembershipOp.ADD}
@@ -498,7 +500,7 @@ async def _scan(ctx: JobContext) -> ScanReport:
         [k for k in done if k in pending],
     )
     advance = {"deployments": now}
-    if not audit_gaps:
+    if not audit_gaps and not etg_unknown:
         advance["audit"] = now
     await state.advance(advance)
 

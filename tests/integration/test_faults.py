@@ -242,3 +242,24 @@ def test_a_device_that_never_joins_is_still_caught_once_the_audit_window_passes(
             opened_after = opened_after or step * 10
     # not before provisioning plus the configured audit latency, but within the next scans
     assert opened_after is not None and 60 <= opened_after <= 100
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "directoryAudits.list",
+        "managedDevices.list",
+        "devices.list",
+        "devices.checkMemberGroups",
+        "exportJobs.download",
+        # both ETG actions, or the fallback would (rightly) recover from the first
+        r"/retrieve(EnrollmentTimeDeviceMembershipTarget|JustInTimeConfiguration)$",
+    ],
+)
+def test_malformed_graph_answers_are_unverified_never_anomalies(scan_settings, tenant, endpoint):
+    from simtenant.faults import FaultRule
+
+    rule = FaultRule(endpoint=endpoint, kind="corrupt")
+    first = fault_then_recovery(scan_settings, tenant, rule)
+    assert rule.fired >= 1
+    assert first.all_unverified()  # the bad data was reported as a gap in what is known
