@@ -13,7 +13,7 @@ from msgraph.generated.service_principals.service_principals_request_builder imp
 
 from monitors.graph import permissions
 from monitors.graph.client import GraphClient
-from monitors.graph.errors import GRAPH_ERRORS, attempt, status_of, unverified
+from monitors.graph.errors import GRAPH_ERRORS, MalformedResponse, attempt, status_of, unverified
 from monitors.models import (
     PROVISIONING_CLIENT_APP_ID,
     Group,
@@ -80,12 +80,21 @@ async def _all_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ...]:
     )
     page = await graph.typed(builder.get(config))
     owners: list[Owner] = []
-    while page is not None:
-        owners.extend(_owner(o) for o in page.value or () if o is not None and o.id)
-        if not page.odata_next_link:
+    while True:
+        owners.extend(_owner(o) for o in _identified(page, "group owners"))
+        if not page or not page.odata_next_link:
             break
         page = await graph.typed(builder.with_url(page.odata_next_link).get())
     return tuple(owners)
+
+
+def _identified(page: Any, what: str) -> list[Any]:
+    """A typed page's items, each with an id. An unidentifiable item means the answer cannot be
+    read: skipping it could turn "unreadable" into "not an owner" or "not in the tenant"."""
+    items = page.value if page is not None else None
+    if items is None or any(item is None or not item.id for item in items):
+        raise MalformedResponse(f"{what}: a page without a list of identified objects")
+    return list(items)
 
 
 async def read_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ...] | Unverified:
@@ -100,8 +109,8 @@ async def _find_provisioning_client(graph: GraphClient) -> ProvisioningClient:
         )
     )
     result = await graph.typed(graph.sdk.service_principals.get(config))
-    for sp in (result.value if result else None) or ():
-        if sp.id and str(sp.app_id or "").lower() == PROVISIONING_CLIENT_APP_ID:
+    for sp in _identified(result, "service principals"):
+        if str(sp.app_id or "").lower() == PROVISIONING_CLIENT_APP_ID:
             return ProvisioningClient(object_id=sp.id, display_name=sp.display_name)
     return ProvisioningClient(object_id=None)
 

@@ -147,3 +147,33 @@ def test_deleted_etg_group_is_an_invalid_group(settings, tenant, scenario):
     run_check(settings, tenant)
     invalid = {a.subject.policy_name: a for a in stored(settings) if a.kind == "etg_invalid_group"}
     assert "does not exist" in invalid[standard.name].explanation
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "groups.get",
+        "groups.owners",
+        "servicePrincipals.list",
+        "configurationPolicies.list",
+        r"/retrieve(EnrollmentTimeDeviceMembershipTarget|JustInTimeConfiguration)$",
+    ],
+)
+def test_malformed_answers_are_unverified_and_never_open_an_anomaly(
+    settings, tenant, scenario, endpoint
+):
+    from simtenant.faults import FaultRule
+
+    clean = {
+        ("etg_owner_missing", policy_named(scenario, "Finance").name),
+        ("etg_not_configured", policy_named(scenario, "Kiosk").name),
+        ("etg_invalid_group", policy_named(scenario, "Engineering").name),
+    }
+    rule = tenant.faults.add(FaultRule(endpoint=endpoint, kind="corrupt"))
+    report = run_check(settings, tenant)
+    assert rule.fired >= 1
+    assert report.outcome == "unverified"  # reported as a gap in what is known
+    assert by_policy(stored(settings, Status.OPEN)) <= clean  # nothing invented
+    tenant.faults.remove(rule)
+    run_check(settings, tenant)
+    assert by_policy(stored(settings, Status.OPEN)) == clean
