@@ -99,12 +99,16 @@ def parse_export(payload: bytes) -> list[dict[str, str]]:
             raise MalformedResponse("report file is implausibly large")
         raw = archive.read(names[0])
     text = raw.decode("utf-8-sig", errors="replace")
-    if names[0].lower().endswith(".json") or text.lstrip().startswith(("{", "[")):
-        return _json_rows(text)
-    return [
-        {str(k).strip(): (v or "") for k, v in row.items() if k is not None}
-        for row in csv.DictReader(io.StringIO(text, newline=""))
-    ]
+    try:
+        if names[0].lower().endswith(".json") or text.lstrip().startswith(("{", "[")):
+            return _json_rows(text)
+        return [
+            {str(k).strip(): (v or "") for k, v in row.items() if k is not None}
+            for row in csv.DictReader(io.StringIO(text, newline=""))
+        ]
+    except (csv.Error, RecursionError, json.JSONDecodeError) as exc:
+        # csv refuses fields over its size limit; json refuses nesting beyond the stack.
+        raise MalformedResponse(f"unreadable report file: {type(exc).__name__}") from exc
 
 
 def _json_rows(text: str) -> list[dict[str, str]]:
@@ -112,7 +116,10 @@ def _json_rows(text: str) -> list[dict[str, str]]:
     if isinstance(data, Mapping):
         # Seen layouts: {"values": [[...]], "schema": [{"column": ...}]} and {"value": [{...}]}
         if isinstance(data.get("schema"), list) and isinstance(data.get("values"), list):
-            columns = [str(c.get("column") or c.get("Column") or "") for c in data["schema"]]
+            columns = [
+                str(c.get("column") or c.get("Column") or "") if isinstance(c, Mapping) else ""
+                for c in data["schema"]
+            ]
             return [
                 {c: "" if v is None else str(v) for c, v in zip(columns, row, strict=False)}
                 for row in data["values"]

@@ -10,10 +10,10 @@ webhook, MalformedResponse from a Graph parser); anything else is a crash and a 
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,10 +51,12 @@ def _mapping(data: bytes) -> dict[str, object]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def _csv_row(data: bytes) -> dict[str, str]:
-    text = data.decode("utf-8", "replace")
-    rows = list(csv.DictReader(io.StringIO(text)))
-    return dict(rows[0]) if rows and None not in rows[0] else {}
+def _report_rows(data: bytes, name: str) -> list[dict[str, str]]:
+    """The bytes as the one file of an export zip, read the way the scan reads a download."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(name, data)
+    return parse_export(buffer.getvalue())
 
 
 def webhook(data: bytes) -> None:
@@ -69,11 +71,13 @@ def token(data: bytes) -> None:
 
 
 def deployment_row(data: bytes) -> None:
-    parse_deployment_row(_csv_row(data))
+    for row in _report_rows(data, "AutopilotV2DeploymentStatus.csv"):
+        with contextlib.suppress(MalformedResponse):
+            parse_deployment_row(row)
 
 
 def install_rows(data: bytes) -> None:
-    parse_install_rows([_csv_row(data)], "app")
+    parse_install_rows(_report_rows(data, "report.json" if data[:1] == b"{" else "r.csv"), "app")
 
 
 def etg(data: bytes) -> None:

@@ -5,8 +5,10 @@ documented error, never a crash, and never accept what they should refuse."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import string
+import zipfile
 from datetime import timedelta
 
 import pytest
@@ -203,6 +205,31 @@ def test_report_download_that_is_not_a_zip_is_malformed(blob):
         parse_export(blob)
     except (MalformedResponse, ValueError):
         return
+
+
+def zipped(name: str, content: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+@FAST
+@given(
+    content=st.binary(max_size=2048)
+    | st.text(alphabet=string.printable + "\x00\r\u2028é", max_size=600).map(str.encode)
+    | json_values.map(lambda v: json.dumps(v).encode()),
+    name=st.sampled_from(["report.csv", "report.json", "report"]),
+)
+@example(content=b"DeviceId\r\n" + b"x" * 200_000 + b"\r\n", name="report.csv")
+@example(content=b"[" * 100_000, name="report.json")
+@example(content=b'{"schema": [1, null], "values": [[1, 2]]}', name="report.json")
+def test_any_report_file_inside_the_zip_gives_rows_or_is_malformed(content, name):
+    try:
+        rows = parse_export(zipped(name, content))
+    except MalformedResponse:
+        return
+    assert all(isinstance(k, str) and isinstance(v, str) for r in rows for k, v in r.items())
 
 
 @FAST
