@@ -304,7 +304,8 @@ def render(results: dict[str, Any], command: str) -> str:
         "started (no backlog). Azurite (Node) runs on the same two "
         "cores as the code under test, so storage-bound figures (webhook, summary, scans) carry "
         "its cost and its noise: it pauses for 50 to 100 ms every two seconds or so, and bare "
-        "upserts offered at the webhook's rate show the same tail (the reference rows below).",
+        "upserts offered at the webhook's rate show much of the webhook's tail (the reference "
+        "rows below).",
         "",
         "## Enrollment scan",
         "",
