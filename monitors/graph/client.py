@@ -202,9 +202,6 @@ class GraphClient(OwnedResources):
                 raise MalformedResponse("Graph returned a nextLink loop")
             seen.add(next_url)
             page = await self.get(next_url)
-            items = page.get("value")
-            if not isinstance(items, list):
-                raise MalformedResponse(f"page without a value list: {endpoint_name('GET', url)}")
-            yield object_items(items, endpoint_name("GET", url))
+            yield object_items(page.get("value"), endpoint_name("GET", url))
             link = page.get("@odata.nextLink")
             next_url = link if isinstance(link, str) and link else None

@@ -108,6 +108,7 @@ async def member_groups(
 ) -> dict[str, set[str]]:
     """For each device object id, which of ``group_ids`` it is a member of right now."""
     groups = sorted(set(group_ids))
+    asked = {g.lower() for g in groups}
     wanted = sorted(set(object_ids))
     items = [
         BatchItem("POST", f"/devices/{o}/checkMemberGroups", {"groupIds": groups}) for o in wanted
@@ -120,9 +121,8 @@ async def member_groups(
         values = result.json().get("value")
         if not isinstance(values, list):
             raise GraphCallError(result.status, None, "checkMemberGroups without value")
-        found = {v.lower() for v in values if isinstance(v, str)}
         # The answer is a subset of the groups asked about; anything else is not an answer.
-        if not all(isinstance(v, str) for v in values) or not found <= {g.lower() for g in groups}:
+        if not all(isinstance(v, str) and v.lower() in asked for v in values):
             raise MalformedResponse("checkMemberGroups answered with unknown values")
-        out[object_id] = found
+        out[object_id] = {v.lower() for v in values}
     return out

@@ -156,7 +156,7 @@ def parse_etg_response(payload: Any, source: str) -> EtgLookup:
     if "target" in payload:
         # The older action's shape; an explicit null or empty target means "none configured".
         target = payload.get("target")
-        if target is None or target == []:
+        if target is None:
             return EtgLookup((), source)
         if isinstance(target, str):
             target = [target]
@@ -167,8 +167,12 @@ def parse_etg_response(payload: Any, source: str) -> EtgLookup:
     raise MalformedResponse(f"{source}: no known ETG fields in response")
 
 
+def _action_path(policy_id: str, action: str) -> str:
+    return f"deviceManagement/configurationPolicies('{policy_id}')/{action}"
+
+
 async def _post_action(graph: GraphClient, policy_id: str, action: str) -> Any:
-    url = graph.beta(f"deviceManagement/configurationPolicies('{policy_id}')/{action}")
+    url = graph.beta(_action_path(policy_id, action))
     try:
         return await graph.request("POST", url)
     except GRAPH_ERRORS as exc:
@@ -208,14 +212,9 @@ async def retrieve_etg(graph: GraphClient, policy_id: str) -> EtgLookup | Unveri
 async def retrieve_etgs(
     graph: GraphClient, policy_ids: Sequence[str]
 ) -> list[EtgLookup | Unverified]:
-    """The ETG of each policy, in order. Several policies are asked in one beta $batch; any
-    that does not answer cleanly there takes the single-policy path with its fallback."""
-    if len(policy_ids) < 2:
-        return [await retrieve_etg(graph, p) for p in policy_ids]
-    items = [
-        BatchItem("POST", f"/deviceManagement/configurationPolicies('{p}')/{ETG_ACTION}")
-        for p in policy_ids
-    ]
+    """The ETG of each policy, in order, asked in one beta $batch; any policy that does not
+    answer cleanly there takes the single-policy path with its fallback."""
+    items = [BatchItem("POST", "/" + _action_path(p, ETG_ACTION)) for p in policy_ids]
     try:
         results: Sequence[BatchResult | None] = await send_batch(graph, items, beta=True)
     except GRAPH_ERRORS:

@@ -24,8 +24,8 @@ from azure.data.tables import UpdateMode
 
 from monitors.models import MembershipEvent, MembershipOp
 from monitors.notifications.webhook import Notification
-from monitors.store.scan_state import BATCH_LIMIT, CHECKPOINTS
-from monitors.store.tables import TableStore, escape_key
+from monitors.store.scan_state import CHECKPOINTS
+from monitors.store.tables import BATCH_LIMIT, TableStore, escape_key
 
 INBOX = "inbox"
 SUBSCRIPTIONS = "subscriptions"

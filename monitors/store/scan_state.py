@@ -26,12 +26,11 @@ from monitors.models import (
     Policy,
     PolicyMatch,
 )
-from monitors.store.tables import TableStore, dumps_json, escape_key, loads_json
+from monitors.store.tables import BATCH_LIMIT, TableStore, dumps_json, escape_key, loads_json
 
 CHECKPOINTS = "checkpoints"
 DEPLOYMENTS = "deployments"
 PENDING = "pending"
-BATCH_LIMIT = 100  # entities per Table Storage transaction (same partition only)
 
 
 def day_of(when: datetime) -> str:

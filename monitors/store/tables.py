@@ -24,7 +24,7 @@ from monitors.settings import Settings
 
 ANOMALIES = "anomalies"
 # Entities in one Table transaction (entity group transaction), all of one partition.
-TRANSACTION_LIMIT = 100
+BATCH_LIMIT = 100
 RUNS = "runs"
 SUPPRESSIONS = "suppressions"
 
@@ -230,23 +230,12 @@ class AnomalyRepository:
         by_kind: dict[str, list[tuple[Anomaly, Any]]] = {}
         for anomaly, alert in items:
             by_kind.setdefault(anomaly.kind, []).append((anomaly, alert))
-        chunks: list[list[tuple[Anomaly, Any]]] = []
-        for group in by_kind.values():
-            chunk: list[tuple[Anomaly, Any]] = []
-            size = 0
-            for anomaly, alert in group:
-                width = 1 if alert is None else 2
-                if size + width > TRANSACTION_LIMIT:
-                    chunks.append(chunk)
-                    chunk, size = [], 0
-                chunk.append((anomaly, alert))
-                size += width
-            if chunk:
-                chunks.append(chunk)
+        pairs_per_transaction = BATCH_LIMIT // 2  # an anomaly and its alert
         # Sequential on purpose: chunks are few, and the order of writes stays the order of
         # the transitions, which the crash tests rely on to mean something.
-        for chunk in chunks:
-            await self._save_chunk(chunk)
+        for group in by_kind.values():
+            for i in range(0, len(group), pairs_per_transaction):
+                await self._save_chunk(group[i : i + pairs_per_transaction])
 
     async def _save_chunk(self, chunk: list[tuple[Anomaly, Any]]) -> None:
         if len(chunk) == 1:
