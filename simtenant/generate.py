@@ -50,10 +50,19 @@ def _serial(rng: random.Random) -> str:
 class _DeviceFactory:
     """Builds deployments; install lists are shared between devices to keep memory flat."""
 
-    def __init__(self, rng: random.Random, policies: list[Policy], upn_domain: str) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        policies: list[Policy],
+        upn_domain: str,
+        users_by_policy: dict[str, list[str]] | None = None,
+    ) -> None:
         self.rng = rng
         self.policies = policies
         self.upn_domain = upn_domain
+        # UPNs of the users each policy is assigned to (through its user group); a device
+        # enrolls as one of them so Intune's choice of policy is the device's policy.
+        self.users_by_policy = users_by_policy or {}
         self.counter = 0
         self.installed: dict[str, tuple[list[InstallItem], list[InstallItem]]] = {}
         self.skipped: dict[str, tuple[list[InstallItem], list[InstallItem]]] = {}
@@ -123,7 +132,7 @@ class _DeviceFactory:
             object_id=_uuid(rng),
             device_name=f"CTS-{serial[:7]}",
             serial_number=serial,
-            user_principal_name=f"user{self.counter:06d}@{self.upn_domain}",
+            user_principal_name=self._upn(policy.id),
             enrolled_at=enrolled_at,
             policy_id=policy.id,
             profile_name_stamped=stamped,
@@ -133,6 +142,35 @@ class _DeviceFactory:
             scripts=scripts,
             note=mode,
         )
+
+    def _upn(self, policy_id: str) -> str:
+        upns = self.users_by_policy.get(policy_id)
+        if upns:
+            # Deterministic from the counter: no extra draws, so the rest of the stream stays put.
+            return upns[self.counter % len(upns)]
+        return f"user{self.counter:06d}@{self.upn_domain}"
+
+
+def _users_by_policy(scenario: Scenario) -> dict[str, list[str]]:
+    """Per policy, the UPNs of users in its assigned groups that no lower priority number claims."""
+    users = {u.id: u.user_principal_name for u in scenario.users}
+    groups = {g.id: g for g in scenario.groups}
+    ranked = sorted(
+        enumerate(scenario.policies, start=1),
+        key=lambda pair: pair[1].priority if pair[1].priority is not None else pair[0],
+    )
+    claimed: set[str] = set()
+    result: dict[str, list[str]] = {}
+    for _, policy in ranked:
+        members: list[str] = []
+        for group_id in policy.assigned_group_ids:
+            group = groups.get(group_id)
+            if group is None:
+                continue
+            members.extend(m for m in group.initial_members if m in users and m not in claimed)
+        claimed.update(members)
+        result[policy.id] = [users[m] for m in dict.fromkeys(members)]
+    return result
 
 
 def _pick_mode(rng: random.Random) -> str:
@@ -204,8 +242,27 @@ def generate_scale_scenario(
         )
         for i in range(policies)
     ]
+    # Each policy is assigned to one user group; regular users are dealt round-robin
+    # over them, so every user has exactly one policy (priority = list position).
+    # The group ids derive from the policy ids so the random stream is unchanged.
+    user_groups = [
+        Group(
+            str(uuid.uuid5(uuid.UUID(policy.id), "users")),
+            f"APv2 Users - Fleet {i + 1}",
+            owners=[admin.id],
+            created_at=start - timedelta(days=400),
+        )
+        for i, policy in enumerate(policy_list)
+    ]
+    users_by_policy: dict[str, list[str]] = {p.id: [] for p in policy_list}
+    for i, user in enumerate(user_list[1:]):
+        index = i % policies
+        user_groups[index].initial_members.append(user.id)
+        users_by_policy[policy_list[index].id].append(user.user_principal_name)
+    for policy, group in zip(policy_list, user_groups, strict=True):
+        policy.assigned_group_ids = [group.id]
 
-    factory = _DeviceFactory(rng, policy_list, domain)
+    factory = _DeviceFactory(rng, policy_list, domain, users_by_policy)
     window_s = window_days * 86400.0
     offsets = sorted(rng.uniform(0, window_s) for _ in range(deployments))
     devices = [
@@ -255,7 +312,7 @@ def generate_scale_scenario(
         start=start,
         provisioning_client=pc,
         users=user_list,
-        groups=etgs + others,
+        groups=etgs + others + user_groups,
         policies=policy_list,
         other_configuration_policies=6,
         devices=devices,
@@ -283,7 +340,10 @@ def add_deployments(
     when = at if at is not None else scenario.start
     rng = random.Random(seed + len(scenario.devices))
     factory = _DeviceFactory(
-        rng, [p for p in scenario.policies if p.etg_group_id] or scenario.policies, "contoso.com"
+        rng,
+        [p for p in scenario.policies if p.etg_group_id] or scenario.policies,
+        "contoso.com",
+        _users_by_policy(scenario),
     )
     factory.counter = len(scenario.devices)
     new = [

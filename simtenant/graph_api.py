@@ -46,7 +46,11 @@ AUTOMATIC_TEMPLATE = "a6157a7f-aa00-42d9-ac82-7d2479f545db_1"
 MICROSOFT_TENANT = "f8cdef31-a31e-4b4a-93e4-5f571e91255a"
 DELTA_TOKEN_MAX_AGE_S = 7 * 86400.0
 DELTA_PAGE_SIZE = 1000
+# microsoft-graph-docs-contrib api-reference/v1.0/api/directoryobject-checkmembergroups.md
 MAX_CHECK_MEMBER_GROUPS = 20
+# microsoft-graph-docs-contrib concepts/query-parameters.md (known issues: `in`, 15 expressions)
+MAX_IN_VALUES = 15
+_IN_CLAUSE = re.compile(r"\bin\s*\((?P<values>(?:[^()']|'(?:[^']|'')*')*)\)", re.IGNORECASE)
 ID_NAMESPACE = uuid.UUID("3b8f0c52-6a55-4f7e-9d0b-6f1e2a4c7d90")
 OP_NAMES = {"add": "Add member to group", "remove": "Remove member from group"}
 OP_TYPES = {"add": "Assign", "remove": "Unassign"}
@@ -133,9 +137,45 @@ def _key_segment(name: str) -> str:
     return rf"(?:/(?P<{name}>[^/()']+)|\('(?P<{name}_q>[^']+)'\))"
 
 
+def _user_key_segment() -> str:
+    """``/{id | userPrincipalName}`` or ``('{id | userPrincipalName}')``."""
+    return r"(?:/(?P<id>[^/()']+)|\('(?P<id_q>(?:[^']|'')+)'\))"
+
+
 def _param(req: GraphRequest, name: str) -> str:
     # GUID keys are case-insensitive in Graph; the tenant stores them lower-cased.
     return (req.params.get(name) or req.params.get(f"{name}_q") or "").lower()
+
+
+def check_in_limit(expression: str | None) -> None:
+    """Refuse a $filter whose ``in (...)`` lists more values than Graph takes."""
+    if not expression:
+        return
+    for match in _IN_CLAUSE.finditer(expression):
+        values = re.findall(r"'(?:[^']|'')*'|[^,\s][^,]*", match.group("values"))
+        # microsoft-graph-docs-contrib concepts/query-parameters.md (known issues: `in`, 15 expressions)  # noqa: E501
+        if len(values) > MAX_IN_VALUES:
+            raise bad_request(
+                "Too many child clauses specified in search filter expression "
+                f"containing 'OR' operators: max {MAX_IN_VALUES}."
+            )
+
+
+def no_route(req: GraphRequest, template: str) -> GraphError:
+    """Intune's 400 for an action its service does not route ("No method match route template").
+
+    The wording is from public reports of Intune answers, e.g. microsoft-graph-docs-contrib
+    issue #2014 (DeviceConfigV2 service) and msgraph-sdk-powershell issue #1729.
+    """
+    # microsoft-graph-docs-contrib issue #2014: 400 "No OData route exists that match template ..."
+    # The service names keys in parentheses: configurationPolicies('{id}')/...
+    path = re.sub(r"/configurationPolicies/([^/(']+)", r"/configurationPolicies('\1')", req.path)
+    return GraphError(
+        400,
+        f"No OData route exists that match template {template} with http verb "
+        f"{req.method.upper()} for request /DeviceConfigV2/DCV2GraphService{path}.",
+        "No method match route template",
+    )
 
 
 BOTH = frozenset({"v1.0", "beta"})
@@ -165,6 +205,13 @@ class GraphApi:
             self.list_policies,
         )
         self._add("configurationPolicies.get", "GET", BETA, policy, self.get_policy)
+        self._add(
+            "configurationPolicies.assignments",
+            "GET",
+            BETA,
+            policy + r"/assignments",
+            self.list_policy_assignments,
+        )
         self._add(
             "configurationPolicies.retrieveEnrollmentTimeDeviceMembershipTarget",
             "POST",
@@ -201,6 +248,37 @@ class GraphApi:
             BOTH,
             r"/servicePrincipals",
             self.list_service_principals,
+        )
+        owned_cast = r"/ownedObjects(?P<cast>/(?:microsoft\.)?graph\.group)?"
+        self._add(
+            "servicePrincipals.ownedObjects",
+            "GET",
+            BOTH,
+            r"/servicePrincipals\(appId='(?P<app_id>[^']+)'\)" + owned_cast,
+            self.service_principal_owned_objects,
+        )
+        self._add(
+            "servicePrincipals.ownedObjects",
+            "GET",
+            BOTH,
+            r"/servicePrincipals" + _key_segment("id") + owned_cast,
+            self.service_principal_owned_objects,
+        )
+        user = r"/users" + _user_key_segment()
+        self._add("users.get", "GET", BOTH, user, self.get_user)
+        self._add(
+            "users.transitiveMemberOf",
+            "GET",
+            BOTH,
+            user + r"/transitiveMemberOf(?P<cast>/(?:microsoft\.)?graph\.group)?",
+            self.user_transitive_member_of,
+        )
+        self._add(
+            "users.checkMemberGroups",
+            "POST",
+            BOTH,
+            user + r"/(?:microsoft\.graph\.)?checkMemberGroups",
+            self.user_check_member_groups,
         )
         self._add(
             "exportJobs.create",
@@ -298,6 +376,35 @@ class GraphApi:
     def _ok(self, body: dict[str, Any], status: int = 200) -> GraphResponse:
         return GraphResponse(status=status, body=body)
 
+    def _single(
+        self,
+        req: GraphRequest,
+        kind: str,
+        context: str,
+        item: dict[str, Any],
+        odata_type: str,
+        status: int = 200,
+    ) -> GraphResponse:
+        """One object, bare (as memdocs shows) or wrapped in ``value`` (as several
+        Intune pages of the Graph reference show) when the scenario says so."""
+        if kind in self.state.wrapped_single_objects:
+            # microsoft-graph-docs-contrib api-reference/beta/api/intune-reporting-devicemanagementexportjob-get.md  # noqa: E501
+            return self._ok(
+                {
+                    "@odata.context": req.context(context),
+                    "value": {"@odata.type": odata_type, **item},
+                },
+                status=status,
+            )
+        # memdocs intune/intune-service/fundamentals/reports-export-graph-apis.md
+        return self._ok({"@odata.context": req.context(context), **item}, status=status)
+
+    @staticmethod
+    def _filter(req: GraphRequest) -> str | None:
+        expression = req.q("filter")
+        check_in_limit(expression)
+        return expression
+
     def _entra_device_json(self, device: EntraDevice) -> dict[str, Any]:
         if isinstance(device, DeviceSpec):
             object_id, device_id, name = (
@@ -365,6 +472,7 @@ class GraphApi:
                         "templateDisplayVersion": "Version 1" if template_name else None,
                     },
                     "_settings": [],
+                    "_assignments": [],
                 }
             )
         return items
@@ -380,7 +488,8 @@ class GraphApi:
             "lastModifiedDateTime": graph_time_7(created + _days(1)),
             "name": policy.name,
             "platforms": "windows10",
-            "priorityMetaData": None,
+            # microsoft-graph-docs-contrib api-reference/beta/resources/intune-deviceconfigv2-devicemanagementconfigurationpolicy.md  # noqa: E501
+            "priorityMetaData": {"priority": self.state.policy_priority(policy.id)},
             "roleScopeTagIds": ["0"],
             "settingCount": len(settings),
             "technologies": "enrollment",
@@ -392,7 +501,26 @@ class GraphApi:
                 "templateDisplayVersion": "Version 1",
             },
             "_settings": settings,
+            "_assignments": self._assignments_json(policy),
         }
+
+    @staticmethod
+    def _assignments_json(policy: Policy) -> list[dict[str, Any]]:
+        # microsoft-graph-docs-contrib api-reference/beta/resources/intune-deviceconfigv2-devicemanagementconfigurationpolicyassignment.md  # noqa: E501
+        return [
+            {
+                "id": f"{policy.id}_{group_id}",
+                "source": "direct",
+                "sourceId": policy.id,
+                "target": {
+                    "@odata.type": "#microsoft.graph.groupAssignmentTarget",
+                    "deviceAndAppManagementAssignmentFilterId": None,
+                    "deviceAndAppManagementAssignmentFilterType": "none",
+                    "groupId": group_id,
+                },
+            }
+            for group_id in policy.assigned_group_ids
+        ]
 
     def _policy_settings(self, policy: Policy) -> list[dict[str, Any]]:
         automatic = policy.template == "automatic"
@@ -459,12 +587,15 @@ class GraphApi:
             }
 
         # This setting is what older tools read as "the ETG"; it is not kept in
-        # sync with the real target, so it is stale or empty on purpose.
-        stale = (
-            [str(uuid.uuid5(ID_NAMESPACE, f"stale-etg:{policy.id}"))]
-            if int(policy.id[-1], 16) % 2 == 0
-            else []
-        )
+        # sync with the real target, so by default it is stale or empty on purpose.
+        if policy.settings_group_ids is not None:
+            stale = list(policy.settings_group_ids)
+        else:
+            stale = (
+                [str(uuid.uuid5(ID_NAMESPACE, f"stale-etg:{policy.id}"))]
+                if int(policy.id[-1], 16) % 2 == 0
+                else []
+            )
         apps = [
             json.dumps(
                 {"id": app_id, "type": "#microsoft.graph.win32LobApp"}, separators=(",", ":")
@@ -551,12 +682,17 @@ class GraphApi:
 
     @staticmethod
     def _finish_policy(
-        item: dict[str, Any], expand: bool, select: list[str] | None
+        item: dict[str, Any], expand: frozenset[str], select: list[str] | None
     ) -> dict[str, Any]:
         settings = item.pop("_settings")
+        assignments = item.pop("_assignments")
         result = project(item, select)
-        if expand:
+        if "settings" in expand:
             result["settings"] = settings
+        # assignments is a navigation property of the policy, so $expand reaches it:
+        # microsoft-graph-docs-contrib api-reference/beta/resources/intune-deviceconfigv2-devicemanagementconfigurationpolicy.md  # noqa: E501
+        if "assignments" in expand:
+            result["assignments"] = assignments
         return result
 
     _POLICY_CLAUSE = re.compile(
@@ -598,19 +734,32 @@ class GraphApi:
         return lambda item: all(check(item) for check in checks)
 
     @staticmethod
-    def _expands_settings(req: GraphRequest) -> bool:
+    def _expands(req: GraphRequest) -> frozenset[str]:
+        """The navigation properties named in $expand (``settings``, ``assignments``)."""
         expand = (req.q("expand") or "").lower()
-        return any(part.strip().startswith("settings") for part in expand.split(","))
+        found = set()
+        for part in expand.split(","):
+            name = part.strip().split("(", 1)[0].strip()
+            if not name:
+                continue
+            if name not in ("settings", "assignments"):
+                # microsoft-graph-docs-contrib api-reference/beta/resources/intune-deviceconfigv2-devicemanagementconfigurationpolicy.md  # noqa: E501
+                raise bad_request(
+                    f"Could not find a property named '{name}' on type "
+                    "'microsoft.graph.deviceManagementConfigurationPolicy'."
+                )
+            found.add(name)
+        return frozenset(found)
 
     def list_policies(self, req: GraphRequest) -> GraphResponse:
-        predicate = self._policy_predicate(req.q("filter"))
+        predicate = self._policy_predicate(self._filter(req))
         items = [item for item in self._all_policies() if predicate(item)]
         top = parse_top(req.q("top"), 25, 1000)
         offset = (
             int(decode_token(req.q("skiptoken") or "").get("o", 0)) if req.q("skiptoken") else 0
         )
         page = items[offset : offset + top]
-        expand = self._expands_settings(req)
+        expand = self._expands(req)
         select = parse_select(req.q("select"))
         body: dict[str, Any] = {
             "@odata.context": req.context("deviceManagement/configurationPolicies"),
@@ -630,10 +779,25 @@ class GraphApi:
     def get_policy(self, req: GraphRequest) -> GraphResponse:
         item = self._find_policy_item(_param(req, "id"))
         body = {"@odata.context": req.context("deviceManagement/configurationPolicies/$entity")}
-        body.update(
-            self._finish_policy(item, self._expands_settings(req), parse_select(req.q("select")))
-        )
+        body.update(self._finish_policy(item, self._expands(req), parse_select(req.q("select"))))
         return self._ok(body)
+
+    def list_policy_assignments(self, req: GraphRequest) -> GraphResponse:
+        """``GET /configurationPolicies/{id}/assignments``: the policy's group assignments."""
+        # microsoft-graph-docs-contrib api-reference/beta/api/intune-deviceconfigv2-devicemanagementconfigurationpolicyassignment-list.md  # noqa: E501
+        item = self._find_policy_item(_param(req, "id"))
+        items = [
+            {"@odata.type": "#microsoft.graph.deviceManagementConfigurationPolicyAssignment", **a}
+            for a in item["_assignments"]
+        ]
+        policy_id = item["id"]
+        return self._offset_page(
+            req,
+            f"deviceManagement/configurationPolicies('{policy_id}')/assignments",
+            items,
+            default=100,
+            maximum=1000,
+        )
 
     def _device_preparation_policy(self, req: GraphRequest) -> Policy:
         policy_id = _param(req, "id")
@@ -645,10 +809,9 @@ class GraphApi:
 
     def retrieve_etg(self, req: GraphRequest) -> GraphResponse:
         policy = self._device_preparation_policy(req)
-        if policy.etg_api == "jit_only":
-            raise bad_request(
-                "Resource not found for the segment 'retrieveEnrollmentTimeDeviceMembershipTarget'."
-            )
+        if policy.etg_api in ("jit_only", "unrouted"):
+            # microsoft-graph-docs-contrib issue #2014 (400 "No OData route exists that match ...")
+            raise no_route(req, "~/singleton/navigation/key/action")
         if policy.etg_api == "error":
             raise GraphError(500, "An internal server error occurred.", "InternalServerError")
         targets = [] if policy.etg_group_id is None else [policy.etg_group_id]
@@ -664,14 +827,16 @@ class GraphApi:
                         "targetValidationErrorCode": code or "unknown",
                     }
                 )
-            return self._ok(
+            # microsoft-graph-docs-contrib api-reference/beta/api/intune-deviceconfigv2-devicemanagementconfigurationpolicy-retrieveenrollmenttimedevicemembershiptarget.md  # noqa: E501
+            return self._single(
+                req,
+                "etgAction",
+                "microsoft.graph.enrollmentTimeDeviceMembershipTargetResult",
                 {
-                    "@odata.context": req.context(
-                        "microsoft.graph.enrollmentTimeDeviceMembershipTargetResult"
-                    ),
                     "validationSucceeded": all(s["validationSucceeded"] for s in statuses),
                     "enrollmentTimeDeviceMembershipTargetValidationStatuses": statuses,
-                }
+                },
+                "microsoft.graph.enrollmentTimeDeviceMembershipTargetResult",
             )
         inner = {
             "enrollmentTimeDeviceMembershipTargets": [
@@ -687,18 +852,22 @@ class GraphApi:
                     "value": inner,
                 }
             )
-        return self._ok(
-            {
-                "@odata.context": req.context(
-                    "microsoft.graph.enrollmentTimeDeviceMembershipTargetResult"
-                ),
-                **inner,
-            }
+        return self._single(
+            req,
+            "etgAction",
+            "microsoft.graph.enrollmentTimeDeviceMembershipTargetResult",
+            inner,
+            "microsoft.graph.enrollmentTimeDeviceMembershipTargetResult",
         )
 
     def retrieve_jit(self, req: GraphRequest) -> GraphResponse:
         policy = self._device_preparation_policy(req)
+        if policy.etg_api == "unrouted" or not self.state.jit_action_routed:
+            # microsoft-graph-docs-contrib issue #2014 (400 "No OData route exists that match ...")
+            raise no_route(req, "~/singleton/navigation/key/action")
         target = [] if policy.etg_group_id is None else [policy.etg_group_id]
+        # Always wrapped, as the only page showing this action prints it:
+        # microsoft-graph-docs-contrib api-reference/beta/api/intune-deviceconfigv2-devicemanagementconfigurationpolicy-retrievejustintimeconfiguration.md  # noqa: E501
         return self._ok(
             {
                 "@odata.context": req.context(
@@ -746,6 +915,10 @@ class GraphApi:
         group_id = _param(req, "id")
         self._live_group(group_id)
         owners = self.state.group_owners(group_id)
+        if req.version == "v1.0" and self.state.v1_owners_omit_service_principals:
+            # "service principals are not listed as group owners due to the staged rollout":
+            # microsoft-graph-docs-contrib api-reference/v1.0/api/group-list-owners.md
+            owners = [o for o in owners if o.kind != "servicePrincipal"]
         items: list[dict[str, Any]] = []
         for owner in owners:
             if owner.kind == "servicePrincipal":
@@ -845,7 +1018,7 @@ class GraphApi:
                     "tags": [],
                 }
             )
-        expression = req.q("filter")
+        expression = self._filter(req)
         if expression:
             for clause in split_and(expression):
                 match = re.match(
@@ -859,6 +1032,26 @@ class GraphApi:
                 value = match.group(2).replace("''", "'").lower()
                 candidates = [c for c in candidates if str(c[prop]).lower() == value]
         return self._offset_page(req, "servicePrincipals", candidates, default=100, maximum=999)
+
+    def service_principal_owned_objects(self, req: GraphRequest) -> GraphResponse:
+        """``GET /servicePrincipals/{id}/ownedObjects[/microsoft.graph.group]``: the groups it owns.
+
+        Addressed by object id or ``(appId='...')`` (v1.0 page); only the provisioning
+        client exists, and it owns groups only.
+        """
+        # microsoft-graph-docs-contrib api-reference/v1.0/api/serviceprincipal-list-ownedobjects.md
+        pc = self.state.provisioning_client()
+        if "app_id" in req.params:
+            key = req.params["app_id"]
+            found = pc.present and key.lower() == pc.app_id.lower()
+        else:
+            key = _param(req, "id")
+            found = pc.present and key == pc.object_id
+        if not found:
+            raise not_found(key)
+        items = [self._group_json(g) for g in self.state.owned_groups(pc.object_id)]
+        context = "groups" if req.params.get("cast") else "directoryObjects"
+        return self._offset_page(req, context, items, default=100, maximum=999)
 
     # ------------------------------------------------------------------ groups delta
 
@@ -907,7 +1100,7 @@ class GraphApi:
 
     @staticmethod
     def _delta_group_filter(req: GraphRequest) -> str:
-        expression = req.q("filter") or ""
+        expression = GraphApi._filter(req) or ""
         match = re.match(r"^id\s+eq\s+'([^']+)'$", strip_parens(expression), re.IGNORECASE)
         if match is None:
             raise bad_request(
@@ -1017,9 +1210,15 @@ class GraphApi:
 
     def create_export(self, req: GraphRequest) -> GraphResponse:
         job = self.exports.create(req.body, self.state.now())
-        body = {"@odata.context": req.context("deviceManagement/reports/exportJobs/$entity")}
-        body.update(job.to_graph(None))
-        return self._ok(body, status=201)
+        # microsoft-graph-docs-contrib api-reference/beta/api/intune-reporting-devicemanagementexportjob-create.md  # noqa: E501
+        return self._single(
+            req,
+            "exportJob",
+            "deviceManagement/reports/exportJobs/$entity",
+            job.to_graph(None),
+            "#microsoft.graph.deviceManagementExportJob",
+            status=201,
+        )
 
     def get_export(self, req: GraphRequest) -> GraphResponse:
         now = self.state.now()
@@ -1039,9 +1238,14 @@ class GraphApi:
             fail=self.state.export_jobs_fail,
             rows_at=rows_at,
         )
-        body = {"@odata.context": req.context("deviceManagement/reports/exportJobs/$entity")}
-        body.update(job.to_graph(f"{req.base_url}/_download/{quote(job.id)}.zip"))
-        return self._ok(body)
+        # microsoft-graph-docs-contrib api-reference/beta/api/intune-reporting-devicemanagementexportjob-get.md  # noqa: E501
+        return self._single(
+            req,
+            "exportJob",
+            "deviceManagement/reports/exportJobs/$entity",
+            job.to_graph(f"{req.base_url}/_download/{quote(job.id)}.zip"),
+            "#microsoft.graph.deviceManagementExportJob",
+        )
 
     def download_export(self, req: GraphRequest) -> GraphResponse:
         content = self.exports.content(_param(req, "id"))
@@ -1062,7 +1266,9 @@ class GraphApi:
     )
     _EQ_FILTER = re.compile(r"^(?P<prop>\w+)\s+eq\s+'(?P<value>(?:[^']|'')*)'$", re.IGNORECASE)
 
-    def _managed_device_json(self, device: DeviceSpec, now_ts: float) -> dict[str, Any]:
+    def _managed_device_json(
+        self, device: DeviceSpec, now_ts: float, *, by_id: bool = False
+    ) -> dict[str, Any]:
         finished = device.enrolled_at.timestamp() + device.deployment.duration_s
         last_sync = min(now_ts, finished) if device.deployment.outcome != "in_progress" else now_ts
         make, model = _hardware(device.serial_number)
@@ -1090,8 +1296,10 @@ class GraphApi:
             "manufacturer": make,
             "serialNumber": device.serial_number,
             "userDisplayName": device.user_principal_name.split("@")[0].replace(".", " ").title(),
+            # LIST answers leave it null; only GET by id fills it: microsoft-graph-docs-contrib
+            # issues #1455 and #8816, msgraph-sdk-powershell issue #2228.
             "enrollmentProfileName": self.state.policy_name(device.policy_id)
-            if device.profile_name_stamped
+            if by_id and device.profile_name_stamped
             else None,
             "joinType": "azureADJoined",
             "autopilotEnrolled": False,
@@ -1102,7 +1310,7 @@ class GraphApi:
         since: float | None = None
         until: float | None = None
         equals: dict[str, str] = {}
-        expression = req.q("filter")
+        expression = self._filter(req)
         for clause in split_and(expression) if expression else []:
             if (match := self._TIME_FILTER.match(clause)) and match.group(
                 "prop"
@@ -1163,11 +1371,17 @@ class GraphApi:
             raise GraphError(
                 404, f"Managed device '{managed_id}' was not found.", "ResourceNotFound"
             )
-        body = {"@odata.context": req.context("deviceManagement/managedDevices/$entity")}
-        body.update(
-            project(self._managed_device_json(device, now_ts), parse_select(req.q("select")))
+        item = project(
+            self._managed_device_json(device, now_ts, by_id=True), parse_select(req.q("select"))
         )
-        return self._ok(body)
+        # microsoft-graph-docs-contrib api-reference/v1.0/api/intune-devices-manageddevice-get.md
+        return self._single(
+            req,
+            "managedDevice",
+            "deviceManagement/managedDevices/$entity",
+            item,
+            "#microsoft.graph.managedDevice",
+        )
 
     # ------------------------------------------------------------------ Entra devices
 
@@ -1175,7 +1389,7 @@ class GraphApi:
 
     def list_devices(self, req: GraphRequest) -> GraphResponse:
         now_ts = self.state.now_ts()
-        expression = req.q("filter")
+        expression = self._filter(req)
         select = parse_select(req.q("select"))
         if not expression:
             top = parse_top(req.q("top"), 100, 999)
@@ -1237,14 +1451,8 @@ class GraphApi:
         body.update(project(self._entra_device_json(device), parse_select(req.q("select"))))
         return self._ok(body)
 
-    def check_member_groups(self, req: GraphRequest) -> GraphResponse:
-        """``POST /devices/{id}/checkMemberGroups``: which of the given groups hold the device.
-
-        Membership is transitive and evaluated at the current sim time; the answer keeps
-        the request's order, without duplicates, with GUIDs in Graph's lower case.
-        """
-        now_ts = self.state.now_ts()
-        object_id = _param(req, "id")
+    @staticmethod
+    def _check_member_groups_ids(req: GraphRequest) -> list[str]:
         body = req.body
         group_ids = body.get("groupIds") if isinstance(body, dict) else None
         if not isinstance(group_ids, list) or not all(isinstance(g, str) for g in group_ids):
@@ -1262,8 +1470,11 @@ class GraphApi:
                 wanted.append(str(uuid.UUID(value.strip())))
             except ValueError as exc:
                 raise bad_request(f"Invalid GUID: '{value}'.") from exc
-        if self.state.entra_device(object_id, now_ts) is None:
-            raise not_found(object_id)
+        return wanted
+
+    def _check_member_groups_answer(
+        self, req: GraphRequest, object_id: str, wanted: list[str], now_ts: float
+    ) -> GraphResponse:
         groups = self.state.transitive_member_groups(object_id, now_ts)
         return self._ok(
             {
@@ -1271,6 +1482,92 @@ class GraphApi:
                 "value": [g for g in dict.fromkeys(wanted) if g in groups],
             }
         )
+
+    def check_member_groups(self, req: GraphRequest) -> GraphResponse:
+        """``POST /devices/{id}/checkMemberGroups``: which of the given groups hold the device.
+
+        Membership is transitive and evaluated at the current sim time; the answer keeps
+        the request's order, without duplicates, with GUIDs in Graph's lower case.
+        """
+        now_ts = self.state.now_ts()
+        object_id = _param(req, "id")
+        # microsoft-graph-docs-contrib api-reference/v1.0/api/directoryobject-checkmembergroups.md
+        wanted = self._check_member_groups_ids(req)
+        if self.state.entra_device(object_id, now_ts) is None:
+            raise not_found(object_id)
+        return self._check_member_groups_answer(req, object_id, wanted, now_ts)
+
+    # ------------------------------------------------------------------ users
+
+    def _user(self, req: GraphRequest) -> User:
+        raw = req.params.get("id") or (req.params.get("id_q") or "").replace("''", "'")
+        user = self.state.user_by_key(raw)
+        if user is None:
+            # microsoft-graph-docs-contrib api-reference/v1.0/api/user-get.md (404: no such user)
+            raise not_found(raw)
+        return user
+
+    @staticmethod
+    def _user_json(user: User) -> dict[str, Any]:
+        # Default properties: microsoft-graph-docs-contrib api-reference/v1.0/api/user-get.md
+        given, _, surname = user.display_name.partition(" ")
+        return {
+            "businessPhones": [],
+            "displayName": user.display_name,
+            "givenName": given or None,
+            "jobTitle": None,
+            "mail": user.user_principal_name,
+            "mobilePhone": None,
+            "officeLocation": None,
+            "preferredLanguage": None,
+            "surname": surname or None,
+            "userPrincipalName": user.user_principal_name,
+            "id": user.id,
+        }
+
+    def get_user(self, req: GraphRequest) -> GraphResponse:
+        """``GET /users/{id | userPrincipalName}`` (the UPN matches case-insensitively)."""
+        # microsoft-graph-docs-contrib api-reference/v1.0/api/user-get.md
+        user = self._user(req)
+        body = {"@odata.context": req.context("users/$entity")}
+        body.update(project(self._user_json(user), parse_select(req.q("select"))))
+        return self._ok(body)
+
+    def _group_json(self, group: Any) -> dict[str, Any]:
+        created = group.created_at or (self.state.start - _days(90))
+        return {
+            "@odata.type": "#microsoft.graph.group",
+            "id": group.id,
+            "deletedDateTime": None,
+            "createdDateTime": graph_time(created),
+            "description": None,
+            "displayName": group.display_name,
+            "groupTypes": list(group.group_types),
+            "isAssignableToRole": group.is_assignable_to_role,
+            "mailEnabled": group.mail_enabled,
+            "securityEnabled": group.security_enabled,
+        }
+
+    def user_transitive_member_of(self, req: GraphRequest) -> GraphResponse:
+        """``GET /users/{id | upn}/transitiveMemberOf[/microsoft.graph.group]``."""
+        # microsoft-graph-docs-contrib api-reference/v1.0/api/user-list-transitivememberof.md
+        user = self._user(req)
+        group_ids = sorted(self.state.transitive_member_groups(user.id, self.state.now_ts()))
+        items = []
+        for group_id in group_ids:
+            group = self.state.get_group(group_id)
+            if group is not None and not group.deleted:
+                items.append(self._group_json(group))
+        # Default and maximum page sizes 100 and 999 (same page).
+        context = "groups" if req.params.get("cast") else "directoryObjects"
+        return self._offset_page(req, context, items, default=100, maximum=999)
+
+    def user_check_member_groups(self, req: GraphRequest) -> GraphResponse:
+        """``POST /users/{id | upn}/checkMemberGroups``: at most 20 group ids, like devices."""
+        # microsoft-graph-docs-contrib api-reference/v1.0/api/directoryobject-checkmembergroups.md
+        wanted = self._check_member_groups_ids(req)
+        user = self._user(req)
+        return self._check_member_groups_answer(req, user.id, wanted, self.state.now_ts())
 
     # ------------------------------------------------------------------ directory audits
 
@@ -1332,7 +1629,7 @@ class GraphApi:
         return query, possible
 
     def list_audits(self, req: GraphRequest) -> GraphResponse:
-        query, possible = self._audit_query(req.q("filter"))
+        query, possible = self._audit_query(self._filter(req))
         top = parse_top(req.q("top"), 100, 999, strict=True)
         token = decode_token(req.q("skiptoken") or "") if req.q("skiptoken") else {}
         snapshot = float(token["s"]) if "s" in token else self.state.now_ts()

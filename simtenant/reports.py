@@ -26,6 +26,8 @@ DEPLOYMENT_REPORT = "AutopilotV2DeploymentStatus"
 APP_REPORT = "AutopilotV2DeploymentStatusDetailedAppInfo"
 SCRIPT_REPORT = "AutopilotV2DeploymentStatusDetailedScriptInfo"
 
+# The documented columns of each report, which are also what no ``select`` gives:
+# memdocs intune/intune-service/fundamentals/reports-export-graph-available-reports.md
 REPORT_COLUMNS: dict[str, list[str]] = {
     DEPLOYMENT_REPORT: [
         "DeviceId",
@@ -39,8 +41,15 @@ REPORT_COLUMNS: dict[str, list[str]] = {
         "Phase",
         "ResultCode",
     ],
-    APP_REPORT: ["DeviceId", "AppName", "AppId", "PolicyInstallStatus"],
-    SCRIPT_REPORT: ["DeviceId", "ScriptName", "ScriptId", "PolicyInstallStatus"],
+    APP_REPORT: [
+        "ApplicationId",
+        "ApplicationName",
+        "AppType",
+        "DeviceId",
+        "IsAdminSelected",
+        "PolicyInstallStatus",
+    ],
+    SCRIPT_REPORT: ["DeviceId", "DisplayName", "PolicyId", "PolicyInstallStatus"],
 }
 
 DEPLOYMENT_STATUS_CODES = {"In progress": "1", "Success": "2", "Failed": "3"}
@@ -106,14 +115,28 @@ def _install_rows(
         status = item.status
         if running and status in ("Installed", "Failed"):
             status = "In progress"
-        rows.append(
-            {
-                "DeviceId": device.managed_device_id,
-                f"{kind}Name": item.name,
-                f"{kind}Id": item.id,
-                "PolicyInstallStatus": INSTALL_STATUS_CODES[status],
-            }
-        )
+        # memdocs intune/intune-service/fundamentals/reports-export-graph-available-reports.md
+        if kind == "App":
+            rows.append(
+                {
+                    "ApplicationId": item.id,
+                    "ApplicationName": item.name,
+                    "AppType": "Win32LobApp",
+                    "DeviceId": device.managed_device_id,
+                    # Every app in the report was selected in the policy by an admin.
+                    "IsAdminSelected": "True",
+                    "PolicyInstallStatus": INSTALL_STATUS_CODES[status],
+                }
+            )
+        else:
+            rows.append(
+                {
+                    "DeviceId": device.managed_device_id,
+                    "DisplayName": item.name,
+                    "PolicyId": item.id,
+                    "PolicyInstallStatus": INSTALL_STATUS_CODES[status],
+                }
+            )
     return rows
 
 
@@ -185,6 +208,8 @@ def output_columns(report_name: str, select: list[str] | None, localization: str
         for name in select:
             column = lookup.get(name.lower())
             if column is None:
+                # "Only valid column names relevant to the report you are calling will be
+                # accepted": memdocs intune/intune-service/fundamentals/reports-export-graph-apis.md
                 raise bad_request(f"Invalid select column '{name}' for report '{report_name}'.")
             chosen.append(column)
     else:
@@ -227,8 +252,9 @@ def render_csv(columns: list[str], values: list[list[str]]) -> bytes:
 
 
 def render_json(columns: list[str], values: list[list[str]]) -> bytes:
-    # The JSON export layout is not publicly confirmed; this mirrors the shape of
-    # Intune's synchronous report APIs (schema + rows of string values).
+    # Capitalised TotalRowCount / Schema [{Column, PropertyType}] / Values, as Graph's
+    # report answers print it (the export layout itself is not shown publicly):
+    # microsoft-graph-docs-contrib api-reference/beta/api/cloudpcreport-retrievecloudpcclientappusagereport.md  # noqa: E501
     document = {
         "TotalRowCount": len(values),
         "Schema": [{"Column": c, "PropertyType": "String"} for c in columns],

@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args, get_origin
 PROVISIONING_CLIENT_APP_ID = "f1346770-5b25-470b-88bd-d5744ab7952c"
 
 TEMPLATES = ("user-driven", "automatic")
-ETG_APIS = ("documented", "targets", "targets_wrapped", "jit_only", "error")
+ETG_APIS = ("documented", "targets", "targets_wrapped", "jit_only", "unrouted", "error")
 OUTCOMES = ("success", "failed", "in_progress")
 MEMBERSHIP_OPS = ("add", "remove")
 ACTORS = ("provisioning_client", "admin")
@@ -30,7 +30,9 @@ AUDIT_ACTOR_FIELDS = ("both", "appId", "displayName")
 INSTALL_STATUSES = ("Installed", "In progress", "Skipped", "Failed")
 
 Template = Literal["user-driven", "automatic"]
-EtgApi = Literal["documented", "targets", "targets_wrapped", "jit_only", "error"]
+EtgApi = Literal["documented", "targets", "targets_wrapped", "jit_only", "unrouted", "error"]
+# Single-object answers that can be served wrapped as {"@odata.context", "value": {...}}.
+WrappedObject = Literal["exportJob", "managedDevice", "etgAction"]
 Outcome = Literal["success", "failed", "in_progress"]
 MembershipOp = Literal["add", "remove"]
 Actor = Literal["provisioning_client", "admin"]
@@ -89,6 +91,8 @@ class Group:
     owners: list[str] = field(default_factory=list)
     initial_members: list[str] = field(default_factory=list)
     created_at: datetime | None = None
+    # False: the retrieve action reports securityGroupNotInCallerScope for this group.
+    caller_in_scope: bool = True
 
 
 @dataclass(slots=True)
@@ -103,6 +107,12 @@ class Policy:
     allowed_script_ids: list[str] = field(default_factory=list)
     description: str = ""
     created_at: datetime | None = None
+    # priorityMetaData.priority; None means the 1-based position in scenario.policies.
+    priority: int | None = None
+    # User groups the policy is assigned to (groupAssignmentTarget).
+    assigned_group_ids: list[str] = field(default_factory=list)
+    # Values of enrollment_autopilot_dpp_devicesecuritygroupids; None keeps a stale value.
+    settings_group_ids: list[str] | None = None
 
 
 @dataclass(slots=True)
@@ -197,6 +207,12 @@ class Scenario:
     export_polls_before_ready: int = 1
     export_jobs_fail: bool = False
     admin_user_id: str | None = None  # who "admin" audit events name; default: first user
+    # False: retrieveJustInTimeConfiguration is not routed for any policy.
+    jit_action_routed: bool = True
+    # Endpoints whose single-object answers are wrapped in "value".
+    wrapped_single_objects: list[WrappedObject] = field(default_factory=list)
+    # True: v1.0 group owners omit service principals (beta still lists them).
+    v1_owners_omit_service_principals: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scenario:
@@ -405,6 +421,8 @@ def _validate(s: Scenario) -> list[str]:
         problems.append("export_polls_before_ready must be >= 0")
     if s.other_configuration_policies < 0:
         problems.append("other_configuration_policies must be >= 0")
+    for dupe in sorted(set(_duplicates(list(s.wrapped_single_objects)))):
+        problems.append(f"wrapped_single_objects: {dupe!r} listed twice")
     if s.admin_user_id is not None and s.admin_user_id not in user_ids:
         problems.append(f"admin_user_id {s.admin_user_id!r} is not a user")
 
@@ -424,11 +442,37 @@ def _validate(s: Scenario) -> list[str]:
                     "is not a known device or user"
                 )
 
+    upns: dict[str, str] = {}
+    for u in s.users:
+        key = u.user_principal_name.lower()
+        if key in upns:
+            problems.append(f"users: duplicate userPrincipalName {u.user_principal_name!r}")
+        upns[key] = u.id
+
+    priorities: dict[int, str] = {}
     for pi, p in enumerate(s.policies):
         if p.etg_group_id is not None and p.etg_group_id not in group_ids:
             problems.append(
                 f"policies[{pi}] ({p.name}): unknown group id {p.etg_group_id!r} in etg_group_id"
             )
+        for group_id in p.assigned_group_ids:
+            if group_id not in group_ids:
+                problems.append(
+                    f"policies[{pi}] ({p.name}): unknown group id {group_id!r} "
+                    "in assigned_group_ids"
+                )
+        for dupe in sorted(set(_duplicates(p.assigned_group_ids))):
+            problems.append(f"policies[{pi}] ({p.name}): group {dupe!r} assigned twice")
+        if p.priority is not None:
+            if p.priority < 1:
+                problems.append(f"policies[{pi}] ({p.name}): priority must be >= 1")
+            elif p.priority in priorities:
+                problems.append(
+                    f"policies[{pi}] ({p.name}): priority {p.priority} is also "
+                    f"{priorities[p.priority]}'s"
+                )
+            else:
+                priorities[p.priority] = p.name
         if p.timeout_minutes <= 0:
             problems.append(f"policies[{pi}] ({p.name}): timeout_minutes must be positive")
 

@@ -63,6 +63,7 @@ from simtenant.subscriptions import (
 from simtenant.teams import TeamsMessage, TeamsReceiver
 
 MAX_BATCH_REQUESTS = 20
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT"})
 MAX_DEPLOYMENTS_PER_CALL = 100_000
 DEPLOYMENT_FIELDS = frozenset({"count", "at", "seed", "spread_s"})
 # Seeds picked for POST /_sim/deployments calls without one: far from the small seeds
@@ -380,6 +381,18 @@ class SimService:
                 new_request_id(),
                 None,
             )
+        for item in requests:
+            method = str(item.get("method") or "GET").upper()
+            headers = item.get("headers") if isinstance(item.get("headers"), dict) else {}
+            has_type = any(str(k).lower() == "content-type" for k in headers)
+            # A write step needs a body (even {}) and a Content-Type header; Graph refuses
+            # the whole batch otherwise (400, none of the steps run):
+            # microsoft-graph-docs-contrib concepts/json-batching.md, msgraph-sdk-dotnet #1038
+            if method in WRITE_METHODS and (item.get("body") is None or not has_type):
+                error = bad_request(
+                    f"Write request id : {item['id']} does not contain Content-Type header or body."
+                )
+                return self._error_response(error, new_request_id(), None)
         # Graph runs independent steps concurrently; so do we, which lets inner
         # latency rules overlap the way they would against the real service.
         responses = await asyncio.gather(*(self._inner(outer, r) for r in requests))
@@ -510,7 +523,7 @@ class SimService:
             return web.json_response({"error": "body must be JSON"}, status=400)
         if route == "deployments" and request.method == "POST":
             return await self._post_deployments(body)
-        if route == "notifications" or route.startswith("subscriptions"):
+        if route.split("/")[0] in ("notifications", "subscriptions"):
             return self._control_subscriptions(request.method, route, body)
         try:
             return self._control(request.method, route, body)
@@ -530,6 +543,12 @@ class SimService:
         if route == "notifications" and method == "DELETE":
             service.clear_notifications()
             return web.json_response({"notifications": []})
+        if route == "notifications/hold" and method == "POST":
+            service.hold()
+            return web.json_response({"held": True})
+        if route == "notifications/release" and method == "POST":
+            service.release()
+            return web.json_response({"held": False})
         if route == "subscriptions" and method == "GET":
             return web.json_response({"subscriptions": service.subscriptions()})
         parts = route.split("/")
@@ -829,10 +848,15 @@ class SimulatedTenant:
         """Block until no delivery is queued or retrying; ``TimeoutError`` after ``timeout``."""
         self.subscription_service.wait_for_deliveries(timeout)
 
+    def deliveries_held(self) -> contextlib.AbstractContextManager[None]:
+        """Inside the block nothing is posted; on leaving it, what became due meanwhile goes
+        out as one POST per URL (change and lifecycle items of any subscriptions)."""
+        return self.subscription_service.held()
+
     def send_lifecycle(self, subscription_id: str, event: str) -> None:
-        """Send ``reauthorizationRequired``, ``subscriptionRemoved`` or ``missed``."""
+        """Send ``reauthorizationRequired``, the only lifecycle event of group subscriptions."""
         self.subscription_service.send_lifecycle(subscription_id, event)
 
     def drop_subscription(self, subscription_id: str) -> None:
-        """Graph deletes the subscription on its own and sends ``subscriptionRemoved``."""
+        """Graph deletes the subscription on its own; for groups it sends nothing."""
         self.subscription_service.drop_subscription(subscription_id)

@@ -48,6 +48,7 @@ GROUP_FIELDS = frozenset(
         "membership_rule",
         "is_assignable_to_role",
         "deleted",
+        "caller_in_scope",
     }
 )
 POLICY_FIELDS = frozenset(
@@ -60,6 +61,9 @@ POLICY_FIELDS = frozenset(
         "allowed_app_ids",
         "allowed_script_ids",
         "description",
+        "priority",
+        "assigned_group_ids",
+        "settings_group_ids",
     }
 )
 
@@ -153,8 +157,15 @@ class TenantState:
         self.audit_retention_days = scenario.audit_retention_days
         self.export_polls_before_ready = scenario.export_polls_before_ready
         self.export_jobs_fail = scenario.export_jobs_fail
+        self.jit_action_routed = scenario.jit_action_routed
+        self.wrapped_single_objects = frozenset(scenario.wrapped_single_objects)
+        self.v1_owners_omit_service_principals = scenario.v1_owners_omit_service_principals
         self._pc = dataclasses.replace(scenario.provisioning_client)
         self._users: dict[str, User] = {u.id: u for u in scenario.users}
+        # Graph matches a userPrincipalName key case-insensitively.
+        self._users_by_upn: dict[str, User] = {
+            u.user_principal_name.lower(): u for u in scenario.users
+        }
         admin = scenario.admin_user()
         self.admin_user: User | None = admin
         # Groups and policies are copied because tests mutate them; devices are
@@ -173,6 +184,10 @@ class TenantState:
                 p,
                 allowed_app_ids=list(p.allowed_app_ids),
                 allowed_script_ids=list(p.allowed_script_ids),
+                assigned_group_ids=list(p.assigned_group_ids),
+                settings_group_ids=None
+                if p.settings_group_ids is None
+                else list(p.settings_group_ids),
             )
             for p in scenario.policies
         }
@@ -407,6 +422,13 @@ class TenantState:
             if policy is None:
                 raise KeyError(f"unknown policy {policy_id!r}")
             for name, value in fields.items():
+                if name == "assigned_group_ids":
+                    if not isinstance(value, list | tuple):
+                        raise TypeError("assigned_group_ids must be a list of group ids")
+                    unknown_groups = [g for g in value if g not in self._groups]
+                    if unknown_groups:
+                        raise ValueError(f"unknown group id(s) {', '.join(unknown_groups)}")
+                    value = [str(v) for v in value]
                 setattr(policy, name, value)
 
     def set_export_jobs_fail(self, fail: bool) -> None:
@@ -659,6 +681,33 @@ class TenantState:
     def user(self, user_id: str) -> User | None:
         return self._users.get(user_id)
 
+    def user_by_key(self, key: str) -> User | None:
+        """A user by object id or userPrincipalName (case-insensitive), as /users/{key}."""
+        return self._users.get(key.lower()) or self._users_by_upn.get(key.lower())
+
+    def owned_groups(self, owner_id: str) -> list[Group]:
+        """Live groups ``owner_id`` owns, in id order (a deleted service principal owns none)."""
+        with self._lock:
+            if owner_id == self._pc.object_id and not self._pc.present:
+                return []
+            return [
+                dataclasses.replace(g, group_types=list(g.group_types), owners=list(g.owners))
+                for g in sorted(self._groups.values(), key=lambda g: g.id)
+                if not g.deleted and owner_id in g.owners
+            ]
+
+    def set_wrapped_single_objects(self, kinds: Iterable[str]) -> None:
+        with self._lock:
+            self.wrapped_single_objects = frozenset(kinds)
+
+    def set_jit_action_routed(self, routed: bool) -> None:
+        with self._lock:
+            self.jit_action_routed = routed
+
+    def set_v1_owners_omit_service_principals(self, omit: bool) -> None:
+        with self._lock:
+            self.v1_owners_omit_service_principals = omit
+
     def etg_validation_error(self, group_id: str) -> str | None:
         """The validation code Intune would report for this ETG, or None when valid.
 
@@ -669,6 +718,9 @@ class TenantState:
             group = self._groups.get(group_id)
             if group is None or group.deleted:
                 return "securityGroupNotFound"
+            # microsoft-graph-docs-contrib api-reference/beta/resources/intune-shared-enrollmenttimedevicemembershiptargetvalidationerrorcode.md  # noqa: E501
+            if not group.caller_in_scope:
+                return "securityGroupNotInCallerScope"
             if not group.security_enabled:
                 return "notSecurityGroup"
             if "DynamicMembership" in group.group_types:
@@ -682,6 +734,14 @@ class TenantState:
     def policies(self) -> list[Policy]:
         with self._lock:
             return [dataclasses.replace(p) for p in self._policies.values()]
+
+    def policy_priority(self, policy_id: str) -> int | None:
+        """priorityMetaData.priority: the policy's own, else its 1-based position."""
+        with self._lock:
+            for position, policy in enumerate(self._policies.values(), start=1):
+                if policy.id == policy_id:
+                    return policy.priority if policy.priority is not None else position
+            return None
 
     def get_policy(self, policy_id: str) -> Policy | None:
         with self._lock:

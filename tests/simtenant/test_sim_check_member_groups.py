@@ -83,6 +83,7 @@ def test_works_inside_batch_with_per_request_answers(
             "id": "gone",
             "method": "POST",
             "url": f"devices/{UNKNOWN_ID}/checkMemberGroups",
+            "headers": {"Content-Type": "application/json"},
             "body": {"groupIds": [etg]},
         }
     )
@@ -91,6 +92,7 @@ def test_works_inside_batch_with_per_request_answers(
             "id": "bad",
             "method": "POST",
             "url": f"devices/{member.object_id}/checkMemberGroups",
+            "headers": {"Content-Type": "application/json"},
             "body": {"groupIds": [etg] * 21},
         }
     )
@@ -245,6 +247,7 @@ def test_injected_throttling_applies_to_the_endpoint(
                     "id": "1",
                     "method": "POST",
                     "url": f"/devices/{device.object_id}/checkMemberGroups",
+                    "headers": {"Content-Type": "application/json"},
                     "body": {"groupIds": [etg]},
                 }
             ]

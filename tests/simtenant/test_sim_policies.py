@@ -164,10 +164,11 @@ def test_jit_only_policy_rejects_the_new_action_and_answers_the_old_one(
     frontline = policy_named("Contoso - Frontline")
     response = etg(client, frontline.id)
     assert response.status_code == 400
-    assert (
-        response.json()["error"]["message"]
-        == "Resource not found for the segment 'retrieveEnrollmentTimeDeviceMembershipTarget'."
-    )
+    # Intune's unrouted-action answer (microsoft-graph-docs-contrib issue #2014).
+    error = response.json()["error"]
+    assert error["code"] == "No method match route template"
+    assert error["message"].startswith("No OData route exists that match template")
+    assert f"configurationPolicies('{frontline.id}')" in error["message"]
     for method, path in (
         ("POST", f"{POLICIES}('{frontline.id}')/retrieveJustInTimeConfiguration"),
         ("GET", f"{POLICIES}/{frontline.id}/retrieveJustInTimeConfiguration"),

@@ -553,13 +553,16 @@ def test_app_and_script_reports_show_install_statuses(
         client, {"reportName": "AutopilotV2DeploymentStatusDetailedAppInfo", "format": "csv"}
     )
     rows = read_csv(archive, job["id"])
-    assert set(rows[0]) == {
+    # The documented columns (memdocs reports-export-graph-available-reports.md).
+    assert list(rows[0]) == [
+        "ApplicationId",
+        "ApplicationName",
+        "AppType",
         "DeviceId",
-        "AppName",
-        "AppId",
+        "IsAdminSelected",
         "PolicyInstallStatus",
         "PolicyInstallStatus_loc",
-    }
+    ]
     skipped = device_by_note("Apps skipped").managed_device_id
     assert any(r["DeviceId"] == skipped and r["PolicyInstallStatus_loc"] == "Skipped" for r in rows)
     job, archive = run_export(
@@ -569,7 +572,7 @@ def test_app_and_script_reports_show_install_statuses(
     failed = device_by_note("Script failed").managed_device_id
     assert any(
         r["DeviceId"] == failed
-        and r["ScriptName"] == "Install-CorporateFonts.ps1"
+        and r["DisplayName"] == "Install-CorporateFonts.ps1"
         and r["PolicyInstallStatus_loc"] == "Failed"
         for r in rows
     )
