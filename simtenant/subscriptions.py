@@ -6,12 +6,15 @@ apply as for any other route. It is also the tenant state's change sink: members
 changes of watched groups arrive here as they become effective (the clock passes
 them, or a mutation adds one already due) and are POSTed to the subscribers'
 ``notificationUrl`` from the server's event loop, never from the thread that moved
-the clock or changed the tenant. Every delivery attempt is recorded.
+the clock or changed the tenant. What is due to one URL by the time the loop posts
+goes out as one POST (change and lifecycle items of any subscriptions); ``hold`` keeps
+items back so a test decides what one POST holds. Every delivery attempt is recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import ipaddress
 import itertools
@@ -19,6 +22,7 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,6 +52,9 @@ DELIVERY_TIMEOUT_S = 3.0
 DELIVERY_ATTEMPTS = 4
 RETRY_BACKOFF_S = 0.05  # doubled after each failed attempt (Graph's own backoff is minutes)
 LIFECYCLE_EVENTS: tuple[str, ...] = ("reauthorizationRequired", "subscriptionRemoved", "missed")
+# For groups only reauthorizationRequired exists ("Supported resources"):
+# microsoft-graph-docs-contrib concepts/change-notifications-lifecycle-events.md
+GROUP_LIFECYCLE_EVENTS: tuple[str, ...] = ("reauthorizationRequired",)
 TLS_VERSIONS = frozenset({"v1_0", "v1_1", "v1_2", "v1_3"})
 KNOWN_CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
 SUPPORTED_CHANGE_TYPES = frozenset({"updated", "deleted"})
@@ -193,11 +200,34 @@ class Subscription:
 
 
 @dataclass(slots=True)
-class Delivery:
+class Due:
+    """One change or lifecycle notification waiting for its POST."""
+
     kind: str  # "notification" or "lifecycle"
     url: str
-    body: dict[str, Any]
     subscription_id: str
+    item: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One POST: its items were due to the same URL; a retry sends the same body again."""
+
+    url: str
+    items: list[Due]
+    body: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.body = {"value": [due.item for due in self.items]}
+
+    @property
+    def kind(self) -> str:
+        kinds = {due.kind for due in self.items}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+    @property
+    def subscription_ids(self) -> list[str]:
+        return list(dict.fromkeys(due.subscription_id for due in self.items))
 
 
 @dataclass(slots=True)
@@ -215,9 +245,11 @@ class _CreateSpec:
 
 @dataclass(slots=True)
 class _Counters:
-    pending: int = 0
+    pending: int = 0  # POSTs in flight (retries included) plus URLs with items due
     closed: bool = False
-    backlog: list[Delivery] = field(default_factory=list)
+    held: bool = False
+    flush_scheduled: bool = False
+    due: dict[str, list[Due]] = field(default_factory=dict)  # by URL, oldest first
 
 
 class SubscriptionService:
@@ -284,15 +316,13 @@ class SubscriptionService:
     # ------------------------------------------------------------------ lifecycle of the service
 
     async def start(self) -> None:
-        """Bind to the running (server) loop; deliveries queued before now go out."""
+        """Bind to the running (server) loop; items that became due before now go out."""
         loop = asyncio.get_running_loop()
         self._session = aiohttp.ClientSession()
         with self._cond:
             self._loop = loop
             self._counters.closed = False
-            backlog, self._counters.backlog = self._counters.backlog, []
-        for delivery in backlog:
-            self._spawn(delivery)
+        self._schedule_flush()
 
     async def close(self) -> None:
         """Cancel deliveries in flight (they count as done) and close the HTTP client."""
@@ -300,7 +330,7 @@ class SubscriptionService:
             self._loop = None
             self._counters.closed = True
             self._counters.pending = 0
-            self._counters.backlog = []
+            self._counters.due = {}
             self._cond.notify_all()
         tasks = list(self._tasks)
         for task in tasks:
@@ -637,27 +667,14 @@ class SubscriptionService:
             "tenantId": self.state.tenant_id,
         }
 
-    def _queue_items(self, items: dict[str, list[dict[str, Any]]]) -> None:
-        deliveries: list[Delivery] = []
-        with self._lock:
-            for subscription_id, values in items.items():
-                sub = self._subs.get(subscription_id)
-                if sub is None:
-                    continue
-                for start in range(0, len(values), MAX_ITEMS_PER_POST):
-                    deliveries.append(
-                        Delivery(
-                            "notification",
-                            sub.notification_url,
-                            {"value": values[start : start + MAX_ITEMS_PER_POST]},
-                            sub.id,
-                        )
-                    )
-        for delivery in deliveries:
-            self._enqueue(delivery)
+    def _change(
+        self, sub: Subscription, change_type: str, members: list[dict[str, Any]] | None
+    ) -> Due:
+        item = self._item(sub, change_type, members)
+        return Due("notification", sub.notification_url, sub.id, item)
 
     def membership_changed(self, changes: list[tuple[MembershipRecord, float]]) -> None:
-        items: dict[str, list[dict[str, Any]]] = {}
+        due: list[Due] = []
         with self._lock:
             by_group = self._subs_by_group()
             for record, at in changes:
@@ -667,66 +684,82 @@ class SubscriptionService:
                     member: dict[str, Any] = {"id": record.member_id}
                     if record.op == "remove":
                         member["@removed"] = "deleted"
-                    items.setdefault(sub.id, []).append(self._item(sub, "updated", [member]))
-        self._queue_items(items)
+                    due.append(self._change(sub, "updated", [member]))
+        self._enqueue(due)
 
     def group_deleted(self, group_id: str, ts: float) -> None:
-        items: dict[str, list[dict[str, Any]]] = {}
         with self._lock:
-            for sub in self._subs_by_group().get(group_id, ()):
-                if "deleted" in sub.change_types and sub.live_at(ts):
-                    items.setdefault(sub.id, []).append(self._item(sub, "deleted", None))
-        self._queue_items(items)
+            due = [
+                self._change(sub, "deleted", None)
+                for sub in self._subs_by_group().get(group_id, ())
+                if "deleted" in sub.change_types and sub.live_at(ts)
+            ]
+        self._enqueue(due)
 
     def time_moved(self, now_ts: float) -> None:
         self._purge(now_ts)
 
     # ------------------------------------------------------------------ lifecycle events
 
-    def _lifecycle_delivery(self, sub: Subscription, event: str) -> Delivery:
+    def _lifecycle_due(self, sub: Subscription, event: str) -> list[Due]:
+        # microsoft-graph-docs-contrib concepts/change-notifications-lifecycle-events.md
+        # (a subscription without lifecycleNotificationUrl receives no lifecycle notifications)
+        if sub.lifecycle_url is None:
+            return []
+        # microsoft-graph-docs-contrib concepts/change-notifications-lifecycle-events.md
+        # ("Structure of a lifecycle notification": no resource, no resourceData)
         item = {
             "lifecycleEvent": event,
             "subscriptionId": sub.id,
             "subscriptionExpirationDateTime": _notification_time(sub.expiration),
-            "clientState": sub.client_state,
             "tenantId": self.state.tenant_id,
-            "resource": f"Groups/{sub.group_id}",
-            "resourceData": self._resource_data(sub.group_id),
+            "clientState": sub.client_state,
         }
-        return Delivery(
-            "lifecycle", sub.lifecycle_url or sub.notification_url, {"value": [item]}, sub.id
-        )
+        # Sent to lifecycleNotificationUrl, which may equal notificationUrl:
+        # microsoft-graph-docs-contrib concepts/change-notifications-lifecycle-events.md
+        return [Due("lifecycle", sub.lifecycle_url, sub.id, item)]
 
     def send_lifecycle(self, subscription_id: str, event: str) -> None:
         """Send a lifecycle notification for a live subscription (KeyError when unknown).
 
-        ``reauthorizationRequired`` marks the subscription until it is reauthorized or
-        renewed; the other events only send.
+        Only ``reauthorizationRequired`` exists for groups (ValueError for the others). It
+        marks the subscription until it is reauthorized or renewed, and is sent only when the
+        subscription has a ``lifecycleNotificationUrl``.
         """
         if event not in LIFECYCLE_EVENTS:
             raise ValueError(
                 f"unknown lifecycle event {event!r}; expected one of {', '.join(LIFECYCLE_EVENTS)}"
+            )
+        # microsoft-graph-docs-contrib concepts/change-notifications-lifecycle-events.md
+        # ("Supported resources": subscriptionRemoved and missed are Outlook and Teams only)
+        if event not in GROUP_LIFECYCLE_EVENTS:
+            raise ValueError(
+                f"Graph sends no {event!r} lifecycle notification for group subscriptions; "
+                f"only {', '.join(GROUP_LIFECYCLE_EVENTS)}"
             )
         self._purge(self.state.now_ts())
         with self._lock:
             sub = self._subs.get(subscription_id.lower())
             if sub is None:
                 raise KeyError(f"no live subscription {subscription_id!r}")
-            if event == "reauthorizationRequired":
-                sub.reauthorization_required = True
-            delivery = self._lifecycle_delivery(sub, event)
-        self._enqueue(delivery)
+            sub.reauthorization_required = True
+            due = self._lifecycle_due(sub, event)
+        self._enqueue(due)
 
     def drop_subscription(self, subscription_id: str) -> None:
-        """Graph removes the subscription and sends ``subscriptionRemoved`` (KeyError: unknown)."""
+        """Graph removes the subscription on its own (KeyError when it is not live).
+
+        Nothing is sent: ``subscriptionRemoved`` is not a lifecycle event of group
+        subscriptions, so the owner learns it only by listing its subscriptions.
+        """
+        # subscriptionRemoved is Outlook and Teams only ("Supported resources"):
+        # microsoft-graph-docs-contrib concepts/change-notifications-lifecycle-events.md
         self._purge(self.state.now_ts())
         with self._lock:
             sub = self._subs.pop(subscription_id.lower(), None)
             if sub is None:
                 raise KeyError(f"no live subscription {subscription_id!r}")
             self._rewatch()
-            delivery = self._lifecycle_delivery(sub, "subscriptionRemoved")
-        self._enqueue(delivery)
 
     # ------------------------------------------------------------------ inspection
 
@@ -776,19 +809,73 @@ class SubscriptionService:
 
     # ------------------------------------------------------------------ delivery
 
-    def _enqueue(self, delivery: Delivery) -> None:
+    def _enqueue(self, due: list[Due]) -> None:
+        if not due:
+            return
         with self._cond:
             if self._counters.closed:
                 return
-            self._counters.pending += 1
+            for item in due:
+                waiting = self._counters.due.setdefault(item.url, [])
+                if not waiting:
+                    self._counters.pending += 1
+                waiting.append(item)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        with self._cond:
+            counters = self._counters
             loop = self._loop
-            if loop is None:
-                self._counters.backlog.append(delivery)
+            if loop is None or counters.held or counters.flush_scheduled or not counters.due:
                 return
+            counters.flush_scheduled = True
         try:
-            loop.call_soon_threadsafe(self._spawn, delivery)
+            loop.call_soon_threadsafe(self._flush)
         except RuntimeError:  # the loop closed meanwhile
-            self._done()
+            with self._cond:
+                self._counters.flush_scheduled = False
+
+    def _flush(self) -> None:
+        """On the loop: everything due to one URL by now leaves as one POST (or a few, when
+        there are more items than one POST carries)."""
+        # Several subscriptions' items, change and lifecycle, share a POST to one URL:
+        # microsoft-graph-docs-contrib concepts/change-notifications-delivery-webhooks.md
+        # microsoft-graph-docs-contrib api-reference/v1.0/resources/changenotificationcollection.md
+        deliveries: list[Delivery] = []
+        with self._cond:
+            counters = self._counters
+            counters.flush_scheduled = False
+            if counters.held or counters.closed:
+                return
+            due, counters.due = counters.due, {}
+            for url, items in due.items():
+                chunks = [
+                    items[i : i + MAX_ITEMS_PER_POST]
+                    for i in range(0, len(items), MAX_ITEMS_PER_POST)
+                ]
+                counters.pending += len(chunks) - 1  # the URL counted once already
+                deliveries += [Delivery(url, chunk) for chunk in chunks]
+        for delivery in deliveries:
+            self._spawn(delivery)
+
+    def hold(self) -> None:
+        """Keep due items back (they stay pending) until ``release``: what becomes due
+        meanwhile is then posted together, one POST per URL."""
+        with self._cond:
+            self._counters.held = True
+
+    def release(self) -> None:
+        with self._cond:
+            self._counters.held = False
+        self._schedule_flush()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.hold()
+        try:
+            yield
+        finally:
+            self.release()
 
     def _spawn(self, delivery: Delivery) -> None:
         if self._session is None:
@@ -844,7 +931,7 @@ class SubscriptionService:
             self._sent.append(
                 {
                     "kind": delivery.kind,
-                    "subscription_id": delivery.subscription_id,
+                    "subscription_ids": delivery.subscription_ids,
                     "url": strip_query(delivery.url),
                     "body": delivery.body,
                     "status": status,

@@ -7,10 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from monitors.graph import permissions
 from monitors.graph.client import GraphClient
 from monitors.graph.errors import MalformedResponse
 from monitors.graph.reports import parse_report_time
 
+# Every subscription call on a group resource needs Group.Read.All, although reading the
+# groups themselves needs only GroupMember.Read.All (api/subscription-post-subscriptions.md).
+PERMISSION = permissions.GROUP_SUBSCRIPTIONS
+LIST_SOURCE = "GET /v1.0/subscriptions"
+CREATE_SOURCE = "POST /v1.0/subscriptions"
+RENEW_SOURCE = "PATCH /v1.0/subscriptions/{id}"
+DELETE_SOURCE = "DELETE /v1.0/subscriptions/{id}"
+REAUTHORIZE_SOURCE = "POST /v1.0/subscriptions/{id}/reauthorize"
 MAX_LIFETIME = timedelta(minutes=41_760)  # the maximum for directory resources
 # A little under the maximum, so clock skew never gets a create refused.
 LIFETIME = MAX_LIFETIME - timedelta(minutes=60)

@@ -14,7 +14,12 @@ import structlog
 from monitors.graph import permissions
 from monitors.graph.delta import DeltaExpired, member_delta
 from monitors.graph.errors import GRAPH_ERRORS, unverified
-from monitors.graph.subscriptions import reauthorize_subscription, renew_subscription
+from monitors.graph.subscriptions import (
+    PERMISSION,
+    REAUTHORIZE_SOURCE,
+    reauthorize_subscription,
+    renew_subscription,
+)
 from monitors.jobs.context import JobContext, recorded_run
 from monitors.models import Unverified
 from monitors.notifications.webhook import (
@@ -24,7 +29,7 @@ from monitors.notifications.webhook import (
     validation_token,
 )
 from monitors.settings import Settings
-from monitors.store.notifications import NotificationStore
+from monitors.store.notifications import NotificationStore, SubscriptionState
 from monitors.store.tables import TableStore
 
 JOB = "notifications"
@@ -123,6 +128,10 @@ class ProcessReport:
         }
 
 
+def _group_of(state: SubscriptionState | None) -> str | None:
+    return state.group_id if state is not None else None
+
+
 def _page_key(link: str | None) -> str:
     return hashlib.sha256((link or "initial").encode()).hexdigest()[:16]
 
@@ -140,20 +149,24 @@ async def process_inbox(ctx: JobContext) -> ProcessReport:
         subscriptions = await notes.subscriptions()
         by_sub = {s.subscription_id.lower(): s for s in subscriptions.values()}
         groups: set[str] = set()
-        handled: list[str] = []
+        handled: set[str] = set()
+        # A lifecycle notification names no resource: its group is its subscription's.
+        group_of = {i.id: i.group_id or _group_of(by_sub.get(i.subscription_id)) for i in items}
+        # Graph batches and redelivers: act once per subscription and event, whatever the rows.
+        lifecycle_done: dict[tuple[str, str], bool] = {}
         for item in items:
             if item.lifecycle_event:
-                ok = await _lifecycle(
-                    ctx, notes, item.lifecycle_event, item.subscription_id, by_sub, now, report
-                )
-                if not ok:
+                key = (item.subscription_id, item.lifecycle_event)
+                if key not in lifecycle_done:
+                    lifecycle_done[key] = await _lifecycle(
+                        ctx, notes, item.lifecycle_event, item.subscription_id, by_sub, now, report
+                    )
+                if not lifecycle_done[key]:
                     continue
-                state = by_sub.get(item.subscription_id)
-                if state is not None:
-                    groups.add(state.group_id)  # reauthorization or missed: catch up on delta
-            elif item.group_id:
-                groups.add(item.group_id)
-            handled.append(item.id)
+            group_id = group_of[item.id]
+            if group_id:
+                groups.add(group_id)  # for lifecycle: reauthorization or missed, catch up
+            handled.add(item.id)
         failed_groups: set[str] = set()
         for group_id in sorted(groups):
             try:
@@ -166,7 +179,7 @@ async def process_inbox(ctx: JobContext) -> ProcessReport:
                 )
                 failed_groups.add(group_id)
         # Rows for groups whose delta failed stay in the inbox and are retried next run.
-        done = [i.id for i in items if i.id in handled and i.group_id not in failed_groups]
+        done = [i.id for i in items if i.id in handled and group_of[i.id] not in failed_groups]
         await notes.done(done)
         report.processed = len(done)
         return report
@@ -221,9 +234,7 @@ async def _lifecycle(
         try:
             expires = await renew_subscription(ctx.graph, subscription_id, now)
         except GRAPH_ERRORS as exc:
-            report.unverified.append(
-                unverified(exc, "POST /v1.0/subscriptions/{id}/reauthorize", permissions.GROUP_READ)
-            )
+            report.unverified.append(unverified(exc, REAUTHORIZE_SOURCE, PERMISSION))
             return False
         if state is not None:
             state.expires_at, state.renewed_at = expires, now

@@ -10,7 +10,12 @@ from monitors.graph import permissions
 from monitors.graph.delta import member_delta
 from monitors.graph.errors import GRAPH_ERRORS, attempt, unverified
 from monitors.graph.subscriptions import (
+    CREATE_SOURCE,
+    DELETE_SOURCE,
+    LIST_SOURCE,
+    PERMISSION,
     QUOTA,
+    RENEW_SOURCE,
     create_subscription,
     delete_subscription,
     list_subscriptions,
@@ -23,7 +28,7 @@ from monitors.store.notifications import NotificationStore, SubscriptionState
 
 JOB = "subscriptions"
 RENEW_WITHIN = timedelta(days=1)
-SOURCE = "GET /v1.0/subscriptions"
+DELTA_SOURCE = "GET /v1.0/groups/delta"
 
 
 @dataclass
@@ -55,8 +60,8 @@ async def sync_subscriptions(ctx: JobContext) -> SyncReport:
             return report
         now = ctx.clock.now()
         notes = NotificationStore(ctx.store)
-        policy_list = await policies_with_etgs(ctx.graph)
-        live = await attempt(list_subscriptions(ctx.graph), SOURCE, permissions.GROUP_READ)
+        policy_list = await policies_with_etgs(ctx.graph, settings.policy_groups)
+        live = await attempt(list_subscriptions(ctx.graph), LIST_SOURCE, PERMISSION)
         if isinstance(policy_list, Unverified) or isinstance(live, Unverified):
             report.unverified += [x for x in (policy_list, live) if isinstance(x, Unverified)]
             return report
@@ -65,7 +70,7 @@ async def sync_subscriptions(ctx: JobContext) -> SyncReport:
             if isinstance(etgs, Unverified):
                 report.unverified.append(etgs)
                 continue
-            for group_id in etgs:
+            for group_id in etgs.group_ids:
                 wanted.setdefault(group_id, []).append(policy.name)
         # An ETG whose policy could not be read is neither added nor removed this run.
         unsure = bool(report.unverified)
@@ -80,7 +85,7 @@ async def sync_subscriptions(ctx: JobContext) -> SyncReport:
                     if count >= QUOTA:
                         report.unverified.append(
                             Unverified(
-                                "POST /v1.0/subscriptions",
+                                CREATE_SOURCE,
                                 UnverifiedReason.REJECTED,
                                 f"subscription quota of {QUOTA} reached; ETG {group_id} is watched "
                                 "through the audit log only",
@@ -118,15 +123,19 @@ async def sync_subscriptions(ctx: JobContext) -> SyncReport:
                         policy_names=", ".join(names),
                     )
                     report.kept.append(group_id)
-                await notes.save_subscription(state)
-                if await notes.delta_link(group_id) is None:
+            except GRAPH_ERRORS as exc:
+                source = CREATE_SOURCE if current is None else RENEW_SOURCE
+                report.unverified.append(unverified(exc, source, PERMISSION))
+                continue
+            await notes.save_subscription(state)
+            if await notes.delta_link(group_id) is None:
+                try:
                     # Baseline now, so the first change after subscribing is seen as a change.
                     baseline = await member_delta(ctx.graph, group_id, None)
-                    await notes.save_delta_link(group_id, baseline.delta_link)
-            except GRAPH_ERRORS as exc:
-                report.unverified.append(
-                    unverified(exc, "POST /v1.0/subscriptions", permissions.GROUP_READ)
-                )
+                except GRAPH_ERRORS as exc:
+                    report.unverified.append(unverified(exc, DELTA_SOURCE, permissions.GROUP_READ))
+                    continue
+                await notes.save_delta_link(group_id, baseline.delta_link)
         for group_id, current in by_group.items():
             if group_id in wanted or unsure:
                 continue
@@ -134,9 +143,7 @@ async def sync_subscriptions(ctx: JobContext) -> SyncReport:
                 await delete_subscription(ctx.graph, current.id)
                 report.deleted.append(group_id)
             except GRAPH_ERRORS as exc:
-                report.unverified.append(
-                    unverified(exc, "DELETE /v1.0/subscriptions/{id}", permissions.GROUP_READ)
-                )
+                report.unverified.append(unverified(exc, DELETE_SOURCE, PERMISSION))
         live_now = (set(by_group) - set(report.deleted)) | set(report.created)
         for group_id in set(stored) - live_now:
             await notes.forget_subscription(group_id)

@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import timedelta
 
 import azure.functions as func
+import httpx
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -125,13 +126,140 @@ def test_join_is_notified_recorded_with_its_time_and_used_by_the_scan(
 def test_subscription_removed_by_graph_is_recreated(notif_settings, tenant, scenario):
     job(notif_settings, tenant, sync_subscriptions)
     victim = tenant.subscriptions()[0]
-    tenant.drop_subscription(victim["id"])
-    tenant.wait_for_deliveries()
-    report = job(notif_settings, tenant, process_inbox)
-    assert "subscriptionRemoved" in report.lifecycle
+    tenant.drop_subscription(victim["id"])  # for groups Graph says nothing: only the list shows it
     again = job(notif_settings, tenant, sync_subscriptions)
-    assert len(again.created) == 1
+    assert again.created == [victim["resource"].split("/")[1]]
     assert len(tenant.subscriptions()) == len(etgs(scenario))
+
+
+def test_reauthorization_required_is_answered_by_reauthorizing(notif_settings, tenant, host):
+    job(notif_settings, tenant, sync_subscriptions)
+    sub = tenant.subscriptions()[0]
+    tenant.send_lifecycle(sub["id"], "reauthorizationRequired")
+    tenant.wait_for_deliveries()
+    [sent] = tenant.notifications_sent()
+    assert (sent["kind"], sent["status"]) == ("lifecycle", 202)
+    [row] = notes(notif_settings, lambda n: n.inbox())
+    assert (row.lifecycle_event, row.group_id) == ("reauthorizationRequired", None)
+    report = job(notif_settings, tenant, process_inbox)
+    assert report.lifecycle == ["reauthorizationRequired"] and not report.unverified
+    assert report.groups == [sub["resource"].split("/")[1]]  # caught up on its group's delta
+    [after] = [s for s in tenant.subscriptions() if s["id"] == sub["id"]]
+    assert after["reauthorizationRequired"] is False
+    assert notes(notif_settings, lambda n: n.inbox()) == []
+    assert host.errors == []
+
+
+def test_a_lifecycle_row_stays_queued_while_its_groups_delta_fails(notif_settings, tenant):
+    from simtenant.faults import FaultRule
+
+    job(notif_settings, tenant, sync_subscriptions)
+    sub = tenant.subscriptions()[0]
+    tenant.send_lifecycle(sub["id"], "reauthorizationRequired")
+    tenant.wait_for_deliveries()
+    refused = FaultRule(endpoint="groups.delta", status=403, retry_after=None)
+    tenant.faults.add(refused)
+    failed = job(notif_settings, tenant, process_inbox)
+    assert failed.processed == 0 and failed.unverified
+    # The row names no group, yet it is kept: the catch-up it asks for has not happened.
+    assert len(notes(notif_settings, lambda n: n.inbox())) == 1
+    tenant.faults.remove(refused)
+    report = job(notif_settings, tenant, process_inbox)
+    assert report.processed == 1 and report.groups == [sub["resource"].split("/")[1]]
+    assert notes(notif_settings, lambda n: n.inbox()) == []
+
+
+# --- batched deliveries -------------------------------------------------------------------------
+
+JOINS_PER_ETG = 3
+
+
+def batched_delivery(tenant, scenario):
+    """Three joins in every ETG and a reauthorizationRequired for every subscription, all due
+    at once: Graph posts them to the shared URL together. Returns the joined object ids."""
+    subs = tenant.subscriptions()
+    joined = {}
+    with tenant.deliveries_held():
+        for n, group in enumerate(etgs(scenario)):
+            for k in range(JOINS_PER_ETG):
+                member = f"0b5e0c3a-7d1f-4c2e-9a6b-{n:06x}{k:06x}"
+                tenant.state.add_member_now(group, member)
+                joined[member] = group
+        for sub in subs:
+            tenant.send_lifecycle(sub["id"], "reauthorizationRequired")
+    return joined
+
+
+def test_a_post_of_twenty_mixed_notifications_is_stored_once_each_and_processed(
+    notif_settings, tenant, scenario, host
+):
+    job(notif_settings, tenant, sync_subscriptions)
+    tenant.clock.advance(1)  # the simulator's delta watermark is time-based
+    joined = batched_delivery(tenant, scenario)
+    tenant.wait_for_deliveries()
+    [sent] = tenant.notifications_sent()
+    items = sent["body"]["value"]
+    assert (len(items), sent["kind"], sent["status"], sent["attempt"]) == (20, "mixed", 202, 1)
+    assert len(sent["subscription_ids"]) == len(etgs(scenario))
+    inbox = notes(notif_settings, lambda n: n.inbox())
+    assert len(inbox) == 20 == len({i.id for i in inbox})
+    assert len({i.id[:2] for i in inbox}) > 1  # the batch did span partitions
+    assert Counter(i.lifecycle_event for i in inbox) == {
+        None: 15,
+        "reauthorizationRequired": len(etgs(scenario)),
+    }
+    assert sorted(i.group_id for i in inbox if i.group_id) == sorted(joined.values())
+    assert host.errors == []
+
+    report = job(notif_settings, tenant, process_inbox)
+    assert report.processed == 20 and not report.unverified
+    assert sorted(report.groups) == etgs(scenario)
+    assert report.lifecycle == ["reauthorizationRequired"] * len(etgs(scenario))
+    assert not any(s["reauthorizationRequired"] for s in tenant.subscriptions())
+    assert notes(notif_settings, lambda n: n.inbox()) == []
+    since = tenant.clock.now() - timedelta(days=1)
+    for group in etgs(scenario):
+        seen = notes(notif_settings, lambda n, g=group: n.observations(g, since))
+        mine = {e.device_object_id for e in seen if e.op.value == "add"}
+        assert mine >= {m for m, g in joined.items() if g == group}
+
+
+def test_a_repeated_batch_stores_nothing_new(notif_settings, tenant, scenario, host):
+    job(notif_settings, tenant, sync_subscriptions)
+    batched_delivery(tenant, scenario)
+    tenant.wait_for_deliveries()
+    [sent] = tenant.notifications_sent()
+    before = notes(notif_settings, lambda n: n.inbox())
+    # Graph redelivers the same body when it missed the answer.
+    response = httpx.post(host.url("graph/notifications"), json=sent["body"], timeout=10)
+    assert response.status_code == 202
+    after = notes(notif_settings, lambda n: n.inbox())
+    assert sorted(i.id for i in after) == sorted(i.id for i in before) and len(after) == 20
+    assert host.errors == []
+
+
+def test_a_storage_failure_mid_batch_answers_503_and_the_redelivery_stores_each_once(
+    notif_settings, tenant, scenario, host, monkeypatch
+):
+    from azure.core.exceptions import ServiceRequestError
+
+    from tests.integration.test_faults import at_storage_write
+
+    job(notif_settings, tenant, sync_subscriptions)
+
+    def refuse(_name):
+        raise ServiceRequestError("connection reset by the storage account")
+
+    restore = at_storage_write(monkeypatch, 5, refuse)
+    batched_delivery(tenant, scenario)
+    tenant.wait_for_deliveries()
+    restore()
+    attempts = tenant.notifications_sent()
+    assert [(a["attempt"], a["status"]) for a in attempts] == [(1, 503), (2, 202)]
+    assert attempts[0]["body"] == attempts[1]["body"]
+    inbox = notes(notif_settings, lambda n: n.inbox())
+    assert len(inbox) == 20 == len({i.id for i in inbox})
+    assert host.errors == []  # the failure was an answer, not an exception
 
 
 def test_renewal_across_simulated_days(notif_settings, tenant):

@@ -1,16 +1,24 @@
-"""Table Storage going away in the middle of a scan. Azurite runs with persistence here, so
-what was acknowledged before the outage is still there after it, as with a real account."""
+"""Table Storage going away in the middle of a scan or of a webhook request. Azurite runs with
+persistence here, so what was acknowledged before the outage is still there after it, as with a
+real account."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 
+import httpx
 import pytest
 from azure.core.exceptions import AzureError
 
+from monitors import entry
+from monitors.jobs.context import open_context, open_store
+from monitors.jobs.subscriptions import sync_subscriptions
 from monitors.settings import Settings
-from tests.integration.test_faults import broken_at_write_then_rerun
+from monitors.store.notifications import NotificationStore
+from tests.helpers import app_functions
+from tests.integration.test_faults import at_storage_write, broken_at_write_then_rerun
 
 pytestmark = pytest.mark.integration
 
@@ -66,3 +74,98 @@ def test_storage_restarted_while_a_scan_is_retrying(
 ):
     outage = stop_storage_at(durable_azurite, restart_after=1.0)
     broken_at_write_then_rerun(outage_settings, tenant, monkeypatch, write_no, outage, AzureError)
+
+
+# --- the webhook -------------------------------------------------------------------------------
+
+CLIENT_STATE = "Zq4w8Ny2Rk6tLm0pXc3vBj7s"
+
+
+@pytest.fixture
+def webhook_settings(outage_settings, monkeypatch):
+    from simtenant.funchost import FunctionHost
+
+    with FunctionHost(list(app_functions().values())) as host:
+        s = dataclasses.replace(
+            outage_settings,
+            notification_url=host.url("graph/notifications"),
+            client_state=CLIENT_STATE,
+        )
+        env = {
+            "ETG_GRAPH_ENDPOINT": s.graph_endpoint,
+            "ETG_GRAPH_CREDENTIAL": "none",
+            "ETG_STORAGE_CONNECTION": s.storage_connection,
+            "ETG_TABLE_PREFIX": s.table_prefix,
+            "ETG_NOTIFICATION_URL": s.notification_url,
+            "ETG_CLIENT_STATE": CLIENT_STATE,
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(entry, "_settings", None)
+        yield s, host
+
+
+def graph_batch(subscriptions, tenant_id):
+    """What Graph posts when changes pile up: for each subscription three membership changes
+    and a reauthorizationRequired, in one collection (concepts/change-notifications-*.md)."""
+    value = []
+    for sub in subscriptions:
+        group = sub["resource"].split("/")[1]
+        common = {
+            "subscriptionId": sub["id"],
+            "subscriptionExpirationDateTime": sub["expirationDateTime"],
+            "clientState": sub["clientState"],
+            "tenantId": tenant_id,
+        }
+        for k in range(3):
+            member = f"5c1d7e2a-0f3b-4a6c-8d9e-{k:012x}"
+            value.append(
+                {
+                    **common,
+                    "changeType": "updated",
+                    "resource": f"Groups/{group}",
+                    "resourceData": {
+                        "@odata.type": "#Microsoft.Graph.Group",
+                        "@odata.id": f"Groups/{group}",
+                        "id": group,
+                        "members@delta": [{"id": member}],
+                    },
+                }
+            )
+        value.append({**common, "lifecycleEvent": "reauthorizationRequired"})
+    return {"value": value}
+
+
+def inbox_ids(settings):
+    async def go():
+        async with open_store(settings) as store:
+            return [i.id for i in await NotificationStore(store).inbox()]
+
+    return asyncio.run(go())
+
+
+def test_storage_down_mid_batch_answers_503_and_the_redelivery_stores_each_item_once(
+    webhook_settings, durable_azurite, tenant, monkeypatch
+):
+    settings, host = webhook_settings
+
+    async def sync():
+        async with open_context(settings, clock=tenant.clock) as ctx:
+            return await sync_subscriptions(ctx)
+
+    assert asyncio.run(sync()).created
+    body = graph_batch(tenant.subscriptions(), tenant.scenario.tenant_id)
+    assert len(body["value"]) == 20
+    restore = at_storage_write(monkeypatch, 4, stop_storage_at(durable_azurite))
+    refused = httpx.post(host.url("graph/notifications"), json=body, timeout=60)
+    restore()
+    assert refused.status_code == 503
+    assert host.errors == []  # an answer, not an exception out of the handler
+    durable_azurite.start()
+    stored_before = set(inbox_ids(settings))
+    assert len(stored_before) < 20  # the outage did cut the batch
+    redelivered = httpx.post(host.url("graph/notifications"), json=body, timeout=60)
+    assert redelivered.status_code == 202
+    ids = inbox_ids(settings)
+    assert len(ids) == len(set(ids)) == 20
+    assert stored_before <= set(ids)

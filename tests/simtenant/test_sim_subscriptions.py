@@ -450,8 +450,10 @@ def test_removal_and_group_deletion(
     member = "a2e8f6e0-f878-4ccf-9dda-c46687d8b1eb"
     tenant.state.remove_member_now(group_id, member)
     tenant.wait_for_deliveries()
-    removals = [n["body"]["value"][0] for n in tenant.notifications_sent()]
+    [sent] = tenant.notifications_sent()  # both subscriptions notify the same URL: one POST
+    removals = sent["body"]["value"]
     assert sorted(i["subscriptionId"] for i in removals) == sorted([both["id"], updated_only["id"]])
+    assert sorted(sent["subscription_ids"]) == sorted([both["id"], updated_only["id"]])
     assert all(
         i["resourceData"]["members@delta"] == [{"id": member, "@removed": "deleted"}]
         for i in removals
@@ -565,7 +567,7 @@ def test_slow_receiver_never_blocks_the_tenant(
 # ---------------------------------------------------------------------- lifecycle
 
 
-def test_lifecycle_events(
+def test_lifecycle_notification_carries_only_the_documented_fields(
     client: httpx.Client, tenant: SimulatedTenant, hook: FunctionHost, group_id: str
 ) -> None:
     sub = created(subscribe(client, tenant, hook, group_id))
@@ -575,60 +577,188 @@ def test_lifecycle_events(
     [sent] = tenant.notifications_sent()
     assert sent["kind"] == "lifecycle"
     assert sent["url"] == hook.url("graph/lifecycle", with_key=False)
+    # A lifecycle notification is about the subscription, not a resource: no resource at all.
     assert sent["body"] == {
         "value": [
             {
                 "lifecycleEvent": "reauthorizationRequired",
                 "subscriptionId": sub["id"],
                 "subscriptionExpirationDateTime": "2026-11-22T08:00:00.0000000+00:00",
-                "clientState": "secret-client-state",
                 "tenantId": TENANT_ID,
-                "resource": f"Groups/{group_id}",
-                "resourceData": {
-                    "@odata.type": "#Microsoft.Graph.Group",
-                    "@odata.id": f"Groups/{group_id}",
-                    "id": group_id,
-                    "organizationId": TENANT_ID,
-                },
+                "clientState": "secret-client-state",
             }
         ]
     }
-    assert RECEIVER.received[0][0] == "lifecycle"
+    assert RECEIVER.received == [("lifecycle", sent["body"])]
     assert client.post(f"/v1.0/subscriptions/{sub['id']}/reauthorize").status_code == 204
     assert tenant.subscriptions()[0]["reauthorizationRequired"] is False
-    tenant.send_lifecycle(sub["id"], "missed")
-    tenant.wait_for_deliveries()
-    assert tenant.notifications_sent()[-1]["body"]["value"][0]["lifecycleEvent"] == "missed"
     with pytest.raises(ValueError, match="unknown lifecycle event"):
         tenant.send_lifecycle(sub["id"], "bogus")
     with pytest.raises(KeyError):
-        tenant.send_lifecycle("00000000-0000-4000-8000-000000000000", "missed")
+        tenant.send_lifecycle("00000000-0000-4000-8000-000000000000", "reauthorizationRequired")
 
 
-def test_lifecycle_goes_to_the_notification_url_without_a_lifecycle_url(
+@pytest.mark.parametrize("event", ["missed", "subscriptionRemoved"])
+def test_group_subscriptions_have_no_missed_or_removed_lifecycle_events(
+    client: httpx.Client, tenant: SimulatedTenant, hook: FunctionHost, group_id: str, event: str
+) -> None:
+    sub = created(subscribe(client, tenant, hook, group_id))
+    with pytest.raises(ValueError, match="group subscriptions"):
+        tenant.send_lifecycle(sub["id"], event)
+    refused = client.post(f"/_sim/subscriptions/{sub['id']}/lifecycle", json={"event": event})
+    assert refused.status_code == 400
+    tenant.wait_for_deliveries()
+    assert tenant.notifications_sent() == []
+
+
+def test_no_lifecycle_notification_without_a_lifecycle_url(
     client: httpx.Client, tenant: SimulatedTenant, hook: FunctionHost, group_id: str
 ) -> None:
     sub = created(subscribe(client, tenant, hook, group_id, lifecycleNotificationUrl=...))
-    tenant.send_lifecycle(sub["id"], "missed")
+    tenant.send_lifecycle(sub["id"], "reauthorizationRequired")
     tenant.wait_for_deliveries()
-    assert [route for route, _ in RECEIVER.received] == ["notify"]
+    assert RECEIVER.received == [] and tenant.notifications_sent() == []
+    # Graph still wants the reauthorization; it just has nowhere to say so.
+    assert tenant.subscriptions()[0]["reauthorizationRequired"] is True
 
 
-def test_drop_subscription_sends_subscription_removed(
+def test_subscription_dropped_by_graph_is_gone_without_a_notification(
     client: httpx.Client, tenant: SimulatedTenant, hook: FunctionHost, group_id: str
 ) -> None:
     sub = created(subscribe(client, tenant, hook, group_id))
     tenant.drop_subscription(sub["id"])
     assert client.get(f"/v1.0/subscriptions/{sub['id']}").status_code == 404
-    tenant.wait_for_deliveries()
-    [sent] = tenant.notifications_sent()
-    assert sent["body"]["value"][0]["lifecycleEvent"] == "subscriptionRemoved"
-    assert sent["body"]["value"][0]["subscriptionId"] == sub["id"]
+    assert client.get("/v1.0/subscriptions").json()["value"] == []
     tenant.state.add_member_now(group_id, "a2e8f6e0-f878-4ccf-9dda-c46687d8b1eb")
     tenant.wait_for_deliveries()
-    assert len(tenant.notifications_sent()) == 1  # nothing for a dropped subscription
+    assert tenant.notifications_sent() == []
     with pytest.raises(KeyError):
         tenant.drop_subscription(sub["id"])
+
+
+# ---------------------------------------------------------------------- batched delivery
+
+
+def members(sent: dict[str, Any]) -> list[str]:
+    return [
+        m["id"]
+        for item in sent["body"]["value"]
+        if "resourceData" in item
+        for m in item["resourceData"].get("members@delta", [])
+    ]
+
+
+def test_changes_and_lifecycle_due_to_one_url_share_one_post_across_subscriptions(
+    client: httpx.Client, tenant: SimulatedTenant, hook: FunctionHost, demo: Scenario
+) -> None:
+    url = hook.url("graph/notify")
+    groups = sorted({p.etg_group_id for p in demo.policies if p.etg_group_id})[:3]
+    subs = [
+        created(subscribe(client, tenant, hook, gid, lifecycleNotificationUrl=url))
+        for gid in groups
+    ]
+    joined = [f"a2e8f6e0-f878-4ccf-9dda-c46687d8b1{n:02x}" for n in range(len(groups))]
+    with tenant.deliveries_held():
+        for gid, member in zip(groups, joined, strict=True):
+            tenant.state.add_member_now(gid, member)
+        tenant.send_lifecycle(subs[0]["id"], "reauthorizationRequired")
+        assert tenant.subscription_service.pending_deliveries() == 1  # one URL waiting
+        assert tenant.notifications_sent() == []
+    tenant.wait_for_deliveries()
+    [sent] = tenant.notifications_sent()
+    assert sent["kind"] == "mixed" and sent["status"] == 202
+    assert sorted(sent["subscription_ids"]) == sorted(s["id"] for s in subs)
+    assert sorted(members(sent)) == sorted(joined)
+    lifecycle = [i for i in sent["body"]["value"] if "lifecycleEvent" in i]
+    assert [(i["lifecycleEvent"], i["subscriptionId"]) for i in lifecycle] == [
+        ("reauthorizationRequired", subs[0]["id"])
+    ]
+    assert [route for route, _ in RECEIVER.received] == ["notify"]
+
+
+def test_lifecycle_items_go_to_the_lifecycle_url_not_into_the_change_post(
+    client: httpx.Client, tenant: SimulatedTenant, hook: FunctionHost, group_id: str
+) -> None:
+    first = created(subscribe(client, tenant, hook, group_id))
+    second = created(subscribe(client, tenant, hook, group_id))
+    with tenant.deliveries_held():
+        tenant.state.add_member_now(group_id, "a2e8f6e0-f878-4ccf-9dda-c46687d8b1eb")
+        tenant.send_lifecycle(first["id"], "reauthorizationRequired")
+        tenant.send_lifecycle(second["id"], "reauthorizationRequired")
+    tenant.wait_for_deliveries()
+    by_kind = {n["kind"]: n for n in tenant.notifications_sent()}
+    assert sorted(by_kind) == ["lifecycle", "notification"]
+    assert len(by_kind["notification"]["body"]["value"]) == 2  # one per subscription
+    assert [i["subscriptionId"] for i in by_kind["lifecycle"]["body"]["value"]] == [
+        first["id"],
+        second["id"],
+    ]
+    assert by_kind["lifecycle"]["url"] == hook.url("graph/lifecycle", with_key=False)
+    assert sorted(route for route, _ in RECEIVER.received) == ["lifecycle", "notify"]
+
+
+def test_changes_due_at_once_are_posted_together(
+    client: httpx.Client, tenant: SimulatedTenant, hook: FunctionHost, demo: Scenario
+) -> None:
+    for gid in sorted({p.etg_group_id for p in demo.policies if p.etg_group_id}):
+        created(subscribe(client, tenant, hook, gid))
+    # Joins that are already in the past become due in one step: one POST carries them all.
+    added = client.post(
+        "/_sim/deployments", json={"count": 6, "at": iso(tenant, hours=-2), "seed": 5}
+    ).json()
+    tenant.wait_for_deliveries()
+    ids = set(added["managed_device_ids"])
+    objects = {d.object_id for d in tenant.state.deployments() if d.managed_device_id in ids}
+    sent = tenant.notifications_sent()
+    assert len(sent) < len(objects)
+    assert {m for n in sent for m in members(n)} == objects
+
+
+def test_more_items_than_one_post_carries_are_split(
+    client: httpx.Client, tenant: SimulatedTenant, hook: FunctionHost, group_id: str
+) -> None:
+    from simtenant.subscriptions import MAX_ITEMS_PER_POST
+
+    created(subscribe(client, tenant, hook, group_id))
+    joined = [f"a2e8f6e0-f878-4ccf-9dda-{n:012x}" for n in range(MAX_ITEMS_PER_POST + 1)]
+    with tenant.deliveries_held():
+        for member in joined:
+            tenant.state.add_member_now(group_id, member)
+    tenant.wait_for_deliveries()
+    sizes = [len(n["body"]["value"]) for n in tenant.notifications_sent()]
+    assert sorted(sizes) == [1, MAX_ITEMS_PER_POST]
+    assert sorted(m for n in tenant.notifications_sent() for m in members(n)) == sorted(joined)
+
+
+def test_a_refused_batch_is_retried_whole(
+    client: httpx.Client, tenant: SimulatedTenant, hook: FunctionHost, group_id: str
+) -> None:
+    sub = created(subscribe(client, tenant, hook, group_id, lifecycleNotificationUrl=...))
+    RECEIVER.statuses = [503]
+    with tenant.deliveries_held():
+        tenant.state.add_member_now(group_id, "a2e8f6e0-f878-4ccf-9dda-c46687d8b1eb")
+        tenant.state.add_member_now(group_id, "a2e8f6e0-f878-4ccf-9dda-c46687d8b1ec")
+    tenant.wait_for_deliveries()
+    attempts = tenant.notifications_sent()
+    assert [(a["attempt"], a["status"]) for a in attempts] == [(1, 503), (2, 202)]
+    assert attempts[0]["body"] == attempts[1]["body"]
+    assert len(attempts[0]["body"]["value"]) == 2
+    assert attempts[1]["subscription_ids"] == [sub["id"]]
+
+
+def test_held_items_are_pending_until_released(
+    client: httpx.Client, tenant: SimulatedTenant, hook: FunctionHost, group_id: str
+) -> None:
+    created(subscribe(client, tenant, hook, group_id))
+    assert client.post("/_sim/notifications/hold").json() == {"held": True}
+    tenant.state.add_member_now(group_id, "a2e8f6e0-f878-4ccf-9dda-c46687d8b1eb")
+    with pytest.raises(TimeoutError):
+        tenant.wait_for_deliveries(timeout=0.2)
+    assert client.get("/_sim/notifications").json()["pending"] == 1
+    assert RECEIVER.received == []
+    assert client.post("/_sim/notifications/release").json() == {"held": False}
+    tenant.wait_for_deliveries()
+    assert [route for route, _ in RECEIVER.received] == ["notify"]
 
 
 def test_control_api(
@@ -648,8 +778,7 @@ def test_control_api(
     report = client.get("/_sim/notifications").json()
     assert report["pending"] == 0
     assert [n["body"]["value"][0]["lifecycleEvent"] for n in report["notifications"]] == [
-        "reauthorizationRequired",
-        "subscriptionRemoved",
+        "reauthorizationRequired"
     ]
     assert [v["ok"] for v in report["validations"]] == [True, True]
     assert client.delete("/_sim/notifications").json() == {"notifications": []}

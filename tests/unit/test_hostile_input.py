@@ -100,6 +100,63 @@ def test_webhook_accepts_only_items_with_the_exact_client_state_and_known_subscr
     assert all(n.subscription_id == SUB for n in accepted)
 
 
+SUBS = [SUB, "0d7a3b5c-9e1f-4a2b-8c6d-5e4f3a2b1c0d", "e1f2a3b4-c5d6-4e7f-8a9b-0c1d2e3f4a5b"]
+GROUPS = ["19b343bb-8a01-457a-9de5-a8811aafd366", "76886726-9581-4675-9260-8ba953623b53"]
+
+
+def batch_item(kind, sub, group, n):
+    common = {"subscriptionId": sub, "clientState": STATE, "tenantId": "t"}
+    if kind == "lifecycle":  # names no resource (concepts/change-notifications-lifecycle-events.md)
+        return {
+            **common,
+            "lifecycleEvent": "reauthorizationRequired",
+            "subscriptionExpirationDateTime": str(n),
+        }
+    return {
+        **common,
+        "changeType": "updated",
+        "resource": f"Groups/{group}",
+        "resourceData": {"id": group, "sequenceNumber": n},
+    }
+
+
+@FAST
+@given(
+    shape=st.lists(
+        st.tuples(
+            st.sampled_from(["change", "lifecycle"]), st.sampled_from(SUBS), st.sampled_from(GROUPS)
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    order=st.randoms(use_true_random=False),
+)
+def test_webhook_keeps_every_item_of_a_mixed_batch_under_an_id_stable_across_redelivery(
+    shape, order
+):
+    items = [batch_item(kind, sub, group, n) for n, (kind, sub, group) in enumerate(shape)]
+
+    def parse(value):
+        accepted, refused = parse_notifications(
+            json.dumps({"value": value}).encode(),
+            "application/json",
+            client_state=STATE,
+            known_subscriptions=set(SUBS),
+            tenant_id=None,
+        )
+        assert refused == 0
+        return accepted
+
+    accepted = parse(items)
+    assert len({n.id for n in accepted}) == len(items)
+    for note, (kind, _sub, group) in zip(accepted, shape, strict=True):
+        assert note.group_id == (None if kind == "lifecycle" else group)
+    # A redelivery, in any order, maps to the same rows.
+    shuffled = list(items)
+    order.shuffle(shuffled)
+    assert sorted(n.id for n in parse(shuffled)) == sorted(n.id for n in accepted)
+
+
 @FAST
 @given(token=st.text(max_size=MAX_TOKEN_CHARS + 50))
 def test_validation_token_is_echoed_only_when_printable_and_bounded(token):
