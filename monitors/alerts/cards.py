@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from monitors.models import JSON
+from monitors.rules.enrollment import BAD_PAYLOAD
 from monitors.rules.kinds import KINDS
 
 CARD_VERSION = "1.4"
@@ -118,6 +119,25 @@ def _evidence_time(evidence: Mapping[str, Any], key: str) -> str | None:
     return str(value) if value else None
 
 
+def _incomplete_items(evidence: Mapping[str, Any]) -> list[dict[str, JSON]]:
+    """Every app and script that was skipped or failed, one fact each. A policy holds at most
+    25 apps and 10 scripts, so the list stays within the card even when fit() trims it."""
+    items = evidence.get("items")
+    if not isinstance(items, list):
+        return []
+    facts = [
+        (
+            str(i.get("name") or i.get("id") or "?"),
+            f"{'App' if i.get('kind') == 'app' else 'Script'} · {i.get('status')}",
+        )
+        for i in items
+        if isinstance(i, Mapping) and str(i.get("status") or "").lower() in BAD_PAYLOAD
+    ]
+    if not facts:
+        return []
+    return [_text("Did not install", weight="Bolder"), _facts(facts)]
+
+
 def anomaly_card(anomaly: Mapping[str, Any], change: str, graph_endpoint: str) -> dict[str, JSON]:
     """One anomaly opening or resolving. ``anomaly`` is Anomaly.to_json()."""
     kind = KINDS.get(str(anomaly.get("kind")))
@@ -164,6 +184,8 @@ def anomaly_card(anomaly: Mapping[str, Any], change: str, graph_endpoint: str) -
         _text(str(anomaly.get("explanation") or "")),
         _facts(facts),
     ]
+    if anomaly.get("kind") == "payload_incomplete" and isinstance(evidence, Mapping):
+        body += _incomplete_items(evidence)
     if resolved:
         history = anomaly.get("history") or []
         why = history[-1].get("why") if history and isinstance(history[-1], Mapping) else None

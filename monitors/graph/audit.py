@@ -15,6 +15,7 @@ from monitors.models import (
     PROVISIONING_CLIENT_NAMES,
     MembershipEvent,
     MembershipOp,
+    is_guid,
 )
 
 ADD = "Add member to group"
@@ -35,6 +36,16 @@ def _unquote(value: Any) -> str | None:
     return decoded.strip().strip('"').lower() if isinstance(decoded, str) else None
 
 
+def _field(item: Mapping[str, Any], *names: str) -> Any:
+    """A property under any of ``names``, whatever its letter case: the reference's own
+    examples print ``Type`` for ``type`` and ``targetResource`` for ``targetResources``."""
+    for name in names:
+        if name in item:
+            return item[name]
+    wanted = {n.lower() for n in names}
+    return next((v for k, v in item.items() if isinstance(k, str) and k.lower() in wanted), None)
+
+
 def parse_audit_event(item: Mapping[str, Any]) -> MembershipEvent | None:
     """A membership event; None for another activity, a failed change or a member that is not
     a device. A record Graph could not have sent (no id, no readable time, no target list)
@@ -50,7 +61,7 @@ def parse_audit_event(item: Mapping[str, Any]) -> MembershipEvent | None:
         return None
     if str(item.get("result") or "success").lower() not in ("success", ""):
         return None
-    targets = item.get("targetResources")
+    targets = _field(item, "targetResources", "targetResource")
     if not isinstance(targets, list):
         raise MalformedResponse("membership audit record without targetResources")
     try:
@@ -61,19 +72,24 @@ def parse_audit_event(item: Mapping[str, Any]) -> MembershipEvent | None:
     for target in targets:
         if not isinstance(target, Mapping):
             continue
-        kind = str(target.get("type") or "").lower()
-        if kind == "device" and isinstance(target.get("id"), str):
-            device = target["id"].lower()
-            for prop in target.get("modifiedProperties") or ():
-                if isinstance(prop, Mapping) and prop.get("displayName") == "Group.ObjectID":
-                    group = (
-                        _unquote(
-                            prop.get("newValue") if op is MembershipOp.ADD else prop.get("oldValue")
-                        )
-                        or group
+        kind = str(_field(target, "type") or "").lower()
+        target_id = _field(target, "id")
+        # An id that is not a GUID (the reference's "id-value") names no directory object.
+        if not isinstance(target_id, str) or not is_guid(target_id):
+            continue
+        if kind == "device":
+            device = target_id.lower()
+            for prop in _field(target, "modifiedProperties") or ():
+                if isinstance(prop, Mapping) and _field(prop, "displayName") == "Group.ObjectID":
+                    value = _unquote(
+                        _field(prop, "newValue")
+                        if op is MembershipOp.ADD
+                        else _field(prop, "oldValue")
                     )
-        elif kind == "group" and isinstance(target.get("id"), str) and group is None:
-            group = target["id"].lower()
+                    if value is not None and is_guid(value):
+                        group = value
+        elif kind == "group" and group is None:
+            group = target_id.lower()
     if device is None or group is None:
         return None
     initiated = item.get("initiatedBy")

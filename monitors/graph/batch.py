@@ -15,6 +15,7 @@ BATCH_LIMIT = 20
 # Graph asks for seconds to minutes; anything longer is capped by the retry budget anyway.
 MAX_RETRY_AFTER = 3600.0
 RETRYABLE = {429, 503, 504}
+WRITE_METHODS = {"POST", "PATCH", "PUT"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +84,10 @@ async def _one_batch(
     for n, index in enumerate(indexes):
         item = items[index]
         request: dict[str, Any] = {"id": str(n), "method": item.method, "url": item.url}
-        if item.body is not None:
-            request["body"] = item.body
+        # Graph refuses a write sub-request without both ("Write request id : N does not
+        # contain Content-Type header or body."), even for an action that takes no body.
+        if item.body is not None or item.method.upper() in WRITE_METHODS:
+            request["body"] = {} if item.body is None else item.body
             request["headers"] = {"Content-Type": "application/json"}
         requests.append(request)
     endpoint = graph.beta("$batch") if beta else graph.v1("$batch")

@@ -99,3 +99,22 @@ def object_items(items: Any, what: str) -> list[dict[str, Any]]:
     if not all(isinstance(item, dict) for item in items):
         raise MalformedResponse(f"{what}: list item that is not an object")
     return items
+
+
+def single_object(payload: Any, what: str) -> dict[str, Any]:
+    """A single-object answer, bare or wrapped: several Intune pages of the Graph reference
+    show ``{"@odata.context": ..., "value": {...}}`` where memdocs shows the bare object. Only
+    a ``value`` holding an object is unwrapped; a ``value`` list is a collection, and any other
+    ``value`` leaves it unclear which object was meant."""
+    if not isinstance(payload, dict):
+        raise MalformedResponse(f"{what}: answer is not an object")
+    if "value" not in payload:
+        return payload
+    value = payload["value"]
+    if isinstance(value, list):
+        raise MalformedResponse(f"{what}: a collection where one object was expected")
+    if not isinstance(value, dict):
+        raise MalformedResponse(f"{what}: value is not an object")
+    if any(not str(k).startswith("@") for k in payload if k != "value"):
+        raise MalformedResponse(f"{what}: an object value beside other properties")
+    return value

@@ -13,11 +13,12 @@ import json
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitors.graph.client import GraphClient
-from monitors.graph.errors import GraphCallError, MalformedResponse
+from monitors.graph.errors import GraphCallError, MalformedResponse, single_object
 from monitors.models import Deployment, DeploymentStatus, InstallItem
 from monitors.retry import finite_number
 
@@ -36,9 +37,44 @@ DEPLOYMENT_COLUMNS = [
     "Phase",
     "ResultCode",
 ]
+# The detailed reports' columns as reports-export-graph-available-reports.md documents them.
+# Intune advises against relying on a report's default columns, so every export names its own.
+APP_COLUMNS = [
+    "ApplicationId",
+    "ApplicationName",
+    "AppType",
+    "DeviceId",
+    "IsAdminSelected",
+    "PolicyInstallStatus",
+]
+SCRIPT_COLUMNS = ["DeviceId", "DisplayName", "PolicyId", "PolicyInstallStatus"]
+REPORT_COLUMNS = {
+    DEPLOYMENT_REPORT: DEPLOYMENT_COLUMNS,
+    APP_REPORT: APP_COLUMNS,
+    SCRIPT_REPORT: SCRIPT_COLUMNS,
+}
 MAX_REPORT_BYTES = 512 * 1024 * 1024
 # A deployment longer than a year is a corrupt row, not a slow device.
 MAX_DEPLOYMENT_SECONDS = 366 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class ExportJob:
+    id: str
+    status: str  # lower case: unknown, notstarted, inprogress, completed, failed
+    url: str | None  # the download, once there is one
+
+
+def parse_export_job(payload: Any) -> ExportJob:
+    """An export job as the create and get answers carry it, bare or wrapped in ``value``."""
+    job = single_object(payload, "export job")
+    job_id = job.get("id")
+    if not isinstance(job_id, str) or not job_id.strip():
+        raise MalformedResponse("export job without an id")
+    url = job.get("url")
+    # Until the file exists the url is null (or, in the reference's example, a placeholder).
+    download = url if isinstance(url, str) and url.startswith(("https://", "http://")) else None
+    return ExportJob(job_id.strip(), str(job.get("status") or "").lower(), download)
 
 
 async def export_report(
@@ -54,22 +90,23 @@ async def export_report(
         "format": "csv",
         "localizationType": "LocalizedValuesAsAdditionalColumn",
     }
-    if select:
-        body["select"] = list(select)
-    job = await graph.request("POST", graph.beta("deviceManagement/reports/exportJobs"), body)
-    job_id = job.get("id") if isinstance(job, Mapping) else None
-    if not isinstance(job_id, str) or not job_id:
-        raise MalformedResponse("export job created without an id")
-    url = graph.beta(f"deviceManagement/reports/exportJobs('{job_id}')")
+    columns = list(select) or REPORT_COLUMNS.get(report_name, [])
+    if columns:
+        body["select"] = columns
+    job = parse_export_job(
+        await graph.request("POST", graph.beta("deviceManagement/reports/exportJobs"), body)
+    )
+    url = graph.beta(f"deviceManagement/reports/exportJobs('{job.id}')")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_seconds
     # Small exports finish in a moment, large ones take minutes: poll soon, then back off.
     delay = 0.2
     while True:
-        status = str(job.get("status") or "").lower()
-        if status == "completed":
+        # A job can read completed a moment before its url is set: that is "poll again".
+        download = job.url if job.status == "completed" else None
+        if download is not None:
             break
-        if status == "failed":
+        if job.status == "failed":
             raise GraphCallError(None, "exportJobFailed", f"report export {report_name} failed")
         if loop.time() >= deadline:
             raise TimeoutError(
@@ -77,10 +114,7 @@ async def export_report(
             )
         await asyncio.sleep(delay)
         delay = min(delay * 2, poll_seconds)
-        job = await graph.get(url)
-    download = job.get("url")
-    if not isinstance(download, str) or not download.startswith(("https://", "http://")):
-        raise MalformedResponse("completed export job without a download url")
+        job = parse_export_job(await graph.get(url))
     return parse_export(await graph.download(download))
 
 
@@ -111,28 +145,51 @@ def parse_export(payload: bytes) -> list[dict[str, str]]:
         raise MalformedResponse(f"unreadable report file: {type(exc).__name__}") from exc
 
 
+def _key(data: Mapping[str, Any], name: str) -> Any:
+    """A property whatever the case of its name: Intune writes ``Schema``/``Values``, older
+    exports ``schema``/``values``."""
+    if name in data:
+        return data[name]
+    lowered = name.lower()
+    return next((v for k, v in data.items() if str(k).lower() == lowered), None)
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
 def _json_rows(text: str) -> list[dict[str, str]]:
+    """Rows of a JSON export: ``{"TotalRowCount", "Schema": [{"Column", "PropertyType"}],
+    "Values": [[...]]}`` in any letter case, or ``{"value": [{...}]}``. A row that does not
+    match the schema, or fewer rows than the file counts, means the file cannot be trusted:
+    reading part of it could make a device look absent."""
     data = json.loads(text)
     if isinstance(data, Mapping):
-        # Seen layouts: {"values": [[...]], "schema": [{"column": ...}]} and {"value": [{...}]}
-        if isinstance(data.get("schema"), list) and isinstance(data.get("values"), list):
-            columns = [
-                str(c.get("column") or c.get("Column") or "") if isinstance(c, Mapping) else ""
-                for c in data["schema"]
-            ]
-            return [
-                {c: "" if v is None else str(v) for c, v in zip(columns, row, strict=False)}
-                for row in data["values"]
-                if isinstance(row, list)
-            ]
-        data = data.get("value", data.get("values"))
+        schema, values = _key(data, "Schema"), _key(data, "Values")
+        if isinstance(schema, list) and isinstance(values, list):
+            columns = []
+            for entry in schema:
+                column = _key(entry, "Column") if isinstance(entry, Mapping) else None
+                if not isinstance(column, str) or not column.strip():
+                    raise MalformedResponse("report JSON schema entry without a column name")
+                columns.append(column.strip())
+            rows = []
+            for row in values:
+                if not isinstance(row, list) or len(row) != len(columns):
+                    raise MalformedResponse("report JSON row does not match its schema")
+                rows.append({c: _cell(v) for c, v in zip(columns, row, strict=True)})
+            total = _key(data, "TotalRowCount")
+            if isinstance(total, int) and not isinstance(total, bool) and total > len(rows):
+                raise MalformedResponse(f"report JSON holds {len(rows)} of {total} rows")
+            return rows
+        data = _key(data, "value")
+        if data is None:
+            data = values
     if not isinstance(data, list):
         raise MalformedResponse("report JSON has no rows")
-    return [
-        {str(k): "" if v is None else str(v) for k, v in row.items()}
-        for row in data
-        if isinstance(row, Mapping)
-    ]
+    if not all(isinstance(row, Mapping) for row in data):
+        raise MalformedResponse("report JSON row that is not an object")
+    return [{str(k): _cell(v) for k, v in row.items()} for row in data]
 
 
 _FRACTION = re.compile(
@@ -238,9 +295,17 @@ def parse_deployment_row(row: Mapping[str, str]) -> Deployment:
 def parse_install_rows(
     rows: Sequence[Mapping[str, str]], kind: str
 ) -> dict[str, list[InstallItem]]:
-    """Per managed device id, the app or script rows of the detailed reports."""
+    """Per managed device id, the app or script rows of the detailed reports, read by the
+    documented column names (APP_COLUMNS, SCRIPT_COLUMNS)."""
     out: dict[str, list[InstallItem]] = {}
-    name_key, id_key = ("AppName", "AppId") if kind == "app" else ("ScriptName", "ScriptId")
+    name_key, id_key = (
+        ("ApplicationName", "ApplicationId")
+        if kind == "app"
+        else (
+            "DisplayName",
+            "PolicyId",
+        )
+    )
     for row in rows:
         device = _opt(row, "DeviceId")
         if not device:

@@ -124,6 +124,54 @@ def test_oversized_card_is_trimmed_not_dropped():
     assert huge["body"][0]["text"] == "title"
 
 
+def _incomplete_card(name_chars):
+    """The card for a judged deployment whose policy's 25 apps and 10 scripts all failed."""
+    from monitors.models import Finding
+    from monitors.rules.enrollment import judge
+    from tests.unit import test_enrollment_rules as case
+
+    payload = case.full_policy_payload(name_chars=name_chars)
+    judged = judge(case.facts([case.add(-10)], payload=payload), case.NOW)
+    finding = next(v for v in judged.verdicts if isinstance(v, Finding))
+    data = sample_anomaly("payload_incomplete").to_json()
+    data["explanation"], data["evidence"] = finding.explanation, finding.evidence
+    return anomaly_card(data, "opened", GLOBAL), payload[1:]
+
+
+def _listed(card):
+    return [
+        (f["title"], f["value"])
+        for b in card["body"]
+        if b["type"] == "FactSet"
+        for f in b["facts"]
+        if f["value"].startswith(("App ·", "Script ·"))
+    ]
+
+
+@pytest.mark.parametrize("name_chars", [60, 250, 1000])
+def test_incomplete_payload_card_names_every_item_and_fits(name_chars):
+    card, bad = _incomplete_card(name_chars)
+    assert size_of(message(card)) <= MAX_MESSAGE_BYTES
+    listed = _listed(card)
+    assert len(listed) == len(bad) == 35
+    # Long names may be shortened to fit, never dropped: each keeps its distinguishing start.
+    for (title, value), item in zip(listed, bad, strict=True):
+        assert item.name.startswith(title) and len(title) >= min(len(item.name), 80)
+        assert value == f"{'App' if item.kind == 'app' else 'Script'} · Failed"
+    assert "What to do:" in texts(card)
+
+
+def test_incomplete_payload_card_lists_only_what_did_not_install():
+    data = sample_anomaly("payload_incomplete").to_json()
+    data["evidence"]["items"] = [
+        {"kind": "app", "id": "a1", "name": "Company Portal", "status": "Installed"},
+        {"kind": "app", "id": "a2", "name": "Contoso VPN Client", "status": "Skipped"},
+        {"kind": "script", "id": "s1", "name": "Set time zone", "status": "In progress"},
+    ]
+    card = anomaly_card(data, "opened", GLOBAL)
+    assert _listed(card) == [("Contoso VPN Client", "App · Skipped")]
+
+
 def _item(kind, scope="device", run="r1", change="opened", n=0):
     payload = sample_anomaly(kind).to_json()
     payload["scope"] = scope
