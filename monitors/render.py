@@ -25,6 +25,9 @@ def config_report_text(report: dict[str, Any]) -> str:
             names = policy["etg_group_names"] or policy["etg_group_ids"] or ["(none)"]
             label = {"healthy": "OK", "broken": "BROKEN", "unverified": "UNKNOWN"}[policy["status"]]
             lines.append(f"  {label:<7} {policy['name']:<{width}}  ETG: {', '.join(names)}")
+            for owner in policy.get("etg_owners", []):
+                if owner["status"] != "not_applicable":
+                    lines.append(f"          {_owner_text(owner)}")
             for finding in policy["findings"]:
                 lines.append(f"          [{finding['kind']}] {finding['explanation']}")
                 lines.append(f"          Fix: {finding['fix']}")
@@ -46,6 +49,16 @@ def config_report_text(report: dict[str, Any]) -> str:
     else:
         lines.append("Changes this run: none")
     return "\n".join(lines)
+
+
+def _owner_text(owner: dict[str, Any]) -> str:
+    """Which sources vouched for the provisioning client's ownership of one ETG."""
+    group = owner.get("group_name") or owner["group_id"]
+    if owner["status"] == "owner":
+        return f"owner of {group}: confirmed by {', '.join(owner['confirmed_by'])}"
+    if owner["status"] == "missing":
+        return f"owner of {group}: MISSING ({owner['detail']})"
+    return f"owner of {group}: unverified ({owner['detail']})"
 
 
 def _unverified_text(item: dict[str, Any]) -> str:

@@ -7,18 +7,28 @@ from typing import Any
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph.generated.groups.item.group_item_request_builder import GroupItemRequestBuilder
 from msgraph.generated.groups.item.owners.owners_request_builder import OwnersRequestBuilder
+from msgraph.generated.service_principals.item.owned_objects.owned_objects_request_builder import (
+    OwnedObjectsRequestBuilder,
+)
 from msgraph.generated.service_principals.service_principals_request_builder import (
     ServicePrincipalsRequestBuilder,
 )
 
 from monitors.graph import permissions
 from monitors.graph.client import GraphClient
-from monitors.graph.errors import GRAPH_ERRORS, MalformedResponse, attempt, status_of, unverified
+from monitors.graph.errors import (
+    GRAPH_ERRORS,
+    MalformedResponse,
+    attempt,
+    status_of,
+    unverified,
+)
 from monitors.models import (
     PROVISIONING_CLIENT_APP_ID,
     Group,
     GroupNotFound,
     Owner,
+    OwnerSource,
     ProvisioningClient,
     Unverified,
     UnverifiedReason,
@@ -27,6 +37,8 @@ from monitors.models import (
 GROUP_SOURCE = "GET /v1.0/groups/{id}"
 OWNERS_SOURCE = "GET /v1.0/groups/{id}/owners"
 SP_SOURCE = "GET /v1.0/servicePrincipals?$filter=appId eq '{provisioning client}'"
+BETA_OWNERS_SOURCE = OwnerSource.BETA_OWNERS.call
+OWNED_OBJECTS_SOURCE = OwnerSource.OWNED_OBJECTS.call
 
 _GROUP_FIELDS = [
     "id",
@@ -99,6 +111,65 @@ def _identified(page: Any, what: str) -> list[Any]:
 
 async def read_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ...] | Unverified:
     return await attempt(_all_owners(graph, group_id), OWNERS_SOURCE, permissions.GROUP_READ)
+
+
+async def _all_beta_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ...]:
+    owners: list[Owner] = []
+    async for page in graph.pages(graph.beta(f"groups/{group_id}/owners")):
+        for item in page:
+            owner_id, app_id = item.get("id"), item.get("appId")
+            if not isinstance(owner_id, str) or not owner_id:
+                raise MalformedResponse("beta group owners: an owner without an id")
+            name = item.get("displayName")
+            owners.append(
+                Owner(
+                    id=owner_id,
+                    odata_type=str(item.get("@odata.type") or ""),
+                    display_name=name if isinstance(name, str) else None,
+                    app_id=app_id if isinstance(app_id, str) else None,
+                )
+            )
+    return tuple(owners)
+
+
+async def read_beta_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ...] | Unverified:
+    """The beta owners list, which shows service principals that v1.0 may leave out."""
+    return await attempt(
+        _all_beta_owners(graph, group_id), BETA_OWNERS_SOURCE, permissions.GROUP_READ
+    )
+
+
+async def _all_owned_object_ids(graph: GraphClient, object_id: str) -> frozenset[str]:
+    builder = graph.sdk.service_principals.by_service_principal_id(object_id).owned_objects
+    # No $top: the reference page names no maximum page size for this relationship, and an
+    # oversized one can be refused; the default page size only costs more pages.
+    config = RequestConfiguration(
+        query_parameters=OwnedObjectsRequestBuilder.OwnedObjectsRequestBuilderGetQueryParameters(
+            select=["id"]
+        )
+    )
+    page = await graph.typed(builder.get(config))
+    ids: set[str] = set()
+    seen: set[str] = set()
+    while True:
+        ids.update(str(o.id).lower() for o in _identified(page, "owned objects"))
+        link = page.odata_next_link if page else None
+        if not link:
+            break
+        if link in seen:
+            raise MalformedResponse("owned objects: a nextLink loop")
+        seen.add(link)
+        page = await graph.typed(builder.with_url(link).get())
+    return frozenset(ids)
+
+
+async def read_owned_object_ids(graph: GraphClient, object_id: str) -> frozenset[str] | Unverified:
+    """Ids of every object the service principal owns, read once for all ETGs."""
+    return await attempt(
+        _all_owned_object_ids(graph, object_id),
+        OWNED_OBJECTS_SOURCE,
+        permissions.SERVICE_PRINCIPALS,
+    )
 
 
 async def _find_provisioning_client(graph: GraphClient) -> ProvisioningClient:

@@ -21,12 +21,18 @@ from monitors.models import (
     GroupNotFound,
     NotEvaluated,
     Owner,
+    OwnerAnswer,
+    OwnerCheck,
+    OwnerEvidence,
+    OwnerSource,
+    OwnerStatus,
     PolicyConfigFacts,
     ProvisioningClient,
     Scope,
     Subject,
     TenantConfigFacts,
     Unverified,
+    UnverifiedReason,
     Verdict,
 )
 from monitors.rules.kinds import (
@@ -41,6 +47,9 @@ from monitors.rules.kinds import (
 # Intune's own validation codes that already prove the group is unusable or unowned.
 _INVALID_GROUP_CODES = {"securityGroupNotFound", "notSecurityGroup", "notStaticSecurityGroup"}
 _NOT_OWNER_CODE = "firstPartyAppNotAnOwner"
+# Codes that say validation failed without saying why: Intune checks ownership, and did not
+# report it as the problem, so they weigh against "missing".
+_INCONCLUSIVE_CODES = {"unknown", "unknownFutureValue"}
 
 PolicyRule = Callable[[PolicyConfigFacts, ProvisioningClient | Unverified], Verdict]
 POLICY_RULES: dict[str, PolicyRule] = {}
@@ -186,6 +195,150 @@ def _owns(owners: tuple[Owner, ...], pc: ProvisioningClient | Unverified) -> boo
     return False
 
 
+def needs_second_owner_source(etg: EtgFacts, pc: ProvisioningClient | Unverified) -> bool:
+    """v1.0 owners did not show the provisioning client for an existing group. That list may
+    leave service principals out (group-list-owners.md, staged rollout), so its silence alone
+    cannot open etg_owner_missing."""
+    if not isinstance(etg.group, Group):
+        return False
+    if isinstance(pc, ProvisioningClient) and not pc.present:
+        return False
+    return not (isinstance(etg.owners, tuple) and _owns(etg.owners, pc))
+
+
+def _list_evidence(
+    source: OwnerSource,
+    owners: tuple[Owner, ...] | Unverified | None,
+    pc: ProvisioningClient | Unverified,
+) -> OwnerEvidence:
+    if owners is None:
+        return OwnerEvidence(source, OwnerAnswer.NOT_ASKED)
+    if isinstance(owners, Unverified):
+        return OwnerEvidence(source, OwnerAnswer.UNREADABLE, owners.reason.value, owners)
+    if _owns(owners, pc):
+        return OwnerEvidence(source, OwnerAnswer.OWNER, "lists the provisioning client")
+    if isinstance(pc, Unverified):
+        # An owner without an appId might be the client: only its object id would tell.
+        return OwnerEvidence(
+            source, OwnerAnswer.UNREADABLE, "the provisioning client's object id is unknown", pc
+        )
+    return OwnerEvidence(
+        source, OwnerAnswer.NOT_OWNER, f"{len(owners)} owner(s), not the provisioning client"
+    )
+
+
+def _owned_objects_evidence(held: bool | Unverified | None) -> OwnerEvidence:
+    source = OwnerSource.OWNED_OBJECTS
+    if held is None:
+        return OwnerEvidence(source, OwnerAnswer.NOT_ASKED)
+    if isinstance(held, Unverified):
+        return OwnerEvidence(source, OwnerAnswer.UNREADABLE, held.reason.value, held)
+    if held:
+        return OwnerEvidence(source, OwnerAnswer.OWNER, "the provisioning client owns the group")
+    return OwnerEvidence(source, OwnerAnswer.NOT_OWNER, "the group is not among its owned objects")
+
+
+def _intune_evidence(lookup: EtgLookup, group_id: str) -> OwnerEvidence:
+    source = OwnerSource.INTUNE_VALIDATION
+    code = lookup.validation_error(group_id)
+    if code == _NOT_OWNER_CODE:
+        return OwnerEvidence(source, OwnerAnswer.NOT_OWNER, f"Intune reports {code}")
+    if group_id in lookup.validated_group_ids:
+        return OwnerEvidence(source, OwnerAnswer.OWNER, "Intune validated the group")
+    if code in _INCONCLUSIVE_CODES:
+        return OwnerEvidence(source, OwnerAnswer.INCONCLUSIVE, f"validation failed with {code}")
+    if code:
+        return OwnerEvidence(source, OwnerAnswer.SILENT, f"Intune reports {code}")
+    return OwnerEvidence(source, OwnerAnswer.SILENT, f"{lookup.source} carries no validation")
+
+
+def _names(evidence: Iterable[OwnerEvidence]) -> str:
+    names = [e.source.value for e in evidence]
+    return " and ".join(names) if len(names) <= 2 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def judge_owner(
+    etg: EtgFacts, lookup: EtgLookup, pc: ProvisioningClient | Unverified
+) -> OwnerCheck:
+    """Decide ownership of one ETG from every source read. A list that shows the client is
+    proof (lists omit, they do not invent); absence is only believed when a source beyond
+    v1.0 owners confirms it and no source read says otherwise."""
+    gid = etg.group_id
+    if isinstance(etg.group, GroupNotFound):
+        return OwnerCheck(gid, OwnerStatus.NOT_APPLICABLE, (), "the group does not exist")
+    if isinstance(pc, ProvisioningClient) and not pc.present:
+        return OwnerCheck(gid, OwnerStatus.NOT_APPLICABLE, (), "the provisioning client is missing")
+    if isinstance(etg.group, Unverified):
+        return OwnerCheck(
+            gid, OwnerStatus.UNVERIFIED, (), "the group could not be read", (etg.group,)
+        )
+    v1 = _list_evidence(OwnerSource.V1_OWNERS, etg.owners, pc)
+    intune = _intune_evidence(lookup, gid)
+    owned = _owned_objects_evidence(etg.in_owned_objects)
+    beta = _list_evidence(OwnerSource.BETA_OWNERS, etg.beta_owners, pc)
+    evidence = (v1, intune, owned, beta)
+
+    def check(status: OwnerStatus, detail: str, *unverified: Unverified) -> OwnerCheck:
+        return OwnerCheck(gid, status, evidence, detail, unverified)
+
+    def disagree(detail: str) -> OwnerCheck:
+        text = f"sources disagree: {detail}"
+        return check(
+            OwnerStatus.UNVERIFIED,
+            text,
+            Unverified(f"owners of ETG {gid}", UnverifiedReason.UNRESOLVED, text),
+        )
+
+    listed = [e for e in (v1, owned, beta) if e.answer is OwnerAnswer.OWNER]
+    lacking = [e for e in (owned, beta) if e.answer is OwnerAnswer.NOT_OWNER]
+    if listed:
+        if intune.answer is OwnerAnswer.NOT_OWNER:
+            return disagree(
+                f"{_names(listed)} list the provisioning client as owner, "
+                f"but Intune reports {_NOT_OWNER_CODE}"
+            )
+        return check(OwnerStatus.OWNER, f"confirmed by {_names(listed)}")
+    if intune.answer is OwnerAnswer.OWNER:
+        if lacking:
+            return disagree(
+                f"Intune validated the group, but {_names(lacking)} do not list the "
+                "provisioning client"
+            )
+        return check(OwnerStatus.OWNER, "confirmed by Intune validation")
+    if intune.answer is OwnerAnswer.NOT_OWNER:
+        return check(OwnerStatus.MISSING, f"Intune reports {_NOT_OWNER_CODE}")
+    if intune.answer is OwnerAnswer.INCONCLUSIVE and lacking:
+        return disagree(
+            f"{_names(lacking)} do not list the provisioning client, but Intune's validation "
+            f"did not report {_NOT_OWNER_CODE} ({intune.detail})"
+        )
+    if len(lacking) == 2:
+        agreeing = [e for e in (v1, *lacking) if e.answer is OwnerAnswer.NOT_OWNER]
+        return check(OwnerStatus.MISSING, f"{_names(agreeing)} do not list it")
+    unreadable = [e for e in evidence if e.answer is OwnerAnswer.UNREADABLE and e.unverified]
+    if unreadable:
+        return check(
+            OwnerStatus.UNVERIFIED,
+            f"{_names(unreadable)} could not be read",
+            *(e.unverified for e in unreadable if e.unverified),
+        )
+    text = "no source beyond v1.0 owners, which may omit service principals, was read"
+    return check(
+        OwnerStatus.UNVERIFIED,
+        text,
+        Unverified(f"owners of ETG {gid}", UnverifiedReason.UNRESOLVED, text),
+    )
+
+
+def owner_checks(
+    facts: PolicyConfigFacts, pc: ProvisioningClient | Unverified
+) -> tuple[OwnerCheck, ...]:
+    if isinstance(facts.etg, Unverified):
+        return ()
+    lookup = facts.etg
+    return tuple(judge_owner(etg, lookup, pc) for etg in facts.groups)
+
+
 @policy_rule(ETG_OWNER_MISSING.name)
 def etg_owner_missing(facts: PolicyConfigFacts, pc: ProvisioningClient | Unverified) -> Verdict:
     subject = policy_subject(facts)
@@ -194,44 +347,51 @@ def etg_owner_missing(facts: PolicyConfigFacts, pc: ProvisioningClient | Unverif
         return NotEvaluated(kind, subject, (facts.etg,))
     if isinstance(pc, ProvisioningClient) and not pc.present:
         return NotEvaluated(kind, subject, reason="the provisioning client itself is missing")
-    unowned: list[EtgFacts] = []
-    unknown: list[Unverified] = []
-    for etg in facts.groups:
-        if isinstance(etg.group, GroupNotFound):
-            # Ownership of a group that does not exist is moot; etg_invalid_group covers it.
-            return NotEvaluated(kind, subject, reason="the ETG does not exist")
-        if isinstance(etg.group, Unverified):
-            unknown.append(etg.group)
-            continue
-        if isinstance(etg.owners, Unverified):
-            if facts.etg.validation_error(etg.group_id) == _NOT_OWNER_CODE:
-                unowned.append(etg)
-            else:
-                unknown.append(etg.owners)
-        elif etg.owners is not None and not _owns(etg.owners, pc):
-            if isinstance(pc, Unverified):
-                # Without the service principal's object id, an owner lacking an appId is ambiguous.
-                unknown.append(pc)
-            else:
-                unowned.append(etg)
-    if unowned:
+    if any(isinstance(etg.group, GroupNotFound) for etg in facts.groups):
+        # Ownership of a group that does not exist is moot; etg_invalid_group covers it.
+        return NotEvaluated(kind, subject, reason="the ETG does not exist")
+    checks = owner_checks(facts, pc)
+    missing = [c for c in checks if c.status is OwnerStatus.MISSING]
+    if missing:
+        by_group = {c.group_id: c for c in checks}
         evidence = _lookup_evidence(facts.etg)
-        evidence["groups"] = [_group_evidence(e) for e in facts.groups]
+        evidence["groups"] = [_group_evidence(e, by_group.get(e.group_id)) for e in facts.groups]
         if isinstance(pc, ProvisioningClient):
             evidence["provisioning_client_object_id"] = pc.object_id
+        first = next(e for e in facts.groups if e.group_id == missing[0].group_id)
         return _finding(
             kind,
             subject,
-            f"The Intune Provisioning Client is not an owner of ETG {_group_label(unowned[0])} "
-            f"of policy '{facts.policy.name}', so Intune cannot add enrolling devices to it.",
+            f"The Intune Provisioning Client is not an owner of ETG {_group_label(first)} "
+            f"of policy '{facts.policy.name}', so Intune cannot add enrolling devices to it "
+            f"({missing[0].detail}).",
             evidence,
         )
-    if unknown:
-        return NotEvaluated(kind, subject, tuple(unknown))
-    return Clear(kind, subject, "the provisioning client owns the ETG")
+    unsettled = [c for c in checks if c.status is OwnerStatus.UNVERIFIED]
+    if unsettled:
+        return NotEvaluated(
+            kind,
+            subject,
+            tuple(u for c in unsettled for u in c.unverified),
+            reason="; ".join(c.detail for c in unsettled),
+        )
+    confirmed = sorted({name for c in checks for name in c.confirmed_by})
+    return Clear(
+        kind,
+        subject,
+        "the provisioning client owns the ETG"
+        + (f" (confirmed by {', '.join(confirmed)})" if confirmed else ""),
+    )
 
 
-def _group_evidence(etg: EtgFacts) -> dict[str, JSON]:
+def _owner_json(owners: tuple[Owner, ...]) -> list[JSON]:
+    return [
+        {"id": o.id, "type": o.odata_type, "display_name": o.display_name, "app_id": o.app_id}
+        for o in owners
+    ]
+
+
+def _group_evidence(etg: EtgFacts, owner_check: OwnerCheck | None = None) -> dict[str, JSON]:
     out: dict[str, JSON] = {"group_id": etg.group_id}
     group = etg.group
     if isinstance(group, Group):
@@ -247,12 +407,14 @@ def _group_evidence(etg: EtgFacts) -> dict[str, JSON]:
     else:
         out["unverified"] = group.to_json()
     if isinstance(etg.owners, tuple):
-        out["owners"] = [
-            {"id": o.id, "type": o.odata_type, "display_name": o.display_name, "app_id": o.app_id}
-            for o in etg.owners
-        ]
+        out["owners"] = _owner_json(etg.owners)
     elif isinstance(etg.owners, Unverified):
         out["owners_unverified"] = etg.owners.to_json()
+    if isinstance(etg.beta_owners, tuple):
+        out["beta_owners"] = _owner_json(etg.beta_owners)
+    if owner_check is not None:
+        out["owner_sources"] = [e.to_json() for e in owner_check.evidence]
+        out["owner_status"] = owner_check.status.value
     return out
 
 

@@ -177,3 +177,160 @@ def test_malformed_answers_are_unverified_and_never_open_an_anomaly(
     tenant.faults.remove(rule)
     run_check(settings, tenant)
     assert by_policy(stored(settings, Status.OPEN)) == clean
+
+
+# --- ownership: v1.0 owners may omit service principals (group-list-owners.md, staged rollout)
+
+
+def owner_checks(report, policy_name):
+    entry = next(p for p in report.to_json()["policies"] if p["name"] == policy_name)
+    return entry["etg_owners"]
+
+
+def test_staged_rollout_omission_from_v1_owners_raises_no_false_alarm(settings, tenant, scenario):
+    from monitors.render import config_report_text
+
+    tenant.state.set_v1_owners_omit_service_principals(True)
+    report = run_check(settings, tenant)
+    finance = policy_named(scenario, "Finance").name
+    assert by_policy(stored(settings, Status.OPEN)) == {
+        ("etg_owner_missing", finance),  # its ETG really lacks the owner
+        ("etg_not_configured", policy_named(scenario, "Kiosk").name),
+        ("etg_invalid_group", policy_named(scenario, "Engineering").name),
+    }
+    assert report.outcome == "ok"
+    standard = policy_named(scenario, "Standard").name
+    [check] = owner_checks(report, standard)
+    assert check["status"] == "owner"
+    assert check["confirmed_by"] == ["Intune validation", "ownedObjects"]
+    answers = {s["source"]: s["answer"] for s in check["sources"]}
+    assert answers["v1.0 owners"] == "not_owner"
+    assert answers["beta owners"] == "not_asked"  # ownedObjects settled it
+    # One ownedObjects read serves every ETG; beta owners is asked only where it did not settle.
+    stats = tenant.stats()
+    assert stats["servicePrincipals.ownedObjects"] == 1
+    etgs = {p.etg_group_id for p in scenario.policies if p.etg_group_id}
+    assert stats["groups.owners"] == len(etgs) + 1
+    text = config_report_text(report.to_json())
+    confirmed = "owner of APv2-ETG-Standard-Laptops: confirmed by Intune validation, ownedObjects"
+    assert confirmed in text
+    assert "owner of APv2-ETG-Finance: MISSING" in text
+
+
+def test_owners_present_in_v1_cost_no_second_source(settings, tenant, scenario):
+    finance = policy_named(scenario, "Finance")
+    tenant.state.add_group_owner(finance.etg_group_id, scenario.provisioning_client.object_id)
+    report = run_check(settings, tenant)
+    assert "servicePrincipals.ownedObjects" not in tenant.stats()
+    assert owner_checks(report, finance.name)[0]["confirmed_by"] == ["v1.0 owners"]
+
+
+def test_owner_removed_everywhere_still_raises_etg_owner_missing(settings, tenant, scenario):
+    tenant.state.set_v1_owners_omit_service_principals(True)
+    standard = policy_named(scenario, "Standard")
+    tenant.state.remove_group_owner(standard.etg_group_id, scenario.provisioning_client.object_id)
+    run_check(settings, tenant)
+    owner = {a.subject.policy_name: a for a in stored(settings) if a.kind == "etg_owner_missing"}
+    anomaly = owner[standard.name]
+    assert anomaly.status is Status.OPEN
+    sources = anomaly.evidence["groups"][0]["owner_sources"]
+    assert {s["source"]: s["answer"] for s in sources} == {
+        "v1.0 owners": "not_owner",
+        "Intune validation": "not_owner",  # firstPartyAppNotAnOwner
+        "ownedObjects": "not_owner",
+        "beta owners": "not_owner",
+    }
+    assert "firstPartyAppNotAnOwner" in anomaly.explanation
+
+
+def test_sources_that_disagree_leave_ownership_unverified(settings, tenant, scenario):
+    """Intune validated while the owner was missing; an administrator restored it before the
+    directory was read. Neither side can be believed alone."""
+    import threading
+
+    from simtenant.faults import FaultRule
+
+    tenant.state.set_v1_owners_omit_service_principals(True)
+    standard = policy_named(scenario, "Standard")
+    sp = scenario.provisioning_client.object_id
+    tenant.state.remove_group_owner(standard.etg_group_id, sp)
+    # The first ownedObjects request is throttled; the owner comes back before the retry.
+    rule = tenant.faults.add(
+        FaultRule(endpoint=r"/ownedObjects", kind="status", status=429, retry_after=1, first_n=1)
+    )
+    restored = threading.Event()
+
+    def restore_when_throttled():
+        for _ in range(500):
+            if rule.fired:
+                tenant.state.add_group_owner(standard.etg_group_id, sp)
+                restored.set()
+                return
+            threading.Event().wait(0.01)
+
+    helper = threading.Thread(target=restore_when_throttled)
+    helper.start()
+    report = run_check(settings, tenant)
+    helper.join()
+    assert restored.is_set()
+    assert "etg_owner_missing" not in {
+        a.kind for a in stored(settings) if a.subject.policy_name == standard.name
+    }
+    [check] = owner_checks(report, standard.name)
+    assert check["status"] == "unverified"
+    assert "sources disagree" in check["detail"]
+    assert "ownedObjects" in check["detail"] and "firstPartyAppNotAnOwner" in check["detail"]
+    assert report.outcome == "unverified"
+    assert any("sources disagree" in u["detail"] for u in report.to_json()["unverified"])
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "permission"),
+    [
+        (r"/ownedObjects", "Application.Read.All"),
+        (r"^/beta/groups/[^/]+/owners", "GroupMember.Read.All"),
+    ],
+)
+def test_unreadable_second_source_is_unverified_naming_its_permission(
+    settings, tenant, scenario, endpoint, permission
+):
+    from simtenant.faults import FaultRule
+
+    tenant.state.set_v1_owners_omit_service_principals(True)
+    rule = tenant.faults.add(FaultRule(endpoint=endpoint, kind="status", status=403))
+    report = run_check(settings, tenant)
+    assert rule.fired >= 1
+    finance = policy_named(scenario, "Finance").name
+    assert ("etg_owner_missing", finance) not in by_policy(stored(settings))
+    assert report.outcome == "unverified"
+    assert report.to_json()["missing_permissions"] == [permission]
+    [check] = owner_checks(report, finance)
+    assert check["status"] == "unverified"
+    assert "could not be read" in check["detail"]
+    # The other source still confirms the ETGs it can see.
+    [standard] = owner_checks(report, policy_named(scenario, "Standard").name)
+    assert standard["status"] == "owner"
+
+
+def test_check_config_json_names_the_sources_per_etg(app_env, tenant, scenario, capsys):
+    import json
+
+    from monitors import cli
+
+    tenant.state.set_v1_owners_omit_service_principals(True)
+    assert cli.main(["check-config", "--json"]) == cli.EXIT_FINDINGS
+    report = json.loads(capsys.readouterr().out)
+    owners = {
+        o["group_name"]: o for p in report["policies"] for o in p["etg_owners"] if o["group_name"]
+    }
+    standard = owners["APv2-ETG-Standard-Laptops"]
+    assert standard["confirmed_by"] == ["Intune validation", "ownedObjects"]
+    finance = owners["APv2-ETG-Finance"]
+    assert finance["status"] == "missing"
+    assert {s["source"]: s["answer"] for s in finance["sources"]} == {
+        "v1.0 owners": "not_owner",
+        "Intune validation": "silent",  # its policy answers in a shape without validation
+        "ownedObjects": "not_owner",
+        "beta owners": "not_owner",
+    }
+    assert all(s["call"].startswith(("GET ", "POST ")) for s in finance["sources"])

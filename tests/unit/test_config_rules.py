@@ -17,7 +17,7 @@ from monitors.models import (
     Unverified,
     UnverifiedReason,
 )
-from monitors.rules.config import evaluate_config
+from monitors.rules.config import evaluate_config, judge_owner, needs_second_owner_source
 
 NOW = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 SP = ProvisioningClient(object_id="sp-object")
@@ -51,11 +51,14 @@ def group(**kw):
     return Group(**base)
 
 
-def policy_facts(etg=None, grp=None, owners=(SP_OWNER,), errors=()):
-    lookup = etg if etg is not None else EtgLookup((GID,), "test", errors)
+def policy_facts(
+    etg=None, grp=None, owners=(SP_OWNER,), errors=(), validated=(), beta=None, owned=None
+):
+    lookup = etg if etg is not None else EtgLookup((GID,), "test", errors, validated)
     groups = ()
     if isinstance(lookup, EtgLookup) and lookup.group_ids:
-        groups = (EtgFacts(GID, grp if grp is not None else group(), owners),)
+        grp = grp if grp is not None else group()
+        groups = (EtgFacts(GID, grp, owners, beta_owners=beta, in_owned_objects=owned),)
     return PolicyConfigFacts(Policy("pol-1", "Standard", "t"), lookup, groups)
 
 
@@ -80,7 +83,7 @@ def test_policy_without_group_is_not_configured_and_nothing_else():
 
 
 def test_missing_owner_is_found_with_owner_list_as_evidence():
-    v, _ = verdicts(policy_facts(owners=(USER_OWNER,)))
+    v, _ = verdicts(policy_facts(owners=(USER_OWNER,), beta=(USER_OWNER,), owned=False))
     finding = v["etg_owner_missing"]
     assert isinstance(finding, Finding)
     assert finding.evidence["groups"][0]["owners"][0]["id"] == "user-1"
@@ -171,3 +174,146 @@ def test_policy_list_unreadable_evaluates_only_the_tenant_rule():
     result = evaluate_config(TenantConfigFacts(NOW, listing, SP))
     assert [v.kind for v in result.verdicts] == ["provisioning_client_missing"]
     assert listing in result.unverified
+
+
+# --- ownership: v1.0 owners may omit service principals, so its silence needs a second source
+
+
+def owner_verdict(pf, pc=SP):
+    v, result = verdicts(pf, pc)
+    return v["etg_owner_missing"], result
+
+
+def answers(verdict):
+    return {s["source"]: s["answer"] for s in verdict.evidence["groups"][0]["owner_sources"]}
+
+
+def test_v1_owners_without_the_client_alone_never_opens_the_anomaly():
+    verdict, result = owner_verdict(policy_facts(owners=(USER_OWNER,)))
+    assert isinstance(verdict, NotEvaluated)
+    assert "may omit service principals" in verdict.reason
+    assert result.unverified[0].reason is UnverifiedReason.UNRESOLVED
+
+
+def test_owned_objects_listing_the_group_settles_ownership():
+    pf = policy_facts(owners=(USER_OWNER,), owned=True)
+    verdict, _ = owner_verdict(pf)
+    assert isinstance(verdict, Clear)
+    assert "ownedObjects" in verdict.reason
+    check = judge_owner(pf.groups[0], pf.etg, SP)
+    assert check.confirmed_by == ("ownedObjects",)
+
+
+def test_beta_owners_listing_the_client_settles_ownership():
+    verdict, _ = owner_verdict(policy_facts(owners=(), owned=False, beta=(SP_OWNER, USER_OWNER)))
+    assert isinstance(verdict, Clear)
+    assert "beta owners" in verdict.reason
+
+
+def test_intune_validation_alone_confirms_the_owner_when_the_lists_cannot_be_read():
+    owned_403 = Unverified("GET owned", UnverifiedReason.FORBIDDEN, "", "Application.Read.All", 403)
+    pf = policy_facts(owners=(USER_OWNER,), validated=(GID,), owned=owned_403, beta=FORBIDDEN)
+    verdict, _ = owner_verdict(pf)
+    assert isinstance(verdict, Clear)
+    assert "Intune validation" in verdict.reason
+
+
+def test_every_source_read_agreeing_opens_the_anomaly_with_what_each_said():
+    verdict, _ = owner_verdict(policy_facts(owners=(USER_OWNER,), owned=False, beta=(USER_OWNER,)))
+    assert isinstance(verdict, Finding)
+    assert answers(verdict) == {
+        "v1.0 owners": "not_owner",
+        "Intune validation": "silent",
+        "ownedObjects": "not_owner",
+        "beta owners": "not_owner",
+    }
+    assert "v1.0 owners, ownedObjects and beta owners do not list it" in verdict.explanation
+
+
+def test_intune_not_owner_code_stands_when_the_other_lists_cannot_be_read():
+    pf = policy_facts(
+        owners=(USER_OWNER,),
+        errors=((GID, "firstPartyAppNotAnOwner"),),
+        owned=FORBIDDEN,
+        beta=FORBIDDEN,
+    )
+    verdict, _ = owner_verdict(pf)
+    assert isinstance(verdict, Finding)
+    assert answers(verdict)["ownedObjects"] == "unreadable"
+    assert answers(verdict)["Intune validation"] == "not_owner"
+
+
+def test_intune_not_owner_but_owned_objects_lists_the_group_is_a_disagreement():
+    pf = policy_facts(owners=(USER_OWNER,), errors=((GID, "firstPartyAppNotAnOwner"),), owned=True)
+    verdict, result = owner_verdict(pf)
+    assert isinstance(verdict, NotEvaluated)
+    assert "sources disagree" in verdict.reason
+    assert "ownedObjects" in verdict.reason and "firstPartyAppNotAnOwner" in verdict.reason
+    assert result.unverified[0].reason is UnverifiedReason.UNRESOLVED
+
+
+def test_v1_owner_contradicted_by_intune_is_a_disagreement():
+    verdict, _ = owner_verdict(policy_facts(errors=((GID, "firstPartyAppNotAnOwner"),)))
+    assert isinstance(verdict, NotEvaluated)
+    assert "v1.0 owners list the provisioning client" in verdict.reason
+
+
+def test_intune_validated_but_both_lists_lack_the_client_is_a_disagreement():
+    pf = policy_facts(owners=(USER_OWNER,), validated=(GID,), owned=False, beta=(USER_OWNER,))
+    verdict, _ = owner_verdict(pf)
+    assert isinstance(verdict, NotEvaluated)
+    assert "Intune validated the group, but ownedObjects and beta owners" in verdict.reason
+
+
+def test_intune_unknown_code_weighs_against_missing():
+    pf = policy_facts(owners=(), errors=((GID, "unknown"),), owned=False, beta=())
+    verdict, _ = owner_verdict(pf)
+    assert isinstance(verdict, NotEvaluated)
+    assert "sources disagree" in verdict.reason and "unknown" in verdict.reason
+
+
+def test_group_shape_codes_say_nothing_about_ownership():
+    pf = policy_facts(
+        grp=group(group_types=("DynamicMembership",)),
+        owners=(USER_OWNER,),
+        errors=((GID, "notStaticSecurityGroup"),),
+        owned=False,
+        beta=(USER_OWNER,),
+    )
+    verdict, _ = owner_verdict(pf)
+    assert isinstance(verdict, Finding)
+    assert answers(verdict)["Intune validation"] == "silent"
+
+
+def test_unreadable_owned_objects_is_unverified_naming_its_permission():
+    owned_403 = Unverified("GET owned", UnverifiedReason.FORBIDDEN, "", "Application.Read.All", 403)
+    pf = policy_facts(owners=(USER_OWNER,), owned=owned_403, beta=(USER_OWNER,))
+    verdict, result = owner_verdict(pf)
+    assert isinstance(verdict, NotEvaluated)
+    assert [u.permission for u in result.unverified] == ["Application.Read.All"]
+    assert "ownedObjects could not be read" in verdict.reason
+
+
+def test_unreadable_beta_owners_is_unverified_naming_its_permission():
+    verdict, result = owner_verdict(policy_facts(owners=(USER_OWNER,), owned=False, beta=FORBIDDEN))
+    assert isinstance(verdict, NotEvaluated)
+    assert [u.permission for u in result.unverified] == ["GroupMember.Read.All"]
+
+
+def test_unknown_client_object_id_still_recognises_the_client_by_app_id_in_beta():
+    pc = Unverified("GET sp", UnverifiedReason.THROTTLED, "429")
+    pf = policy_facts(owners=(USER_OWNER,), owned=pc, beta=(SP_OWNER,))
+    verdict, _ = owner_verdict(pf, pc=pc)
+    assert isinstance(verdict, Clear)
+
+
+def test_second_sources_are_needed_only_when_v1_owners_does_not_show_the_client():
+    listed = EtgFacts(GID, group(), (SP_OWNER,))
+    silent = EtgFacts(GID, group(), (USER_OWNER,))
+    unreadable = EtgFacts(GID, group(), FORBIDDEN)
+    gone = EtgFacts(GID, GroupNotFound(GID, "src"), None)
+    assert not needs_second_owner_source(listed, SP)
+    assert needs_second_owner_source(silent, SP)
+    assert needs_second_owner_source(unreadable, SP)
+    assert not needs_second_owner_source(gone, SP)
+    assert not needs_second_owner_source(silent, ProvisioningClient(None))
