@@ -70,6 +70,8 @@ $Permissions = [System.Collections.Generic.List[string]]@(
     'AuditLog.Read.All'                        # Add/Remove member to group events
     'Directory.Read.All'                       # documented alongside AuditLog.Read.All for directory audits
     'Application.Read.All'                     # the Intune Provisioning Client service principal
+    'Group.Read.All'                           # change-notification subscriptions on the ETGs
+    'User.Read.All'                            # the enrolling user's groups: which policy applied
 )
 $ReportExport = 'DeviceManagementManagedDevices.ReadWrite.All'
 if ($IncludeReportExport) { $Permissions.Add($ReportExport) }

@@ -57,6 +57,8 @@ permissions=(
   AuditLog.Read.All                       # Add/Remove member to group events
   Directory.Read.All                      # documented alongside AuditLog.Read.All for directory audits
   Application.Read.All                    # the Intune Provisioning Client service principal
+  Group.Read.All                          # change-notification subscriptions on the ETGs
+  User.Read.All                           # the enrolling user's groups: which policy applied
 )
 report_export="DeviceManagementManagedDevices.ReadWrite.All"
 if [[ "$include_report_export" == true ]]; then permissions+=("$report_export"); fi

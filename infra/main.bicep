@@ -81,6 +81,9 @@ param tablePrefix string = 'etg'
 @description('Also export the per-app and per-script device preparation reports (payload_incomplete). Needs the report export permission.')
 param detailedReports bool = false
 
+@description('Optional JSON object from device preparation policy id or name to its ETG group id, for tenants that route neither ETG retrieve action. It always wins over what Graph says.')
+param policyGroups string = ''
+
 @description('With grantGraphPermissions: also grant DeviceManagementManagedDevices.ReadWrite.All, the only permission that opens the Intune report export the deployment report comes from.')
 param enableReportExport bool = true
 
@@ -182,6 +185,7 @@ var appSettings = {
   ETG_AUDIT_LATENCY_MINUTES: '60'
   ETG_STUCK_GRACE_MINUTES: '30'
   ETG_DETAILED_REPORTS: detailedReports ? 'true' : 'false'
+  ETG_POLICY_GROUPS: policyGroups
 
   // Teams alerts. The webhook URL carries a sig= secret: Key Vault reference only.
   ETG_TEAMS_WEBHOOK_URL: !empty(teamsWebhookUrl) ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.teamsWebhookSecretUri})' : ''

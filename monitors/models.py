@@ -7,12 +7,21 @@ every rule has to say what it does when it does not know.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeAlias
 
 JSON: TypeAlias = Any
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def is_guid(value: object) -> bool:
+    """Directory object ids are GUIDs; a documentation placeholder ("id-value") is not one."""
+    return isinstance(value, str) and _GUID.match(value) is not None
+
 
 PROVISIONING_CLIENT_APP_ID = "f1346770-5b25-470b-88bd-d5744ab7952c"
 PROVISIONING_CLIENT_NAMES = ("Intune Provisioning Client", "Intune Autopilot ConfidentialClient")
@@ -27,6 +36,7 @@ class UnverifiedReason(StrEnum):
     RETENTION = "retention"  # data older than the source keeps
     REJECTED = "rejected"  # 4xx other than 403/404: the request shape is not accepted
     UNRESOLVED = "unresolved"  # facts disagree or are missing (e.g. which policy applied)
+    OUT_OF_SCOPE = "out_of_scope"  # the monitor's Intune scope does not cover the object
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +82,11 @@ class Policy:
     timeout_minutes: int | None = None
     allowed_app_ids: tuple[str, ...] = ()
     allowed_script_ids: tuple[str, ...] = ()
+    # Intune's priorityMetaData.priority: among the policies assigned to a user, the lowest wins.
+    priority: int | None = None
+    # enrollment_autopilot_dpp_devicesecuritygroupids: what older tools read as the ETG. Not
+    # reliable (it can name a group Intune never applied), so only a last-resort source.
+    settings_group_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +97,30 @@ class EtgLookup:
     source: str
     # Intune's own validation, when the documented response shape carries it: group id -> code.
     validation_errors: tuple[tuple[str, str], ...] = ()
+    # Targets the documented shape reports with validationSucceeded true. Intune checks that the
+    # provisioning client owns the group, so this is evidence of ownership that v1.0 lacks.
+    validated_group_ids: tuple[str, ...] = ()
 
     def validation_error(self, group_id: str) -> str | None:
         return next((code for gid, code in self.validation_errors if gid == group_id), None)
+
+    @property
+    def from_settings(self) -> bool:
+        """Read from the policy's settings, not confirmed by Intune's retrieve actions."""
+        return self.source == ETG_SOURCE_SETTINGS
+
+    @property
+    def confirmed(self) -> bool:
+        """Intune (a retrieve action) or the operator named this group as the ETG."""
+        return not self.from_settings
+
+
+# Where a policy's ETG was read from, in the order the monitor tries them (the operator map
+# always wins when it names the policy).
+ETG_SOURCE_OPERATOR = "operator map (ETG_POLICY_GROUPS)"
+ETG_SOURCE_ACTION = "retrieveEnrollmentTimeDeviceMembershipTarget"
+ETG_SOURCE_JIT = "retrieveJustInTimeConfiguration"
+ETG_SOURCE_SETTINGS = "read from policy settings (enrollment_autopilot_dpp_devicesecuritygroupids)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +170,10 @@ class EtgFacts:
     group_id: str
     group: Group | GroupNotFound | Unverified
     owners: tuple[Owner, ...] | Unverified | None  # None: not read because the group is gone
+    # v1.0 owners may leave service principals out (staged rollout), so when it does not show
+    # the provisioning client these are asked too. None: not asked.
+    beta_owners: tuple[Owner, ...] | Unverified | None = None
+    in_owned_objects: bool | Unverified | None = None  # the client's ownedObjects holds the group
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +188,87 @@ class TenantConfigFacts:
     observed_at: datetime
     policies: tuple[PolicyConfigFacts, ...] | Unverified
     provisioning_client: ProvisioningClient | Unverified
+
+
+class OwnerSource(StrEnum):
+    """Where the monitor can learn whether the provisioning client owns an ETG."""
+
+    V1_OWNERS = "v1.0 owners"
+    INTUNE_VALIDATION = "Intune validation"
+    OWNED_OBJECTS = "ownedObjects"
+    BETA_OWNERS = "beta owners"
+
+    @property
+    def call(self) -> str:
+        return _OWNER_SOURCE_CALLS[self]
+
+
+_OWNER_SOURCE_CALLS = {
+    OwnerSource.V1_OWNERS: "GET /v1.0/groups/{id}/owners",
+    OwnerSource.INTUNE_VALIDATION: (
+        "POST /beta/deviceManagement/configurationPolicies/{id}/"
+        "retrieveEnrollmentTimeDeviceMembershipTarget"
+    ),
+    OwnerSource.OWNED_OBJECTS: "GET /v1.0/servicePrincipals/{id}/ownedObjects",
+    OwnerSource.BETA_OWNERS: "GET /beta/groups/{id}/owners",
+}
+
+
+class OwnerAnswer(StrEnum):
+    OWNER = "owner"  # shows the provisioning client as an owner of the group
+    NOT_OWNER = "not_owner"  # read, and does not (Intune: firstPartyAppNotAnOwner)
+    INCONCLUSIVE = "inconclusive"  # Intune's validation failed without naming ownership
+    SILENT = "silent"  # read, but it says nothing about ownership
+    UNREADABLE = "unreadable"
+    NOT_ASKED = "not_asked"  # not needed: an earlier source already showed the owner
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerEvidence:
+    source: OwnerSource
+    answer: OwnerAnswer
+    detail: str = ""
+    unverified: Unverified | None = None
+
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "source": self.source.value,
+            "call": self.source.call,
+            "answer": self.answer.value,
+            "detail": self.detail,
+            "unverified": self.unverified.to_json() if self.unverified else None,
+        }
+
+
+class OwnerStatus(StrEnum):
+    OWNER = "owner"
+    MISSING = "missing"
+    UNVERIFIED = "unverified"
+    NOT_APPLICABLE = "not_applicable"  # the group is gone, or the client itself is missing
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerCheck:
+    """Whether the provisioning client owns one ETG, with what each source said."""
+
+    group_id: str
+    status: OwnerStatus
+    evidence: tuple[OwnerEvidence, ...]
+    detail: str = ""
+    unverified: tuple[Unverified, ...] = ()
+
+    @property
+    def confirmed_by(self) -> tuple[str, ...]:
+        return tuple(e.source.value for e in self.evidence if e.answer is OwnerAnswer.OWNER)
+
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "group_id": self.group_id,
+            "status": self.status.value,
+            "confirmed_by": list(self.confirmed_by),
+            "detail": self.detail,
+            "sources": [e.to_json() for e in self.evidence],
+        }
 
 
 # --- verdicts --------------------------------------------------------------------------------
@@ -386,6 +507,17 @@ class PolicyMatch:
     policy: Policy
     etg_group_ids: tuple[str, ...]
     how: str  # which rule resolved the policy, shown as evidence
+    etg_source: str = ""  # where the ETG was read from (see ETG_SOURCE_*)
+
+
+@dataclass(frozen=True, slots=True)
+class UserPolicies:
+    """The device preparation policies whose assignment includes the enrolling user."""
+
+    user: str
+    policy_ids: tuple[str, ...]
+    # Policies whose assignments could not be read: any of them might apply instead.
+    unreadable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

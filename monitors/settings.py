@@ -7,6 +7,7 @@ run with one clear message instead of a stack trace per missing value.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ class Settings:
     notification_url: str | None = field(default=None, repr=False)  # carries the function key
     client_state: str | None = field(default=None, repr=False)
     tenant_id: str | None = None
+    # ETG_POLICY_GROUPS: policy id (lower case) or name (case-folded) -> ETG group id.
+    policy_groups: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def graph_v1(self) -> str:
@@ -191,6 +194,8 @@ class Settings:
             problems.append("ETG_CLIENT_STATE must be 16 to 128 printable characters")
         tenant_id = (env.get("ETG_TENANT_ID") or "").strip().lower() or None
 
+        policy_groups = _policy_groups(env.get("ETG_POLICY_GROUPS") or "", problems)
+
         log_format = (env.get("ETG_LOG_FORMAT") or "auto").strip().lower()
         if log_format not in ("auto", "json", "console"):
             problems.append(f"ETG_LOG_FORMAT must be auto, json or console, got {log_format!r}")
@@ -219,7 +224,35 @@ class Settings:
             notification_url=notification_url,
             client_state=client_state,
             tenant_id=tenant_id,
+            policy_groups=policy_groups,
         )
+
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def _policy_groups(raw: str, problems: list[str]) -> dict[str, str]:
+    """ETG_POLICY_GROUPS: a JSON object from policy id or policy name to the ETG's group id."""
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        problems.append("ETG_POLICY_GROUPS must be a JSON object of policy id or name to group id")
+        return {}
+    if not isinstance(data, dict) or not data:
+        problems.append("ETG_POLICY_GROUPS must be a non-empty JSON object")
+        return {}
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if not key.strip() or not isinstance(value, str) or not _GUID.match(value.strip()):
+            problems.append(
+                f"ETG_POLICY_GROUPS entry {key[:80]!r} must map a policy id or name to a group id"
+            )
+            continue
+        name = key.strip()
+        out[name.lower() if _GUID.match(name) else name.casefold()] = value.strip().lower()
+    return out
 
 
 def _https_or_loopback(url: str) -> bool:

@@ -28,6 +28,8 @@ var readPermissions = [
   'AuditLog.Read.All' // Add/Remove member to group events (with Directory.Read.All)
   'Directory.Read.All' // documented alongside AuditLog.Read.All for directory audits
   'Application.Read.All' // the Intune Provisioning Client service principal
+  'Group.Read.All' // change-notification subscriptions on the ETGs (POST /subscriptions)
+  'User.Read.All' // with GroupMember.Read.All: the enrolling user's groups, to pick the policy as Intune does
 ]
 var reportExportPermissions = [
   'DeviceManagementManagedDevices.ReadWrite.All' // POST deviceManagement/reports/exportJobs

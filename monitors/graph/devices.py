@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
-from monitors.graph.batch import BatchItem, send_batch
+from monitors.graph.batch import BatchItem, BatchResult, send_batch
 from monitors.graph.client import GraphClient
-from monitors.graph.errors import GraphCallError, MalformedResponse, object_items
+from monitors.graph.errors import GraphCallError, MalformedResponse, object_items, single_object
 from monitors.graph.reports import parse_report_time
-from monitors.models import ManagedDevice
+from monitors.models import ManagedDevice, is_guid
 
 MANAGED_FIELDS = (
     "id,deviceName,azureADDeviceId,enrolledDateTime,enrollmentProfileName,"
@@ -25,15 +26,21 @@ def _text(item: Mapping[str, Any], key: str) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def parse_managed_device(item: Mapping[str, Any]) -> ManagedDevice:
+def parse_managed_device(item: Any) -> ManagedDevice:
+    """A managed device, bare or wrapped in ``value`` (the reference shows the GET wrapped).
+    Both ids are GUIDs: anything else (the reference's "Azure ADDevice Id value") names no
+    device, so an unreadable Entra id is unknown, never a key to look up."""
+    item = single_object(item, "managed device")
     device_id = _text(item, "id")
-    if not device_id:
-        raise MalformedResponse("managed device without id")
+    if not device_id or not is_guid(device_id):
+        raise MalformedResponse("managed device without a GUID id")
     enrolled = _text(item, "enrolledDateTime")
+    if enrolled and enrolled.startswith("0001-01-01"):
+        enrolled = None  # Intune's way of writing "no date"
     aad = _text(item, "azureADDeviceId")
     return ManagedDevice(
         id=device_id.lower(),
-        azure_ad_device_id=aad.lower() if aad and aad != _NULL_GUID else None,
+        azure_ad_device_id=aad.lower() if aad and is_guid(aad) and aad != _NULL_GUID else None,
         enrollment_profile_name=_text(item, "enrollmentProfileName"),
         device_name=_text(item, "deviceName"),
         serial_number=_text(item, "serialNumber"),
@@ -73,7 +80,11 @@ async def managed_devices_by_id(graph: GraphClient, ids: Iterable[str]) -> dict[
     for device_id, result in zip(wanted, await send_batch(graph, items), strict=True):
         if result.status == 404:
             continue
-        out[device_id] = parse_managed_device(result.json())
+        # The reference prints this GET wrapped in "value"; parse_managed_device reads both.
+        device = parse_managed_device(result.json())
+        if device.id != device_id.lower():
+            raise MalformedResponse("managed device read answered with another device")
+        out[device_id] = device
     return out
 
 
@@ -95,34 +106,64 @@ async def entra_object_ids(graph: GraphClient, device_ids: Iterable[str]) -> dic
         body = result.json()
         for item in object_items(body.get("value"), "device lookup"):
             object_id, device_id = _text(item, "id"), _text(item, "deviceId")
-            if not object_id or not device_id:
-                raise MalformedResponse("device without id or deviceId")
+            if not is_guid(object_id) or not is_guid(device_id):
+                raise MalformedResponse("device without a GUID id or deviceId")
+            assert object_id is not None and device_id is not None
             out[device_id.lower()] = object_id.lower()
         if body.get("@odata.nextLink"):
             raise MalformedResponse("device lookup unexpectedly paged")
     return out
 
 
-async def member_groups(
-    graph: GraphClient, object_ids: Iterable[str], group_ids: Iterable[str]
-) -> dict[str, set[str]]:
-    """For each device object id, which of ``group_ids`` it is a member of right now."""
-    groups = sorted(set(group_ids))
-    asked = {g.lower() for g in groups}
-    wanted = sorted(set(object_ids))
-    items = [
-        BatchItem("POST", f"/devices/{o}/checkMemberGroups", {"groupIds": groups}) for o in wanted
+CHECK_LIMIT = 20  # checkMemberGroups takes at most 20 group ids (directoryobject-checkmembergroups)
+
+
+def _check_items(path: str, groups: list[str]) -> list[BatchItem]:
+    return [
+        BatchItem("POST", f"{path}/checkMemberGroups", {"groupIds": groups[i : i + CHECK_LIMIT]})
+        for i in range(0, len(groups), CHECK_LIMIT)
     ]
-    out: dict[str, set[str]] = {}
-    for object_id, result in zip(wanted, await send_batch(graph, items), strict=True):
+
+
+def _check_answer(result: BatchResult, asked: list[str]) -> set[str]:
+    values = result.json().get("value")
+    if not isinstance(values, list):
+        raise GraphCallError(result.status, None, "checkMemberGroups without value")
+    # The answer is a subset of the groups asked about; anything else is not an answer.
+    wanted = {g.lower() for g in asked}
+    if not all(isinstance(v, str) and v.lower() in wanted for v in values):
+        raise MalformedResponse("checkMemberGroups answered with unknown values")
+    return {v.lower() for v in values}
+
+
+async def check_member_groups(
+    graph: GraphClient, path_prefix: str, asks: Mapping[str, Iterable[str]]
+) -> dict[str, set[str] | None]:
+    """For each directory object (``/devices/{id}``, ``/users/{upn}``), which of its own groups
+    it is a member of now, asking each only about its groups, 20 to a call. ``None`` when the
+    object does not exist (404)."""
+    wanted = {k: sorted({g.lower() for g in v}) for k, v in asks.items() if v}
+    keys: list[str] = []
+    items: list[BatchItem] = []
+    for key, groups in wanted.items():
+        for item in _check_items(f"/{path_prefix}/{quote(key, safe='@')}", groups):
+            keys.append(key)
+            items.append(item)
+    out: dict[str, set[str] | None] = {k: set() for k in wanted}
+    for key, item, result in zip(keys, items, await send_batch(graph, items), strict=True):
         if result.status == 404:
-            out[object_id] = set()  # the device object is gone: it is in no group
+            out[key] = None
             continue
-        values = result.json().get("value")
-        if not isinstance(values, list):
-            raise GraphCallError(result.status, None, "checkMemberGroups without value")
-        # The answer is a subset of the groups asked about; anything else is not an answer.
-        if not all(isinstance(v, str) and v.lower() in asked for v in values):
-            raise MalformedResponse("checkMemberGroups answered with unknown values")
-        out[object_id] = {v.lower() for v in values}
+        found = out[key]
+        if found is not None:
+            found |= _check_answer(result, item.body["groupIds"])
     return out
+
+
+async def member_groups(
+    graph: GraphClient, asks: Mapping[str, Iterable[str]]
+) -> dict[str, set[str]]:
+    """For each device object id, which of its own ETGs it is a member of right now."""
+    found = await check_member_groups(graph, "devices", asks)
+    # A device object that is gone is in no group.
+    return {k: v or set() for k, v in found.items()}

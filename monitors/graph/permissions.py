@@ -7,3 +7,5 @@ MANAGED_DEVICES = "DeviceManagementManagedDevices.Read.All"
 REPORT_EXPORT = "DeviceManagementManagedDevices.ReadWrite.All"
 DEVICES = "Device.Read.All"
 AUDIT_LOGS = "AuditLog.Read.All"
+USERS = "User.Read.All"  # with GroupMember.Read.All: a user's groups (checkMemberGroups)
+GROUP_SUBSCRIPTIONS = "Group.Read.All"

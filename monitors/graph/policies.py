@@ -10,8 +10,25 @@ from typing import Any
 from monitors.graph import permissions
 from monitors.graph.batch import BatchItem, BatchResult, send_batch
 from monitors.graph.client import GraphClient
-from monitors.graph.errors import GRAPH_ERRORS, MalformedResponse, attempt, status_of, unverified
-from monitors.models import EtgLookup, Policy, Unverified
+from monitors.graph.errors import (
+    GRAPH_ERRORS,
+    GraphCallError,
+    MalformedResponse,
+    object_items,
+    status_of,
+    unverified,
+)
+from monitors.models import (
+    ETG_SOURCE_ACTION,
+    ETG_SOURCE_JIT,
+    ETG_SOURCE_OPERATOR,
+    ETG_SOURCE_SETTINGS,
+    EtgLookup,
+    Policy,
+    Unverified,
+    UnverifiedReason,
+    is_guid,
+)
 
 DEVICE_PREPARATION_TEMPLATES = {
     "80d33118-b7b4-40d8-b15f-81be745e053f",  # user-driven
@@ -20,8 +37,13 @@ DEVICE_PREPARATION_TEMPLATES = {
 TEMPLATE_FAMILY = "enrollmentConfiguration"
 SETTING_PREFIX = "enrollment_autopilot_dpp_"
 LIST_SOURCE = "GET /beta/deviceManagement/configurationPolicies"
-ETG_ACTION = "retrieveEnrollmentTimeDeviceMembershipTarget"
-JIT_ACTION = "retrieveJustInTimeConfiguration"
+ASSIGNMENTS_SOURCE = "GET /beta/deviceManagement/configurationPolicies/{id}/assignments"
+ETG_ACTION = ETG_SOURCE_ACTION
+JIT_ACTION = ETG_SOURCE_JIT
+# The validation code that means the monitor's own Intune scope does not cover the group: the
+# ETG exists, the monitor just may not see it (documented in enrollmentTimeDeviceMembershipTarget
+# ValidationErrorCode, beta resource intune-deviceconfigv2-...validationerrorcode.md).
+OUT_OF_SCOPE_CODE = "securityGroupNotInCallerScope"
 
 
 def is_device_preparation(item: Mapping[str, Any]) -> bool:
@@ -64,6 +86,12 @@ def _ids(values: Iterable[Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _priority(item: Mapping[str, Any]) -> int | None:
+    meta = item.get("priorityMetaData")
+    value = meta.get("priority") if isinstance(meta, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def parse_policy(item: Mapping[str, Any]) -> Policy:
     policy_id = item.get("id")
     if not isinstance(policy_id, str) or not policy_id:
@@ -90,6 +118,10 @@ def parse_policy(item: Mapping[str, Any]) -> Policy:
         timeout_minutes=timeout,
         allowed_app_ids=_ids(settings.get("allowedappids", [])),
         allowed_script_ids=_ids(settings.get("allowedscriptids", [])),
+        priority=_priority(item),
+        settings_group_ids=tuple(
+            g.lower() for g in _ids(settings.get("devicesecuritygroupids", [])) if is_guid(g)
+        ),
     )
 
 
@@ -133,23 +165,28 @@ def parse_etg_response(payload: Any, source: str) -> EtgLookup:
     if isinstance(statuses, list):
         ids: list[str] = []
         errors: list[tuple[str, str]] = []
+        validated: list[str] = []
         for status in statuses:
             target = status.get("targetId") if isinstance(status, Mapping) else None
-            if not isinstance(target, str) or not target:
-                raise MalformedResponse(f"{source}: validation status without targetId")
+            if not is_guid(target):
+                raise MalformedResponse(f"{source}: validation status without a group id")
+            assert isinstance(target, str)
             ids.append(target)
             code = status.get("targetValidationErrorCode")
             if status.get("validationSucceeded") is False and isinstance(code, str):
                 errors.append((target, code))
-        return EtgLookup(tuple(ids), source, tuple(errors))
+            elif status.get("validationSucceeded") is True:
+                validated.append(target)
+        return EtgLookup(tuple(ids), source, tuple(errors), validated_group_ids=tuple(validated))
 
     targets = payload.get("enrollmentTimeDeviceMembershipTargets")
     if isinstance(targets, list):
         ids = []
         for target in targets:
             target_id = target.get("targetId") if isinstance(target, Mapping) else None
-            if not isinstance(target_id, str) or not target_id:
-                raise MalformedResponse(f"{source}: membership target without targetId")
+            if not is_guid(target_id):
+                raise MalformedResponse(f"{source}: membership target without a group id")
+            assert isinstance(target_id, str)
             ids.append(target_id)
         return EtgLookup(tuple(ids), source)
 
@@ -160,7 +197,7 @@ def parse_etg_response(payload: Any, source: str) -> EtgLookup:
             return EtgLookup((), source)
         if isinstance(target, str):
             target = [target]
-        if not isinstance(target, list) or not all(isinstance(t, str) for t in target):
+        if not isinstance(target, list) or not all(is_guid(t) for t in target if t):
             raise MalformedResponse(f"{source}: target is not a list of group ids")
         return EtgLookup(tuple(t for t in target if t), source)
 
@@ -169,6 +206,43 @@ def parse_etg_response(payload: Any, source: str) -> EtgLookup:
 
 def _action_path(policy_id: str, action: str) -> str:
     return f"deviceManagement/configurationPolicies('{policy_id}')/{action}"
+
+
+def _action_source(action: str) -> str:
+    return f"POST /beta/deviceManagement/configurationPolicies/{{id}}/{action}"
+
+
+def is_unrouted(exc: BaseException) -> bool:
+    """The tenant does not route this action at all (as opposed to failing it): Graph answers
+    400 "No OData route exists ...", 404 "Resource not found for the segment ..." or 405."""
+    status = status_of(exc)
+    if status in (404, 405):
+        return True
+    text = str(getattr(getattr(exc, "error", None), "message", None) or exc)
+    return status == 400 and ("no odata route" in text.lower() or "segment" in text.lower())
+
+
+def _result_error(result: BatchResult) -> GraphCallError:
+    body: Mapping[str, Any] = result.body if isinstance(result.body, Mapping) else {}
+    raw = body.get("error")
+    error: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    code = error.get("code") if isinstance(error.get("code"), str) else None
+    message = error.get("message") if isinstance(error.get("message"), str) else ""
+    return GraphCallError(result.status, code, message or f"failed with {result.status}")
+
+
+def _checked(lookup: EtgLookup) -> EtgLookup | Unverified:
+    """A lookup whose target Intune says is outside the monitor's scope is not an answer."""
+    hidden = [gid for gid, code in lookup.validation_errors if code == OUT_OF_SCOPE_CODE]
+    if hidden:
+        return Unverified(
+            _action_source(lookup.source),
+            UnverifiedReason.OUT_OF_SCOPE,
+            f"Intune reports {OUT_OF_SCOPE_CODE} for group {hidden[0]}: the monitor's identity "
+            "lacks the Intune scope (scope tags) to read this policy's ETG",
+            permission=permissions.CONFIGURATION_POLICIES,
+        )
+    return lookup
 
 
 async def _post_action(graph: GraphClient, policy_id: str, action: str) -> Any:
@@ -182,52 +256,130 @@ async def _post_action(graph: GraphClient, policy_id: str, action: str) -> Any:
         raise
 
 
-async def retrieve_etg(graph: GraphClient, policy_id: str) -> EtgLookup | Unverified:
-    """The policy's ETG from the current action, falling back to the older JIT action."""
-    first_source = f"POST /beta/deviceManagement/configurationPolicies/{{id}}/{ETG_ACTION}"
+def _from_settings(policy: Policy, detail: str) -> EtgLookup | Unverified:
+    if policy.settings_group_ids:
+        return EtgLookup(policy.settings_group_ids, ETG_SOURCE_SETTINGS)
+    # Neither action is routed and the setting is empty: that is not "no ETG configured".
+    return Unverified(
+        _action_source(ETG_ACTION),
+        UnverifiedReason.REJECTED,
+        f"this tenant routes neither {ETG_ACTION} nor {JIT_ACTION}, and the policy's "
+        f"devicesecuritygroupids setting is empty; set ETG_POLICY_GROUPS for it ({detail})",
+    )
+
+
+def operator_lookup(policy: Policy, operator_map: Mapping[str, str]) -> EtgLookup | None:
+    """The operator's own word for this policy's ETG, by policy id or by name."""
+    for key in (policy.id.lower(), policy.name.strip().casefold()):
+        if key in operator_map:
+            return EtgLookup((operator_map[key],), ETG_SOURCE_OPERATOR)
+    return None
+
+
+async def _jit_and_settings(
+    graph: GraphClient, policy: Policy, first: Unverified, first_unrouted: bool
+) -> EtgLookup | Unverified:
+    """After the current action failed: the older action, then (only if neither is routed)
+    the policy's own setting."""
     try:
-        payload = await _post_action(graph, policy_id, ETG_ACTION)
-        return parse_etg_response(payload, ETG_ACTION)
+        payload = await _post_action(graph, policy.id, JIT_ACTION)
+        return _checked(parse_etg_response(payload, JIT_ACTION))
     except GRAPH_ERRORS as exc:
-        first = unverified(exc, first_source, permissions.CONFIGURATION_POLICIES)
+        second = unverified(exc, _action_source(JIT_ACTION), permissions.CONFIGURATION_POLICIES)
+        if first_unrouted and is_unrouted(exc):
+            return _from_settings(policy, f"{first.detail}; {second.detail}")
+    # Name the first failure: it is the call the operator should look at.
+    return Unverified(
+        source=first.source,
+        reason=first.reason,
+        detail=f"{first.detail}; fallback {JIT_ACTION}: {second.detail}",
+        permission=first.permission or second.permission,
+        status=first.status,
+    )
 
-    fallback_source = f"POST /beta/deviceManagement/configurationPolicies/{{id}}/{JIT_ACTION}"
 
-    async def fallback() -> EtgLookup:
-        return parse_etg_response(await _post_action(graph, policy_id, JIT_ACTION), JIT_ACTION)
-
-    result = await attempt(fallback(), fallback_source, permissions.CONFIGURATION_POLICIES)
-    if isinstance(result, Unverified):
-        # Name the first failure: it is the call the operator should look at.
-        return Unverified(
-            source=first.source,
-            reason=first.reason,
-            detail=f"{first.detail}; fallback {JIT_ACTION}: {result.detail}",
-            permission=first.permission or result.permission,
-            status=first.status,
-        )
-    return result
+async def retrieve_etg(graph: GraphClient, policy: Policy) -> EtgLookup | Unverified:
+    """One policy's ETG: the current action, then the older one, then the policy's setting."""
+    try:
+        payload = await _post_action(graph, policy.id, ETG_ACTION)
+        return _checked(parse_etg_response(payload, ETG_ACTION))
+    except GRAPH_ERRORS as exc:
+        first = unverified(exc, _action_source(ETG_ACTION), permissions.CONFIGURATION_POLICIES)
+        return await _jit_and_settings(graph, policy, first, is_unrouted(exc))
 
 
 async def retrieve_etgs(
-    graph: GraphClient, policy_ids: Sequence[str]
+    graph: GraphClient,
+    policy_list: Sequence[Policy],
+    operator_map: Mapping[str, str] | None = None,
 ) -> list[EtgLookup | Unverified]:
-    """The ETG of each policy, in order, asked in one beta $batch; any policy that does not
-    answer cleanly there takes the single-policy path with its fallback."""
-    items = [BatchItem("POST", "/" + _action_path(p, ETG_ACTION)) for p in policy_ids]
+    """The ETG of each policy, in order. The operator map wins; the rest are asked in one beta
+    $batch, and only a policy that does not answer cleanly there takes the fallbacks."""
+    operator_map = operator_map or {}
+    mapped = [operator_lookup(p, operator_map) for p in policy_list]
+    asked = [p for p, m in zip(policy_list, mapped, strict=True) if m is None]
+    items = [BatchItem("POST", "/" + _action_path(p.id, ETG_ACTION), {}) for p in asked]
     try:
         results: Sequence[BatchResult | None] = await send_batch(graph, items, beta=True)
     except GRAPH_ERRORS:
-        results = [None] * len(policy_ids)
+        results = [None] * len(asked)
 
-    async def one(policy_id: str, result: BatchResult | None) -> EtgLookup | Unverified:
-        if result is not None and 200 <= result.status < 300:
+    async def one(policy: Policy, result: BatchResult | None) -> EtgLookup | Unverified:
+        if result is None:
+            return await retrieve_etg(graph, policy)
+        if 200 <= result.status < 300:
             try:
-                return parse_etg_response(result.body, ETG_ACTION)
+                return _checked(parse_etg_response(result.body, ETG_ACTION))
             except MalformedResponse:
-                pass
-        return await retrieve_etg(graph, policy_id)
+                return await retrieve_etg(graph, policy)
+        error = _result_error(result)
+        if error.status in (429, 503, 504):
+            return await retrieve_etg(graph, policy)
+        first = unverified(error, _action_source(ETG_ACTION), permissions.CONFIGURATION_POLICIES)
+        return await _jit_and_settings(graph, policy, first, is_unrouted(error))
 
-    return list(
-        await asyncio.gather(*(one(p, r) for p, r in zip(policy_ids, results, strict=True)))
-    )
+    answers = iter(await asyncio.gather(*(one(p, r) for p, r in zip(asked, results, strict=True))))
+    return [m if m is not None else next(answers) for m in mapped]
+
+
+def _assignment_groups(items: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Group ids of the include assignments. Exclusions and all-users targets carry no group
+    this monitor can test a user against, so they are left out (and reported as unresolved)."""
+    out: list[str] = []
+    for item in items:
+        target = item.get("target")
+        if not isinstance(target, Mapping):
+            raise MalformedResponse("policy assignment without a target")
+        kind = str(target.get("@odata.type") or "").lower()
+        group = target.get("groupId")
+        if kind.endswith("groupassignmenttarget") and "exclusion" not in kind:
+            if not isinstance(group, str) or not is_guid(group):
+                raise MalformedResponse("group assignment without a group id")
+            out.append(group.lower())
+    return tuple(dict.fromkeys(out))
+
+
+async def policy_assignments(
+    graph: GraphClient, policy_ids: Sequence[str]
+) -> dict[str, tuple[str, ...] | Unverified]:
+    """The user groups each policy is assigned to, asked in beta $batch requests of 20."""
+    items = [
+        BatchItem("GET", f"/deviceManagement/configurationPolicies('{p}')/assignments")
+        for p in policy_ids
+    ]
+    out: dict[str, tuple[str, ...] | Unverified] = {}
+    try:
+        results = await send_batch(graph, items, beta=True)
+    except GRAPH_ERRORS as exc:
+        failed = unverified(exc, ASSIGNMENTS_SOURCE, permissions.CONFIGURATION_POLICIES)
+        return dict.fromkeys(policy_ids, failed)
+    for policy_id, result in zip(policy_ids, results, strict=True):
+        try:
+            body = result.json()
+            groups = _assignment_groups(object_items(body.get("value"), "policy assignments"))
+            if body.get("@odata.nextLink"):
+                raise MalformedResponse("policy assignments unexpectedly paged")
+            out[policy_id] = groups
+        except GRAPH_ERRORS as exc:
+            out[policy_id] = unverified(exc, ASSIGNMENTS_SOURCE, permissions.CONFIGURATION_POLICIES)
+    return out

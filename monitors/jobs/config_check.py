@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,7 +30,12 @@ from monitors.models import (
     TenantConfigFacts,
     Unverified,
 )
-from monitors.rules.config import ConfigEvaluation, evaluate_config
+from monitors.rules.config import (
+    ConfigEvaluation,
+    evaluate_config,
+    needs_second_owner_source,
+    owner_checks,
+)
 from monitors.rules.kinds import CONFIG_KINDS
 from monitors.rules.lifecycle import Transition, reconcile
 from monitors.rules.suppression import checker
@@ -52,7 +59,9 @@ class ConfigCheckReport:
         return config_report_json(self)
 
 
-async def gather_config_facts(graph: GraphClient, now: datetime) -> TenantConfigFacts:
+async def gather_config_facts(
+    graph: GraphClient, now: datetime, operator_map: Mapping[str, str] | None = None
+) -> TenantConfigFacts:
     listed, pc = await asyncio.gather(
         attempt(
             policies.list_device_preparation_policies(graph),
@@ -81,17 +90,54 @@ async def gather_config_facts(graph: GraphClient, now: datetime) -> TenantConfig
         groups = await asyncio.gather(*(group_reads[g] for g in lookup.group_ids))
         return PolicyConfigFacts(policy, lookup, tuple(groups))
 
-    lookups = await policies.retrieve_etgs(graph, [p.id for p in listed])
+    lookups = await policies.retrieve_etgs(graph, listed, operator_map)
     per_policy = await asyncio.gather(
         *(policy_facts(p, lookup) for p, lookup in zip(listed, lookups, strict=True))
     )
-    return TenantConfigFacts(now, tuple(per_policy), pc)
+    confirmed = await _confirm_owners({g: t.result() for g, t in group_reads.items()}, graph, pc)
+    return TenantConfigFacts(
+        now,
+        tuple(
+            dataclasses.replace(pf, groups=tuple(confirmed[g.group_id] for g in pf.groups))
+            for pf in per_policy
+        ),
+        pc,
+    )
+
+
+async def _confirm_owners(
+    etgs: dict[str, EtgFacts], graph: GraphClient, pc: ProvisioningClient | Unverified
+) -> dict[str, EtgFacts]:
+    """Ask the other ownership sources about each ETG whose v1.0 owners list does not show the
+    provisioning client: ownedObjects once for all of them, then beta owners only for groups
+    ownedObjects did not settle."""
+    doubtful = [g for g, etg in etgs.items() if needs_second_owner_source(etg, pc)]
+    if not doubtful:
+        return etgs
+    held: frozenset[str] | Unverified
+    if isinstance(pc, Unverified):
+        held = pc  # ownedObjects is addressed by the client's object id
+    else:
+        held = await directory.read_owned_object_ids(graph, str(pc.object_id))
+
+    def in_owned(group_id: str) -> bool | Unverified:
+        return held if isinstance(held, Unverified) else group_id.lower() in held
+
+    unsettled = [g for g in doubtful if in_owned(g) is not True]
+    beta = await asyncio.gather(*(directory.read_beta_owners(graph, g) for g in unsettled))
+    beta_by_group = dict(zip(unsettled, beta, strict=True))
+    out = dict(etgs)
+    for g in doubtful:
+        out[g] = dataclasses.replace(
+            etgs[g], in_owned_objects=in_owned(g), beta_owners=beta_by_group.get(g)
+        )
+    return out
 
 
 async def check_config(ctx: JobContext) -> ConfigCheckReport:
     async def body() -> ConfigCheckReport:
         now = ctx.clock.now()
-        facts = await gather_config_facts(ctx.graph, now)
+        facts = await gather_config_facts(ctx.graph, now, ctx.settings.policy_groups)
         existing = await ctx.store.anomalies.by_key(CONFIG_KINDS)
         open_subjects = [
             a.subject
@@ -137,8 +183,11 @@ def config_report_json(report: ConfigCheckReport) -> dict[str, JSON]:
     for verdict in report.evaluation.verdicts:
         by_policy.setdefault(verdict.subject.policy_id, []).append(verdict)
 
+    pc = report.facts.provisioning_client
+
     def policy_entry(pf: PolicyConfigFacts) -> dict[str, JSON]:
         verdicts = by_policy.get(pf.policy.id, [])
+        names = {g.group_id: g.group.display_name for g in pf.groups if isinstance(g.group, Group)}
         findings = [v for v in verdicts if isinstance(v, Finding)]
         unknown = [u for v in verdicts if isinstance(v, NotEvaluated) for u in v.unverified]
         status = (
@@ -152,10 +201,14 @@ def config_report_json(report: ConfigCheckReport) -> dict[str, JSON]:
             "id": pf.policy.id,
             "name": pf.policy.name,
             "etg_group_ids": list(pf.etg.group_ids) if isinstance(pf.etg, EtgLookup) else None,
+            "etg_source": pf.etg.source if isinstance(pf.etg, EtgLookup) else None,
             "etg_group_names": [
                 g.group.display_name for g in pf.groups if isinstance(g.group, Group)
             ],
             "timeout_minutes": pf.policy.timeout_minutes,
+            "etg_owners": [
+                {**c.to_json(), "group_name": names.get(c.group_id)} for c in owner_checks(pf, pc)
+            ],
             "status": status,
             "findings": [
                 {"kind": f.kind, "explanation": f.explanation, "fix": f.fix} for f in findings
@@ -163,7 +216,6 @@ def config_report_json(report: ConfigCheckReport) -> dict[str, JSON]:
             "unverified": [u.to_json() for u in unknown],
         }
 
-    pc = report.facts.provisioning_client
     pc_state = (
         "unverified"
         if isinstance(pc, Unverified)

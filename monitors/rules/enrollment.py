@@ -19,6 +19,7 @@ from monitors.models import (
     Deployment,
     DeploymentFacts,
     DeploymentStatus,
+    EtgLookup,
     Finding,
     MembershipEvent,
     MembershipOp,
@@ -29,6 +30,7 @@ from monitors.models import (
     Subject,
     Unverified,
     UnverifiedReason,
+    UserPolicies,
     Verdict,
 )
 from monitors.rules.kinds import (
@@ -211,6 +213,7 @@ def judge(
             "name": facts.policy.policy.name,
             "resolved_by": facts.policy.how,
             "etg_group_ids": list(facts.policy.etg_group_ids),
+            "etg_source": facts.policy.etg_source,
         }
 
     out = _Collector(subject, base)
@@ -455,10 +458,19 @@ def _judge_payload(out: _Collector, facts: DeploymentFacts, name: str) -> None:
     else:
         bad = [i for i in payload if i.status.lower() in BAD_PAYLOAD]
         if bad:
+            # Every item is named: on-call fixes each one, and a list cut at five hides the rest.
+            parts = [
+                f"{label}: " + ", ".join(f"{i.name} ({i.status})" for i in items)
+                for label, items in (
+                    ("apps", [i for i in bad if i.kind == "app"]),
+                    ("scripts", [i for i in bad if i.kind != "app"]),
+                )
+                if items
+            ]
             out.found(
                 kind,
                 f"{len(bad)} of {len(payload)} apps and scripts did not install on {name}: "
-                + ", ".join(f"{i.name} ({i.status})" for i in bad[:5])
+                + "; ".join(parts)
                 + ".",
                 {
                     "items": [
@@ -473,37 +485,85 @@ def _judge_payload(out: _Collector, facts: DeploymentFacts, name: str) -> None:
             out.pending(kind, "apps or scripts still installing")
 
 
+PolicyEntry = tuple[Policy, EtgLookup | Unverified]
+UNASSIGNED_PRIORITY = 1 << 30
+
+
+def _matched(entry: PolicyEntry, how: str) -> PolicyMatch | Unverified:
+    policy, etg = entry
+    if isinstance(etg, Unverified):
+        return etg
+    return PolicyMatch(policy, etg.group_ids, how, etg.source)
+
+
+def _by_assignment(
+    policies: Sequence[PolicyEntry], assigned: UserPolicies
+) -> PolicyMatch | Unverified | None:
+    """Intune's own choice: among the policies assigned to the user, the lowest priority."""
+    candidates = [e for e in policies if e[0].id in assigned.policy_ids]
+    if not candidates:
+        return None
+
+    def priority(entry: PolicyEntry) -> int:
+        return entry[0].priority if entry[0].priority is not None else UNASSIGNED_PRIORITY
+
+    best = min(candidates, key=priority)
+    rivals = [e for e in candidates if priority(e) == priority(best) and e is not best]
+    unknown = [
+        e for e in policies if e[0].id in assigned.unreadable and priority(e) <= priority(best)
+    ]
+    if rivals or unknown:
+        names = ", ".join(e[0].name for e in [best, *rivals, *unknown])
+        return Unverified(
+            "policy resolution",
+            UnverifiedReason.UNRESOLVED,
+            f"{assigned.user} is assigned several device preparation policies ({names}) and "
+            "their priorities do not decide which applied",
+        )
+    rank = f"priority {best[0].priority}" if best[0].priority is not None else "only one assigned"
+    return _matched(best, f"assignment to {assigned.user} ({rank})")
+
+
 def resolve_policy(
     profile_name: str | None,
-    policies: Sequence[tuple[Policy, tuple[str, ...] | Unverified]],
+    policies: Sequence[PolicyEntry],
     joined_groups: Iterable[str] = (),
+    assigned: UserPolicies | Unverified | None = None,
 ) -> PolicyMatch | Unverified | None:
     """Which device preparation policy a deployment used.
 
     The report carries no policy id. In order: the enrollment profile name Intune stamps on the
-    managed device (since 2409, not always), the only policy when there is one, and the ETG the
-    device was added to. None when nothing decides.
+    managed device (since 2409, not always); as Intune picks it, the lowest-priority policy
+    among those assigned to the enrolling user; the ETG the device was added to; the only
+    policy. Unverified when nothing decides, saying why; None when nothing was known at all.
     """
-
-    def match(
-        entry: tuple[Policy, tuple[str, ...] | Unverified], how: str
-    ) -> PolicyMatch | Unverified:
-        policy, etgs = entry
-        return etgs if isinstance(etgs, Unverified) else PolicyMatch(policy, etgs, how)
-
     if profile_name:
         wanted = profile_name.strip().casefold()
         named = [p for p in policies if p[0].name.strip().casefold() == wanted]
         if len(named) == 1:
-            return match(named[0], "enrollmentProfileName")
-    if len(policies) == 1:
-        return match(policies[0], "only device preparation policy")
+            return _matched(named[0], "enrollmentProfileName")
+    by_user = _by_assignment(policies, assigned) if isinstance(assigned, UserPolicies) else None
+    if by_user is not None:
+        return by_user
     joined = set(joined_groups)
     by_group = [
-        p for p in policies if not isinstance(p[1], Unverified) and joined.intersection(p[1])
+        p
+        for p in policies
+        if not isinstance(p[1], Unverified) and joined.intersection(p[1].group_ids)
     ]
     if len(by_group) == 1:
-        return match(by_group[0], "ETG membership")
+        return _matched(by_group[0], "ETG membership")
+    if len(policies) == 1:
+        return _matched(policies[0], "only device preparation policy")
+    if isinstance(assigned, Unverified):
+        return assigned
+    if isinstance(assigned, UserPolicies):
+        return Unverified(
+            "policy resolution",
+            UnverifiedReason.UNRESOLVED,
+            f"{assigned.user} is in no group any device preparation policy is assigned to, "
+            "and the device has no enrollment profile name or ETG join that names one",
+        )
     return None
 
 

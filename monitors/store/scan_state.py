@@ -25,10 +25,12 @@ from monitors.models import (
     MembershipEvent,
     Policy,
     PolicyMatch,
+    UserPolicies,
 )
 from monitors.store.tables import BATCH_LIMIT, TableStore, dumps_json, escape_key, loads_json
 
 CHECKPOINTS = "checkpoints"
+AUDIT_CHECKPOINT = "audit:"  # + ETG group id: the audit log of that ETG was read up to then
 DEPLOYMENTS = "deployments"
 PENDING = "pending"
 
@@ -60,16 +62,28 @@ class DeploymentRecord:
     outcome: str = ""
     joined_at: datetime | None = None
     findings: tuple[str, ...] = ()
-    # Start of the audit window this device's events were read from (None: never read).
-    audit_from: datetime | None = None
+    # Per ETG: start of the audit window this device's events were read from (absent: never).
+    audit_from: dict[str, datetime] = field(default_factory=dict)
+    # The managed device was read by id, the only read that carries enrollmentProfileName.
+    profile_read: bool = False
+    # The policies assigned to the enrolling user, once known in full.
+    user_policies: UserPolicies | None = None
 
     def audit_needed_from(self, floor: datetime) -> datetime:
         """Where this device's audit events must be read from: a little before enrollment,
         but never before ``floor`` (the scan's look-back), which no read can reach past."""
         return max(self.deployment.enrolled_at - timedelta(minutes=10), floor)
 
-    def covered(self, floor: datetime) -> bool:
-        return self.audit_from is not None and self.audit_from <= self.audit_needed_from(floor)
+    def covered(self, group_ids: Iterable[str], floor: datetime) -> bool:
+        """The audit log of every one of these ETGs was read back to this device's enrollment."""
+        needed = self.audit_needed_from(floor)
+        return all(
+            (start := self.audit_from.get(g)) is not None and start <= needed for g in group_ids
+        )
+
+    def mark_read(self, group_id: str, since: datetime) -> None:
+        known = self.audit_from.get(group_id)
+        self.audit_from[group_id] = since if known is None else min(known, since)
 
     @property
     def key(self) -> str:
@@ -112,13 +126,21 @@ class DeploymentRecord:
                 "timeout_minutes": self.policy.policy.timeout_minutes,
                 "etg_group_ids": list(self.policy.etg_group_ids),
                 "how": self.policy.how,
+                "etg_source": self.policy.etg_source,
             },
             "azure_ad_device_id": self.azure_ad_device_id,
             "enrollment_profile_name": self.enrollment_profile_name,
             "object_id": self.object_id,
             "events": [e.to_json() for e in self.events],
             "previously_missing": self.previously_missing,
-            "audit_from": self.audit_from.isoformat() if self.audit_from else None,
+            "audit_from_by_group": {g: t.isoformat() for g, t in self.audit_from.items()},
+            "profile_read": self.profile_read,
+            "user_policies": None
+            if self.user_policies is None
+            else {
+                "user": self.user_policies.user,
+                "policy_ids": list(self.user_policies.policy_ids),
+            },
         }
 
     @classmethod
@@ -144,7 +166,16 @@ class DeploymentRecord:
                 Policy(p["id"], p["name"], p.get("template_id") or "", p.get("timeout_minutes")),
                 tuple(p.get("etg_group_ids") or ()),
                 p.get("how") or "",
+                p.get("etg_source") or "",
             )
+        users = data.get("user_policies")
+        audit_from = {
+            g: datetime.fromisoformat(t) for g, t in (data.get("audit_from_by_group") or {}).items()
+        }
+        if data.get("audit_from") and policy is not None:
+            # Records from before coverage was kept per ETG: it covered the policy's ETGs.
+            legacy = datetime.fromisoformat(data["audit_from"])
+            audit_from = {g: legacy for g in policy.etg_group_ids} | audit_from
         return cls(
             deployment=deployment,
             policy=policy,
@@ -155,8 +186,10 @@ class DeploymentRecord:
             state=state,
             summary=summary,
             previously_missing=bool(data.get("previously_missing")),
-            audit_from=datetime.fromisoformat(data["audit_from"])
-            if data.get("audit_from")
+            audit_from=audit_from,
+            profile_read=bool(data.get("profile_read")),
+            user_policies=UserPolicies(users["user"], tuple(users["policy_ids"]))
+            if isinstance(users, dict)
             else None,
         )
 

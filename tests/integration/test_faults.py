@@ -146,7 +146,7 @@ def fault_then_recovery(settings, tenant, rule):
 @pytest.mark.parametrize(
     "kind,endpoint",
     [
-        ("reset", "managedDevices.list"),
+        ("reset", "managedDevices.get"),
         ("reset", "directoryAudits.list"),
         ("hang", "exportJobs.get"),
         ("reset", "$batch"),
@@ -168,7 +168,7 @@ def test_small_server_pages_give_the_same_result(scan_settings, tenant):
     assert tenant.stats()["directoryAudits.list"] > 1  # it did page
 
 
-@pytest.mark.parametrize("endpoint", ["directoryAudits.list", "managedDevices.list"])
+@pytest.mark.parametrize("endpoint", ["directoryAudits.list", "configurationPolicies.list"])
 def test_a_page_failing_midway_after_retries_invents_nothing_and_recovers(
     scan_settings, tenant, endpoint
 ):
@@ -248,9 +248,11 @@ def test_a_device_that_never_joins_is_still_caught_once_the_audit_window_passes(
     "endpoint",
     [
         "directoryAudits.list",
-        "managedDevices.list",
+        "managedDevices.get",
         "devices.list",
         "devices.checkMemberGroups",
+        "users.checkMemberGroups",
+        "configurationPolicies.assignments",
         "exportJobs.download",
         # both ETG actions, or the fallback would (rightly) recover from the first
         r"/retrieve(EnrollmentTimeDeviceMembershipTarget|JustInTimeConfiguration)$",

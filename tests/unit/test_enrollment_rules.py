@@ -268,6 +268,33 @@ def test_payload_skipped_or_failed_is_incomplete(status, expected):
     assert kinds(j, Finding) == expected
 
 
+def full_policy_payload(status="Failed", name_chars=60):
+    """The most a policy can select: 25 apps and 10 scripts."""
+    apps = [
+        InstallItem("app", f"app-{n}", f"App {n:02d} " + "a" * (name_chars - 7), status)
+        for n in range(25)
+    ]
+    scripts = [
+        InstallItem("script", f"script-{n}", f"Script {n:02d} " + "s" * (name_chars - 10), status)
+        for n in range(10)
+    ]
+    return (InstallItem("app", "ok", "Company Portal", "Installed"), *apps, *scripts)
+
+
+def test_payload_incomplete_names_every_skipped_or_failed_item():
+    payload = full_policy_payload()
+    j = judge(facts([add(-10)], payload=payload), NOW)
+    finding = next(v for v in j.verdicts if isinstance(v, Finding))
+    assert finding.kind == "payload_incomplete"
+    assert finding.explanation.startswith("35 of 36 apps and scripts did not install")
+    for item in payload[1:]:
+        assert f"{item.name} (Failed)" in finding.explanation
+    assert "Company Portal" not in finding.explanation
+    # apps and scripts are told apart, and the evidence keeps every item with its id
+    assert "apps: App 00" in finding.explanation and "; scripts: Script 00" in finding.explanation
+    assert [i["id"] for i in finding.evidence["items"]] == [i.id for i in payload]
+
+
 def test_payload_reports_disabled_is_not_applicable_and_still_conclusive():
     j = judge(facts([add(-10)], payload=None), NOW)
     payload = next(v for v in j.verdicts if v.kind == "payload_incomplete")
@@ -284,16 +311,66 @@ def test_policy_without_etg_is_not_applicable_not_unverified():
     assert "etg_not_configured" in j.summary
 
 
-def test_policy_resolution_prefers_profile_name_then_single_policy_then_membership():
+def _etg(*groups):
+    from monitors.models import EtgLookup
+
+    return EtgLookup(tuple(groups), "retrieveEnrollmentTimeDeviceMembershipTarget")
+
+
+def test_policy_resolution_prefers_profile_name_then_assignment_then_membership_then_single():
+    from monitors.models import UserPolicies
     from monitors.rules.enrollment import resolve_policy
 
-    a = Policy("a", "Standard", "t")
-    b = Policy("b", "Finance", "t")
-    both = [(a, ("g-a",)), (b, ("g-b",))]
+    a = Policy("a", "Standard", "t", priority=2)
+    b = Policy("b", "Finance", "t", priority=1)
+    both = [(a, _etg("g-a")), (b, _etg("g-b"))]
     assert resolve_policy(" finance ", both).policy.id == "b"
-    assert resolve_policy(None, [(a, ("g-a",))]).how == "only device preparation policy"
+    assert resolve_policy(None, [(a, _etg("g-a"))]).how == "only device preparation policy"
     assert resolve_policy(None, both, {"g-b"}).how == "ETG membership"
     assert resolve_policy(None, both) is None
     assert resolve_policy("Unknown profile", both, {"g-a", "g-b"}) is None
     broken = Unverified("retrieve", UnverifiedReason.THROTTLED, "429")
-    assert resolve_policy("Standard", [(a, broken), (b, ("g-b",))]) is broken
+    assert resolve_policy("Standard", [(a, broken), (b, _etg("g-b"))]) is broken
+    # Intune's own rule: of the policies assigned to the user, the lowest priority number.
+    user = UserPolicies("ann@contoso.com", ("a", "b"))
+    match = resolve_policy(None, both, {"g-a"}, user)
+    assert match.policy.id == "b" and match.how == "assignment to ann@contoso.com (priority 1)"
+    assert match.etg_source == "retrieveEnrollmentTimeDeviceMembershipTarget"
+    # A profile name that names no policy (renamed since) falls through to the assignment.
+    assert resolve_policy("Old name", both, (), UserPolicies("ann", ("a",))).policy.id == "a"
+
+
+def test_a_user_in_no_assigned_group_is_unverified_and_says_so():
+    from monitors.models import UserPolicies
+    from monitors.rules.enrollment import resolve_policy
+
+    both = [
+        (Policy("a", "A", "t", priority=1), _etg("g-a")),
+        (Policy("b", "B", "t", priority=2), _etg("g-b")),
+    ]
+    result = resolve_policy(None, both, (), UserPolicies("bob@contoso.com", ()))
+    assert isinstance(result, Unverified)
+    assert result.reason is UnverifiedReason.UNRESOLVED
+    assert "bob@contoso.com is in no group" in result.detail
+    # ETG membership evidence still decides when the assignment does not.
+    assert resolve_policy(None, both, {"g-b"}, UserPolicies("bob", ())).how == "ETG membership"
+
+
+def test_unreadable_assignments_of_a_policy_that_could_win_leave_the_choice_unverified():
+    from monitors.models import UserPolicies
+    from monitors.rules.enrollment import resolve_policy
+
+    a, b, c = (Policy(x, x.upper(), "t", priority=n) for x, n in (("a", 1), ("b", 2), ("c", 3)))
+    entries = [(a, _etg("g-a")), (b, _etg("g-b")), (c, _etg("g-c"))]
+    # b is assigned; a (priority 1) might be too, but its assignments were not readable.
+    unsure = resolve_policy(None, entries, (), UserPolicies("ann", ("b",), unreadable=("a",)))
+    assert isinstance(unsure, Unverified) and "priorities do not decide" in unsure.detail
+    # c's assignments unreadable cannot change the answer: priority 3 loses to b anyway.
+    sure = resolve_policy(None, entries, (), UserPolicies("ann", ("b",), unreadable=("c",)))
+    assert sure.policy.id == "b"
+    # Two assigned policies with the same priority: Intune's choice cannot be told.
+    tie = [
+        (Policy("x", "X", "t", priority=1), _etg("g-x")),
+        (Policy("y", "Y", "t", priority=1), _etg("g-y")),
+    ]
+    assert isinstance(resolve_policy(None, tie, (), UserPolicies("ann", ("x", "y"))), Unverified)

@@ -1,0 +1,204 @@
+"""The monitor on a tenant that behaves as Graph is documented to (simtenant.strict).
+
+Every anomaly of the ground truth is found, nothing else is raised, and the only unverified
+deployments are those whose facts the tenant makes unreadable, each naming what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from monitors.jobs.config_check import check_config
+from monitors.jobs.context import open_context, open_store
+from monitors.jobs.scan import run_scan
+from monitors.models import ETG_SOURCE_OPERATOR, ETG_SOURCE_SETTINGS, Status
+from monitors.settings import Settings
+from simtenant.strict import JIT_ONLY, OUT_OF_SCOPE, UNROUTED, policy_name, strict_scenario
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(tenant: Any, azurite: Any, **extra: str) -> Settings:
+    return Settings.from_env(
+        {
+            "ETG_GRAPH_ENDPOINT": tenant.base_url,
+            "ETG_GRAPH_CREDENTIAL": "none",
+            "ETG_STORAGE_CONNECTION": azurite.connection_string,
+            "ETG_TABLE_PREFIX": "s" + uuid.uuid4().hex[:12],
+            "ETG_DETAILED_REPORTS": "true",
+            **extra,
+        }
+    )
+
+
+def _run(settings: Settings, tenant: Any) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        async with open_context(settings, clock=tenant.clock) as ctx:
+            config = await check_config(ctx)
+        tenant.reset_stats()
+        async with open_context(settings, clock=tenant.clock) as ctx:
+            scan = await run_scan(ctx)
+        async with open_store(settings) as store:
+            anomalies = [a async for a in store.anomalies.iter()]
+        return {"config": config, "scan": scan, "anomalies": anomalies, "sim": tenant.stats()}
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def strict(azurite):
+    from simtenant.server import SimulatedTenant
+
+    scenario, truth = strict_scenario()
+    with SimulatedTenant(scenario) as tenant:
+        result = _run(_settings(tenant, azurite), tenant)
+    return scenario, truth, result
+
+
+def _open(result: dict[str, Any]) -> list[Any]:
+    return [a for a in result["anomalies"] if a.status is Status.OPEN]
+
+
+def test_the_strict_scenario_has_more_etg_policies_than_one_membership_check_takes(strict):
+    scenario, truth, _ = strict
+    assert len([p for p in scenario.policies if p.etg_group_id]) >= 25 > 20
+    assert len(truth.device_anomalies) >= 16
+    assert any(not d.profile_name_stamped for d in scenario.devices)
+
+
+def test_every_anomaly_of_the_ground_truth_is_found_and_nothing_else(strict):
+    _, truth, result = strict
+    devices = {(a.kind, a.subject.device_name) for a in _open(result) if a.subject.device_name}
+    policies = {(a.kind, a.subject.policy_name) for a in _open(result) if not a.subject.device_name}
+    assert devices == truth.device_anomalies
+    assert policies == truth.policy_anomalies
+
+
+def test_only_the_unreadable_deployments_are_unverified_each_saying_why(strict):
+    _, truth, result = strict
+    rows = result["scan"].to_json()["devices"]
+    judged = {j.deployment.device_name: j for j in result["scan"].judgements}
+    unverified = {name for name, j in judged.items() if j.state == "unverified"}
+    assert unverified == set(truth.unverified)
+    for name, reason in truth.unverified.items():
+        reasons = {u.reason.value for u in judged[name].unverified}
+        assert reasons == {reason}, name
+    assert "securityGroupNotInCallerScope" in next(
+        r["why"] for r in rows if r["device_name"] == "SCOPE-01"
+    )
+    assert "no.assignment@contoso.com is in no group" in next(
+        r["why"] for r in rows if r["device_name"] == "NOUSER-01"
+    )
+    assert {name for name, j in judged.items() if j.state == "pending"} >= truth.pending
+
+
+def test_one_unreadable_policy_leaves_only_its_own_deployments_unverified(strict):
+    scenario, truth, result = strict
+    out_of_scope = policy_name(OUT_OF_SCOPE)
+    by_policy = {
+        d.device_name
+        for d in scenario.devices
+        if d.policy_id == next(p.id for p in scenario.policies if p.name == out_of_scope)
+    }
+    judged = {j.deployment.device_name: j for j in result["scan"].judgements}
+    scope_unverified = {
+        name
+        for name, j in judged.items()
+        if any(u.reason.value == "out_of_scope" for u in j.unverified)
+    }
+    assert scope_unverified == by_policy
+    # The policy's neighbours are judged in full: no deployment waits on its ETG.
+    assert all(
+        j.state != "unverified" for name, j in judged.items() if name not in truth.unverified
+    )
+
+
+def test_deployments_without_a_profile_name_get_the_policy_intune_applied(strict):
+    scenario, _, result = strict
+    judged = {j.deployment.device_name: j for j in result["scan"].judgements}
+    policy_of = {p.id: p.name for p in scenario.policies}
+    for device in scenario.devices:
+        j = judged[device.device_name]
+        if device.device_name in ("NOUSER-01",) or j.subject.policy_name is None:
+            continue
+        assert j.subject.policy_name == policy_of[device.policy_id], device.device_name
+    # Assigned two policies: the lower priority number is the one that applied.
+    multi = judged["MISS-05"]
+    assert multi.subject.policy_name == policy_name(6)
+    resolved_by = next(v.evidence for v in multi.verdicts if hasattr(v, "evidence"))["policy"]
+    assert resolved_by["resolved_by"] == "assignment to multi.policy@contoso.com (priority 6)"
+
+
+def test_profile_names_are_read_by_id_twenty_to_a_batch(strict):
+    scenario, _, result = strict
+    sim = result["sim"]
+    assert sim.get("managedDevices.list", 0) == 0  # list answers carry no profile name
+    assert sim["managedDevices.get"] == len(scenario.devices)
+    # Every by-id read travelled in a $batch of 20 (the v1.0 batches also carry other reads).
+    assert result["scan"].graph_requests.get("GET /v1.0/deviceManagement/managedDevices", 0) == 0
+
+
+def test_membership_checks_ask_each_device_only_about_its_own_etg(strict):
+    _, truth, result = strict
+    missing = [n for k, n in truth.device_anomalies if k == "etg_missing"]
+    # One checkMemberGroups per never-joined device whose policy is known: one ETG each.
+    assert result["sim"]["devices.checkMemberGroups"] == len(missing)
+
+
+def test_etg_sources_are_recorded_in_the_evidence_and_the_configuration_check(strict):
+    _, _, result = strict
+    missing = {a.subject.device_name: a for a in _open(result) if a.kind == "etg_missing"}
+    assert missing["MISS-02"].evidence["policy"]["etg_source"] == ETG_SOURCE_SETTINGS
+    assert missing["MISS-03"].evidence["policy"]["etg_source"] == "retrieveJustInTimeConfiguration"
+    assert (
+        missing["MISS-01"].evidence["policy"]["etg_source"]
+        == "retrieveEnrollmentTimeDeviceMembershipTarget"
+    )
+    config = {p["name"]: p for p in result["config"].to_json()["policies"]}
+    assert config[policy_name(UNROUTED)]["etg_source"] == ETG_SOURCE_SETTINGS
+    assert config[policy_name(UNROUTED)]["status"] == "healthy"  # validated like any ETG
+    assert config[policy_name(JIT_ONLY)]["etg_source"] == "retrieveJustInTimeConfiguration"
+    assert config[policy_name(OUT_OF_SCOPE)]["status"] == "unverified"
+
+
+def test_v1_owner_lists_without_the_provisioning_client_raise_no_owner_alarm(strict):
+    scenario, truth, result = strict
+    assert scenario.v1_owners_omit_service_principals
+    owner_alarms = {a.subject.policy_name for a in _open(result) if a.kind == "etg_owner_missing"}
+    # Only the ETG whose owner really is gone; 24 others hide the owner from v1.0 alone.
+    assert owner_alarms == {name for kind, name in truth.policy_anomalies}
+
+
+def test_the_operator_map_wins_over_graph(azurite):
+    from simtenant.server import SimulatedTenant
+
+    scenario, truth = strict_scenario()
+    unrouted = next(p for p in scenario.policies if p.name == policy_name(UNROUTED))
+    with SimulatedTenant(scenario) as tenant:
+        settings = _settings(
+            tenant,
+            azurite,
+            ETG_POLICY_GROUPS=json.dumps({policy_name(UNROUTED): unrouted.etg_group_id}),
+        )
+        result = _run(settings, tenant)
+    missing = {a.subject.device_name: a for a in _open(result) if a.kind == "etg_missing"}
+    assert missing["MISS-02"].evidence["policy"]["etg_source"] == ETG_SOURCE_OPERATOR
+    devices = {(a.kind, a.subject.device_name) for a in _open(result) if a.subject.device_name}
+    assert devices == truth.device_anomalies
+    # The operator's word needs no retrieve action for that policy.
+    assert result["sim"].get("configurationPolicies.retrieveJustInTimeConfiguration", 0) == 1
+
+
+def test_unverified_reasons_are_counted_for_the_closing_figures(strict):
+    _, truth, result = strict
+    judged = [j for j in result["scan"].judgements if j.state == "unverified"]
+    by_reason = Counter(
+        sorted({u.reason.value for u in j.unverified})[0] for j in judged if j.unverified
+    )
+    assert by_reason == Counter(truth.unverified.values())
