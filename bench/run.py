@@ -94,6 +94,8 @@ BATCHABLE = {
     "managedDevices.get": 1,
     "configurationPolicies.retrieveEnrollmentTimeDeviceMembershipTarget": 1,
     "configurationPolicies.retrieveJustInTimeConfiguration": 1,
+    "configurationPolicies.assignments": 1,
+    "users.checkMemberGroups": 1,
 }
 
 

@@ -106,6 +106,9 @@ class FaultRule:
     # Only requests for a second or later page (they carry a skip or delta token): "the
     # listing started fine and broke midway".
     continuation_only: bool = False
+    # Optional: a regular expression that must also be found in the request's decoded query
+    # values, e.g. one ETG's id in an audit filter.
+    query: str | None = None
     matched: int = field(default=0, init=False, compare=False)
     fired: int = field(default=0, init=False, compare=False)
     _rng: random.Random = field(init=False, repr=False, compare=False)
@@ -125,7 +128,9 @@ class FaultRule:
         self._rng = random.Random(self.seed)
         self._pattern = None if self.endpoint in ENDPOINT_NAMES else re.compile(self.endpoint)
 
-    def matches(self, endpoint: str, path: str) -> bool:
+    def matches(self, endpoint: str, path: str, query: str = "") -> bool:
+        if self.query is not None and re.search(self.query, query) is None:
+            return False
         if self._pattern is None:
             return endpoint == self.endpoint
         return self._pattern.search(path) is not None
@@ -159,6 +164,7 @@ class FaultRule:
             "every_nth",
             "seed",
             "continuation_only",
+            "query",
         }
         unknown = sorted(set(data) - allowed)
         if unknown:
@@ -179,6 +185,7 @@ class FaultRule:
             "every_nth": self.every_nth,
             "seed": self.seed,
             "continuation_only": self.continuation_only,
+            "query": self.query,
             "matched": self.matched,
             "fired": self.fired,
         }
@@ -235,7 +242,9 @@ class FaultPlan:
         with self._lock:
             return list(self._rules)
 
-    def decide(self, endpoint: str, path: str, *, has_delta_token: bool = False) -> FaultDecision:
+    def decide(
+        self, endpoint: str, path: str, *, has_delta_token: bool = False, query: str = ""
+    ) -> FaultDecision:
         """Roll every matching rule for one request.
 
         Delays of every fired rule add up; the first non-latency rule that fires
@@ -248,7 +257,7 @@ class FaultPlan:
             for rule in self._rules:
                 if (rule.kind == "expire_delta" or rule.continuation_only) and not has_delta_token:
                     continue
-                if not rule.matches(endpoint, path) or not rule._roll():
+                if not rule.matches(endpoint, path, query) or not rule._roll():
                     continue
                 # Any fired rule may carry a delay, so "slow, then 503" is one rule.
                 delay_ms += rule.latency_ms

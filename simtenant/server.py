@@ -319,7 +319,10 @@ class SimService:
                         client_request_id,
                     )
         decision = self.faults.decide(
-            route.name, greq.full_path, has_delta_token=self._has_delta_token(greq)
+            route.name,
+            greq.full_path,
+            has_delta_token=self._has_delta_token(greq),
+            query=" ".join(greq.query.values()),
         )
         if decision.delay_s:
             await asyncio.sleep(decision.delay_s)
@@ -454,7 +457,10 @@ class SimService:
         greq.params = params
         self.stats.count(route.name)
         decision = self.faults.decide(
-            route.name, greq.full_path, has_delta_token=self._has_delta_token(greq)
+            route.name,
+            greq.full_path,
+            has_delta_token=self._has_delta_token(greq),
+            query=" ".join(greq.query.values()),
         )
         if decision.delay_s:
             await asyncio.sleep(decision.delay_s)

@@ -202,3 +202,67 @@ def test_unverified_reasons_are_counted_for_the_closing_figures(strict):
         sorted({u.reason.value for u in j.unverified})[0] for j in judged if j.unverified
     )
     assert by_reason == Counter(truth.unverified.values())
+
+
+def test_an_etg_whose_audit_read_failed_holds_back_only_its_own_policy(azurite):
+    from monitors.store.scan_state import AUDIT_CHECKPOINT, ScanState
+    from simtenant.faults import FaultRule
+    from simtenant.server import SimulatedTenant
+
+    scenario, truth = strict_scenario()
+    policy = next(p for p in scenario.policies if p.name == policy_name(10))
+    own = {d.device_name for d in scenario.devices if d.policy_id == policy.id}
+    with SimulatedTenant(scenario) as tenant:
+        settings = _settings(tenant, azurite)
+        rule = FaultRule(endpoint="directoryAudits.list", status=403, query=policy.etg_group_id)
+        tenant.faults.add(rule)
+        first = _run(settings, tenant)
+        assert rule.fired >= 1
+        judged = {j.deployment.device_name: j for j in first["scan"].judgements}
+        forbidden = {
+            n for n, j in judged.items() if any(u.reason.value == "forbidden" for u in j.unverified)
+        }
+        assert forbidden == own
+        found = {(a.kind, a.subject.device_name) for a in _open(first) if a.subject.device_name}
+        assert found == {t for t in truth.device_anomalies if t[1] not in own}
+
+        async def marks() -> dict[str, object]:
+            async with open_store(settings) as store:
+                return await ScanState(store).checkpoints()
+
+        held = asyncio.run(marks())
+        assert AUDIT_CHECKPOINT + policy.etg_group_id not in held
+        others = {p.etg_group_id for p in scenario.policies if p.name != policy_name(OUT_OF_SCOPE)}
+        assert {AUDIT_CHECKPOINT + g for g in others - {policy.etg_group_id}} <= set(held)
+
+        # The next scan, with the audit log readable again, reads that ETG from far enough back.
+        tenant.faults.remove(rule)
+        tenant.clock.advance(600)
+        second = _run(settings, tenant)
+        found = {(a.kind, a.subject.device_name) for a in _open(second) if a.subject.device_name}
+        assert found == truth.device_anomalies
+
+
+def test_a_device_asked_about_more_than_twenty_groups_is_asked_in_chunks(strict, azurite):
+    from monitors.graph import devices
+    from monitors.graph.client import GraphClient
+    from simtenant.server import SimulatedTenant
+
+    scenario, _, _ = strict
+    device = next(d for d in scenario.devices if d.device_name == "OK-07-0")
+    groups = [p.etg_group_id for p in scenario.policies]
+    with SimulatedTenant(scenario) as tenant:
+        settings = _settings(tenant, azurite)
+
+        async def ask() -> dict[str, set[str]]:
+            async with GraphClient(settings) as graph:
+                return await devices.member_groups(graph, {device.object_id: groups})
+
+        found = asyncio.run(ask())
+        assert len(groups) > 20
+        assert found == {
+            device.object_id: {
+                next(p.etg_group_id for p in scenario.policies if p.id == device.policy_id)
+            }
+        }
+        assert tenant.stats()["devices.checkMemberGroups"] == 2

@@ -46,6 +46,14 @@ def test_endpoint_can_be_a_path_regex() -> None:
     assert plan.decide("groups.members", "/v1.0/groups/g/members").fault is None
 
 
+def test_query_narrows_a_rule_to_requests_naming_a_value() -> None:
+    rule = FaultRule(endpoint="directoryAudits.list", query="group-b")
+    assert rule.matches("directoryAudits.list", "/v1.0/auditLogs/directoryAudits", "x eq 'group-b'")
+    assert not rule.matches("directoryAudits.list", "/v1.0/auditLogs/directoryAudits", "group-a")
+    fields = {k: v for k, v in rule.to_dict().items() if k not in ("matched", "fired")}
+    assert FaultRule.from_dict(fields).query == "group-b"  # survives the control API
+
+
 def test_status_fault_answers_a_graph_error_with_retry_after(
     client: httpx.Client, tenant: SimulatedTenant, policy_named: Callable[[str], Policy]
 ) -> None:

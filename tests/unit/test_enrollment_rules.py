@@ -374,3 +374,25 @@ def test_unreadable_assignments_of_a_policy_that_could_win_leave_the_choice_unve
         (Policy("y", "Y", "t", priority=1), _etg("g-y")),
     ]
     assert isinstance(resolve_policy(None, tie, (), UserPolicies("ann", ("x", "y"))), Unverified)
+
+
+def test_a_record_stored_before_profile_names_were_read_by_id_is_read_again():
+    from monitors.store.scan_state import DeploymentRecord
+
+    stored = {
+        "deployment": {
+            "managed_device_id": "m1",
+            "enrolled_at": "2026-11-19T10:00:00+00:00",
+            "status": "success",
+        },
+        "policy": {"id": "p", "name": "P", "etg_group_ids": ["g1", "g2"], "how": "x"},
+        "audit_from": "2026-11-19T09:00:00+00:00",
+    }
+    record = DeploymentRecord.from_json(stored, "pending", "")
+    assert record.profile_read is False  # the next scan reads the managed device by id
+    # Coverage kept before it was per ETG covered the policy's ETGs, and only those.
+    assert set(record.audit_from) == {"g1", "g2"}
+    assert record.covered(("g1", "g2"), NOW - timedelta(days=7))
+    assert not record.covered(("g3",), NOW - timedelta(days=7))
+    again = DeploymentRecord.from_json(record.to_json(), "pending", "")
+    assert again.audit_from == record.audit_from and again.policy == record.policy
