@@ -24,7 +24,9 @@ def config_report_text(report: dict[str, Any]) -> str:
         for policy in policies:
             names = policy["etg_group_names"] or policy["etg_group_ids"] or ["(none)"]
             label = {"healthy": "OK", "broken": "BROKEN", "unverified": "UNKNOWN"}[policy["status"]]
-            lines.append(f"  {label:<7} {policy['name']:<{width}}  ETG: {', '.join(names)}")
+            source = policy.get("etg_source")
+            where = f"  ({source})" if source else ""
+            lines.append(f"  {label:<7} {policy['name']:<{width}}  ETG: {', '.join(names)}{where}")
             for owner in policy.get("etg_owners", []):
                 if owner["status"] != "not_applicable":
                     lines.append(f"          {_owner_text(owner)}")

@@ -24,7 +24,7 @@ from monitors.jobs.scan import run_scan
 from monitors.jobs.subscriptions import sync_subscriptions
 from monitors.store.notifications import NotificationStore
 from monitors.store.scan_state import ScanState
-from tests.helpers import app_functions, user_function
+from tests.helpers import app_functions, serve_webhook_from_env, user_function
 
 pytestmark = pytest.mark.integration
 CLIENT_STATE = "kT7v2Q9xLm4pZr8sWb3nYc6h"
@@ -43,17 +43,7 @@ def notif_settings(settings, host, monkeypatch):
     s = dataclasses.replace(
         settings, notification_url=host.url("graph/notifications"), client_state=CLIENT_STATE
     )
-    env = {
-        "ETG_GRAPH_ENDPOINT": s.graph_endpoint,
-        "ETG_GRAPH_CREDENTIAL": "none",
-        "ETG_STORAGE_CONNECTION": s.storage_connection,
-        "ETG_TABLE_PREFIX": s.table_prefix,
-        "ETG_NOTIFICATION_URL": s.notification_url,
-        "ETG_CLIENT_STATE": CLIENT_STATE,
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setattr(entry, "_settings", None)
+    serve_webhook_from_env(monkeypatch, s)
     return s
 
 

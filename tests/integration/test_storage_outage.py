@@ -12,12 +12,11 @@ import httpx
 import pytest
 from azure.core.exceptions import AzureError
 
-from monitors import entry
 from monitors.jobs.context import open_context, open_store
 from monitors.jobs.subscriptions import sync_subscriptions
 from monitors.settings import Settings
 from monitors.store.notifications import NotificationStore
-from tests.helpers import app_functions
+from tests.helpers import app_functions, serve_webhook_from_env
 from tests.integration.test_faults import at_storage_write, broken_at_write_then_rerun
 
 pytestmark = pytest.mark.integration
@@ -91,17 +90,7 @@ def webhook_settings(outage_settings, monkeypatch):
             notification_url=host.url("graph/notifications"),
             client_state=CLIENT_STATE,
         )
-        env = {
-            "ETG_GRAPH_ENDPOINT": s.graph_endpoint,
-            "ETG_GRAPH_CREDENTIAL": "none",
-            "ETG_STORAGE_CONNECTION": s.storage_connection,
-            "ETG_TABLE_PREFIX": s.table_prefix,
-            "ETG_NOTIFICATION_URL": s.notification_url,
-            "ETG_CLIENT_STATE": CLIENT_STATE,
-        }
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setattr(entry, "_settings", None)
+        serve_webhook_from_env(monkeypatch, s)
         yield s, host
 
 

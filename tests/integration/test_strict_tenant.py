@@ -18,6 +18,7 @@ from monitors.jobs.config_check import check_config
 from monitors.jobs.context import open_context, open_store
 from monitors.jobs.scan import run_scan
 from monitors.models import ETG_SOURCE_OPERATOR, ETG_SOURCE_SETTINGS, Status
+from monitors.render import config_report_text
 from monitors.settings import Settings
 from simtenant.strict import JIT_ONLY, OUT_OF_SCOPE, UNROUTED, policy_name, strict_scenario
 
@@ -165,6 +166,8 @@ def test_etg_sources_are_recorded_in_the_evidence_and_the_configuration_check(st
     assert config[policy_name(UNROUTED)]["status"] == "healthy"  # validated like any ETG
     assert config[policy_name(JIT_ONLY)]["etg_source"] == "retrieveJustInTimeConfiguration"
     assert config[policy_name(OUT_OF_SCOPE)]["status"] == "unverified"
+    text = config_report_text(result["config"].to_json())
+    assert f"ETG: APv2-ETG-{UNROUTED:02d}  ({ETG_SOURCE_SETTINGS})" in text
 
 
 def test_v1_owner_lists_without_the_provisioning_client_raise_no_owner_alarm(strict):
