@@ -511,6 +511,21 @@ class PolicyMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyAssignment:
+    """Who a device preparation policy is assigned to (its assignment targets)."""
+
+    include_groups: tuple[str, ...] = ()
+    exclude_groups: tuple[str, ...] = ()
+    all_users: bool = False
+
+    def includes(self, user_groups: set[str]) -> bool:
+        """Intune's rule: included (directly, or as all users) and not in an excluded group."""
+        if user_groups.intersection(self.exclude_groups):
+            return False
+        return self.all_users or bool(user_groups.intersection(self.include_groups))
+
+
+@dataclass(frozen=True, slots=True)
 class UserPolicies:
     """The device preparation policies whose assignment includes the enrolling user."""
 

@@ -25,6 +25,7 @@ from monitors.models import (
     ETG_SOURCE_SETTINGS,
     EtgLookup,
     Policy,
+    PolicyAssignment,
     Unverified,
     UnverifiedReason,
     is_guid,
@@ -342,32 +343,38 @@ async def retrieve_etgs(
     return [m if m is not None else next(answers) for m in mapped]
 
 
-def _assignment_groups(items: list[dict[str, Any]]) -> tuple[str, ...]:
-    """Group ids of the include assignments. Exclusions and all-users targets carry no group
-    this monitor can test a user against, so they are left out (and reported as unresolved)."""
-    out: list[str] = []
+def _assignment(items: list[dict[str, Any]]) -> PolicyAssignment:
+    """The targets of a policy's assignments (intune-shared-deviceandappmanagementassignment
+    target types): group includes and exclusions, and all licensed users. Device targets
+    (all devices) name no user and cannot pick a policy for one."""
+    include: list[str] = []
+    exclude: list[str] = []
+    all_users = False
     for item in items:
         target = item.get("target")
         if not isinstance(target, Mapping):
             raise MalformedResponse("policy assignment without a target")
-        kind = str(target.get("@odata.type") or "").lower()
-        group = target.get("groupId")
-        if kind.endswith("groupassignmenttarget") and "exclusion" not in kind:
-            if not isinstance(group, str) or not is_guid(group):
+        kind = str(target.get("@odata.type") or "").lower().rsplit(".", 1)[-1]
+        if kind == "alllicensedusersassignmenttarget":
+            all_users = True
+        elif kind in ("groupassignmenttarget", "exclusiongroupassignmenttarget"):
+            group = target.get("groupId")
+            if not is_guid(group):
                 raise MalformedResponse("group assignment without a group id")
-            out.append(group.lower())
-    return tuple(dict.fromkeys(out))
+            assert isinstance(group, str)
+            (exclude if kind.startswith("exclusion") else include).append(group.lower())
+    return PolicyAssignment(tuple(dict.fromkeys(include)), tuple(dict.fromkeys(exclude)), all_users)
 
 
 async def policy_assignments(
     graph: GraphClient, policy_ids: Sequence[str]
-) -> dict[str, tuple[str, ...] | Unverified]:
-    """The user groups each policy is assigned to, asked in beta $batch requests of 20."""
+) -> dict[str, PolicyAssignment | Unverified]:
+    """Who each policy is assigned to, asked in beta $batch requests of 20."""
     items = [
         BatchItem("GET", f"/deviceManagement/configurationPolicies('{p}')/assignments")
         for p in policy_ids
     ]
-    out: dict[str, tuple[str, ...] | Unverified] = {}
+    out: dict[str, PolicyAssignment | Unverified] = {}
     try:
         results = await send_batch(graph, items, beta=True)
     except GRAPH_ERRORS as exc:
@@ -376,10 +383,10 @@ async def policy_assignments(
     for policy_id, result in zip(policy_ids, results, strict=True):
         try:
             body = result.json()
-            groups = _assignment_groups(object_items(body.get("value"), "policy assignments"))
+            assignment = _assignment(object_items(body.get("value"), "policy assignments"))
             if body.get("@odata.nextLink"):
                 raise MalformedResponse("policy assignments unexpectedly paged")
-            out[policy_id] = groups
+            out[policy_id] = assignment
         except GRAPH_ERRORS as exc:
             out[policy_id] = unverified(exc, ASSIGNMENTS_SOURCE, permissions.CONFIGURATION_POLICIES)
     return out

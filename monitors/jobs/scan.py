@@ -406,7 +406,7 @@ async def _read_user_policies(run: _Run) -> None:
     )
     readable = {p: g for p, g in assignments.items() if not isinstance(g, Unverified)}
     unreadable = tuple(p for p, g in assignments.items() if isinstance(g, Unverified))
-    groups = sorted({g for gs in readable.values() for g in gs})
+    groups = sorted({g for a in readable.values() for g in (*a.include_groups, *a.exclude_groups)})
     users = sorted({(r.deployment.user_principal_name or "").lower() for r in need})
     found = await attempt(
         devices.check_member_groups(run.graph, "users", {u: groups for u in users}),
@@ -421,7 +421,7 @@ async def _read_user_policies(run: _Run) -> None:
             run.user_problem[r.key] = found
             continue
         member_of = found.get(upn) or set()
-        assigned = tuple(p for p, gs in readable.items() if member_of.intersection(gs))
+        assigned = tuple(p for p, a in readable.items() if a.includes(member_of))
         facts = UserPolicies(r.deployment.user_principal_name or upn, assigned, unreadable)
         if unreadable:
             run.user_problem[r.key] = Unverified(

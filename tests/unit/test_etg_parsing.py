@@ -136,3 +136,39 @@ def test_policy_settings_give_timeout_and_allowed_ids():
     policy = parse_policy(item)
     assert policy.timeout_minutes == 90
     assert policy.allowed_app_ids == ("app-1", "app-2")
+
+
+def test_policy_assignment_targets_are_read_as_intune_applies_them():
+    from monitors.graph.errors import MalformedResponse
+    from monitors.graph.policies import _assignment
+
+    g1, g2 = "0b7d5a3e-6c1f-4e8a-9d2b-5f4a3c2e1d01", "0b7d5a3e-6c1f-4e8a-9d2b-5f4a3c2e1d02"
+    items = [
+        {"target": {"@odata.type": "#microsoft.graph.groupAssignmentTarget", "groupId": g1}},
+        {
+            "target": {
+                "@odata.type": "#microsoft.graph.exclusionGroupAssignmentTarget",
+                "groupId": g2,
+            }
+        },
+        {"target": {"@odata.type": "#microsoft.graph.allDevicesAssignmentTarget"}},
+    ]
+    assignment = _assignment(items)
+    assert assignment.include_groups == (g1,) and assignment.exclude_groups == (g2,)
+    assert assignment.includes({g1}) and not assignment.includes({g1, g2})
+    assert not assignment.includes(set())  # all devices names no user
+    everyone = _assignment(
+        [{"target": {"@odata.type": "#microsoft.graph.allLicensedUsersAssignmentTarget"}}]
+    )
+    assert everyone.includes(set()) and everyone.includes({g2})
+    with pytest.raises(MalformedResponse):
+        _assignment(
+            [
+                {
+                    "target": {
+                        "@odata.type": "#microsoft.graph.groupAssignmentTarget",
+                        "groupId": "id-value",
+                    }
+                }
+            ]
+        )
