@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -49,28 +48,9 @@ def parse_managed_device(item: Any) -> ManagedDevice:
     )
 
 
-async def managed_devices_since(graph: GraphClient, since: datetime) -> dict[str, ManagedDevice]:
-    """Devices enrolled since ``since``. Intune ignores some filters silently, so the window is
-    applied again here; the filter only saves pages when the service honours it."""
-    url = graph.v1(
-        "deviceManagement/managedDevices",
-        **{
-            "$filter": f"enrolledDateTime ge {since:%Y-%m-%dT%H:%M:%SZ}",
-            "$select": MANAGED_FIELDS,
-            "$top": "1000",
-        },
-    )
-    out: dict[str, ManagedDevice] = {}
-    async for page in graph.pages(url):
-        for item in page:
-            device = parse_managed_device(item)
-            if device.enrolled_at is None or device.enrolled_at >= since:
-                out[device.id] = device
-    return out
-
-
 async def managed_devices_by_id(graph: GraphClient, ids: Iterable[str]) -> dict[str, ManagedDevice]:
-    """Point reads for a few devices the window listing did not cover."""
+    """Managed devices by id, 20 to a $batch: only this read carries enrollmentProfileName
+    (list answers leave it null), so it is how every deployment's device is read."""
     wanted = sorted(set(ids))
     items = [
         BatchItem("GET", f"/deviceManagement/managedDevices/{i}?$select={MANAGED_FIELDS}")

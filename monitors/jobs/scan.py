@@ -59,7 +59,7 @@ OVERLAP = timedelta(hours=2)
 # A deployment that is still not conclusive after this long is given up (reported, not alerted).
 GIVE_UP_AFTER = timedelta(days=30)
 REPORT_SOURCE = "POST /beta/deviceManagement/reports/exportJobs (AutopilotV2DeploymentStatus)"
-MD_SOURCE = "GET /v1.0/deviceManagement/managedDevices"
+MD_SOURCE = "GET /v1.0/deviceManagement/managedDevices/{id}"
 DEVICES_SOURCE = "GET /v1.0/devices?$filter=deviceId in (...)"
 AUDIT_SOURCE = "GET /v1.0/auditLogs/directoryAudits"
 MEMBER_SOURCE = "POST /v1.0/devices/{id}/checkMemberGroups"
