@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
+# The development tools (devtools/) are not installed with the package: they run from here.
+export PYTHONPATH := $(CURDIR)
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
@@ -24,7 +26,7 @@ $(NODE_STAMP): package.json package-lock.json
 	@touch $@
 
 demo: setup
-	$(BIN)/etg-monitor demo
+	$(BIN)/python -m devtools.demo
 
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .

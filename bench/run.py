@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from simtenant.azurite import Azurite
+from devtools.simtenant.azurite import Azurite
 
 LATENCY_MS = 20
 
@@ -36,7 +36,7 @@ class Sim:
             [
                 sys.executable,
                 "-m",
-                "simtenant",
+                "devtools.simtenant",
                 "serve",
                 "--scenario",
                 scenario,
@@ -414,8 +414,9 @@ def strict_section(strict: dict[str, Any] | None) -> list[str]:
         "",
         "## Strict tenant: right where Graph is strict",
         "",
-        "The tenant of `simtenant/strict.py` (26 ETG policies, profile names missing from list "
-        "answers and unstamped on some devices, unrouted ETG actions, wrapped single objects, "
+        "The tenant of `devtools/simtenant/strict.py` (26 ETG policies, profile names missing "
+        "from list answers and unstamped on some devices, unrouted ETG actions, wrapped single "
+        "objects, "
         "v1.0 owner lists without service principals, one ETG out of the monitor's scope), "
         "judged against its ground truth by `bench/strict_tenant.py`.",
         "",

@@ -18,14 +18,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from devtools.simtenant.azurite import Azurite
+from devtools.simtenant.server import SimulatedTenant
+from devtools.simtenant.strict import strict_scenario
 from monitors.jobs.config_check import check_config
 from monitors.jobs.context import open_context, open_store
 from monitors.jobs.scan import run_scan
 from monitors.models import Status
 from monitors.settings import Settings
-from simtenant.azurite import Azurite
-from simtenant.server import SimulatedTenant
-from simtenant.strict import strict_scenario
 
 
 def score() -> dict[str, Any]:

@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from azure.data.tables import UpdateMode
 
+from devtools.simtenant.azurite import Azurite
 from monitors.settings import Settings
-from simtenant.azurite import Azurite
 
 OUTCOMES = ["on_time"] * 90 + ["late"] * 3 + ["missing"] * 3 + ["failed"] * 2 + ["pending"] * 2
 

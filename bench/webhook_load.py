@@ -22,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from simtenant.azurite import Azurite
+from devtools.simtenant.azurite import Azurite
 
 CLIENT_STATE = "load-test-client-state-" + uuid.uuid4().hex[:8]
 SUBSCRIPTION = str(uuid.uuid4())

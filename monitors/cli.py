@@ -93,7 +93,6 @@ def _parser() -> argparse.ArgumentParser:
     health = sub.add_parser("health", help="show the monitor's own health")
     health.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    sub.add_parser("demo", help="run the monitor against a local simulated tenant and Azurite")
     return parser
 
 
@@ -376,11 +375,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Works without any settings: it is how an engineer sees a card before deploying.
         endpoint = os.environ.get("ETG_GRAPH_ENDPOINT") or "https://graph.microsoft.com"
         return _preview(args.kind, endpoint.rstrip("/"))
-    if args.command == "demo":
-        configure_logging("console", level)
-        from monitors.demo import run_demo
-
-        return int(run_demo())
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:

@@ -40,7 +40,7 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatabl
 
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[object]:
-    from simtenant.azurite import Azurite
+    from devtools.simtenant.azurite import Azurite
 
     with Azurite() as emulator:
         yield emulator
@@ -53,14 +53,14 @@ def table_prefix() -> str:
 
 @pytest.fixture
 def scenario():
-    from simtenant.scenario import demo_scenario
+    from devtools.simtenant.scenario import demo_scenario
 
     return demo_scenario()
 
 
 @pytest.fixture
 def tenant(scenario):
-    from simtenant.server import SimulatedTenant
+    from devtools.simtenant.server import SimulatedTenant
 
     with SimulatedTenant(scenario) as sim:
         yield sim

@@ -12,7 +12,7 @@ def app_functions() -> dict[str, Any]:
     """The function app's functions by name. get_functions() indexes the app and refuses to run
     twice in one process, so every test module goes through this one cached call."""
     import function_app
-    from simtenant.funchost import app_functions as indexed
+    from devtools.simtenant.funchost import app_functions as indexed
 
     return {f.get_function_name(): f for f in indexed(function_app.app)}
 

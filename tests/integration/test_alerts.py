@@ -84,7 +84,7 @@ def test_resolution_alerts_after_the_fix(alert_settings, tenant, scenario):
 
 
 def test_429_is_retried_after_retry_after(alert_settings, tenant):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     tenant.faults.add(
         FaultRule(endpoint="teams", kind="status", status=429, retry_after=120, first_n=1)
@@ -99,7 +99,7 @@ def test_429_is_retried_after_retry_after(alert_settings, tenant):
 
 
 def test_500_storm_then_recovery_delivers_everything_once(alert_settings, tenant):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     storm = tenant.faults.add(FaultRule(endpoint="teams", kind="status", status=500))
     run(alert_settings, tenant, check_config)
@@ -114,7 +114,7 @@ def test_500_storm_then_recovery_delivers_everything_once(alert_settings, tenant
 
 
 def test_alerts_are_given_up_after_the_maximum_age_and_recorded(alert_settings, tenant):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     tenant.faults.add(FaultRule(endpoint="teams", kind="status", status=500))
     run(alert_settings, tenant, check_config)
@@ -167,7 +167,7 @@ def test_suppressed_anomalies_do_not_alert(alert_settings, tenant):
 
 
 def test_the_webhook_url_never_reaches_logs_or_tables(alert_settings, tenant):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     tenant.faults.add(FaultRule(endpoint="teams", kind="status", status=500))
     run(alert_settings, tenant, check_config)
@@ -202,7 +202,7 @@ def send_with_timeout(settings, tenant, seconds):
 
 
 def test_a_teams_timeout_defers_the_run_and_delivers_everything_once_after(alert_settings, tenant):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     tenant.faults.add(FaultRule(endpoint="teams", kind="hang", first_n=1))
     run(alert_settings, tenant, check_config)
@@ -216,7 +216,7 @@ def test_a_teams_timeout_defers_the_run_and_delivers_everything_once_after(alert
 
 
 def test_a_post_delivered_after_the_timeout_repeats_only_that_message(alert_settings, tenant):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     tenant.faults.add(FaultRule(endpoint="teams", kind="late_answer", first_n=1))
     run(alert_settings, tenant, check_config)

@@ -95,7 +95,7 @@ def test_fixing_the_cause_resolves_the_anomaly_and_keeps_its_history(settings, t
 
 
 def test_missing_permission_is_unverified_never_an_anomaly(settings, tenant):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     tenant.faults.add(FaultRule(endpoint=r"/groups/[^/]+/owners", kind="status", status=403))
     report = run_check(settings, tenant)
@@ -106,7 +106,7 @@ def test_missing_permission_is_unverified_never_an_anomaly(settings, tenant):
 
 
 def test_a_graph_outage_does_not_resolve_what_was_already_open(settings, tenant):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     run_check(settings, tenant)
     open_before = {a.key for a in stored(settings, Status.OPEN)}
@@ -120,7 +120,7 @@ def test_a_graph_outage_does_not_resolve_what_was_already_open(settings, tenant)
 
 
 def test_throttling_with_retry_after_is_ridden_out(settings, tenant):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     tenant.faults.add(
         FaultRule(endpoint=r".", kind="status", status=429, retry_after=1, probability=0.33, seed=7)
@@ -162,7 +162,7 @@ def test_deleted_etg_group_is_an_invalid_group(settings, tenant, scenario):
 def test_malformed_answers_are_unverified_and_never_open_an_anomaly(
     settings, tenant, scenario, endpoint
 ):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     clean = {
         ("etg_owner_missing", policy_named(scenario, "Finance").name),
@@ -248,7 +248,7 @@ def test_sources_that_disagree_leave_ownership_unverified(settings, tenant, scen
     directory was read. Neither side can be believed alone."""
     import threading
 
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     tenant.state.set_v1_owners_omit_service_principals(True)
     standard = policy_named(scenario, "Standard")
@@ -294,7 +294,7 @@ def test_sources_that_disagree_leave_ownership_unverified(settings, tenant, scen
 def test_unreadable_second_source_is_unverified_naming_its_permission(
     settings, tenant, scenario, endpoint, permission
 ):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     tenant.state.set_v1_owners_omit_service_principals(True)
     rule = tenant.faults.add(FaultRule(endpoint=endpoint, kind="status", status=403))

@@ -155,7 +155,7 @@ def fault_then_recovery(settings, tenant, rule):
 def test_connection_resets_and_hangs_invent_nothing_and_recover(
     scan_settings, tenant, kind, endpoint
 ):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     settings = dataclasses.replace(scan_settings, graph_timeout_seconds=2.0)
     fault_then_recovery(settings, tenant, FaultRule(endpoint=endpoint, kind=kind, first_n=1))
@@ -172,7 +172,7 @@ def test_small_server_pages_give_the_same_result(scan_settings, tenant):
 def test_a_page_failing_midway_after_retries_invents_nothing_and_recovers(
     scan_settings, tenant, endpoint
 ):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     settings = dataclasses.replace(scan_settings, graph_max_retries=2)
     tenant.faults.page_cap = 3
@@ -196,7 +196,7 @@ def test_an_export_job_that_never_completes_is_unverified_then_recovers(scan_set
 
 
 def test_audit_events_an_hour_late_never_raise_a_false_alarm(scan_settings, tenant, scenario):
-    from simtenant.generate import add_deployments
+    from devtools.simtenant.generate import add_deployments
 
     scan(scan_settings, tenant)
     new = add_deployments(scenario, 6, at=tenant.clock.now())
@@ -222,7 +222,7 @@ def test_audit_events_an_hour_late_never_raise_a_false_alarm(scan_settings, tena
 def test_a_device_that_never_joins_is_still_caught_once_the_audit_window_passes(
     scan_settings, tenant, scenario
 ):
-    from simtenant.generate import add_deployments
+    from devtools.simtenant.generate import add_deployments
 
     scan(scan_settings, tenant)
     (device,) = add_deployments(scenario, 1, at=tenant.clock.now())
@@ -259,7 +259,7 @@ def test_a_device_that_never_joins_is_still_caught_once_the_audit_window_passes(
     ],
 )
 def test_malformed_graph_answers_are_unverified_never_anomalies(scan_settings, tenant, endpoint):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     rule = FaultRule(endpoint=endpoint, kind="corrupt")
     first = fault_then_recovery(scan_settings, tenant, rule)

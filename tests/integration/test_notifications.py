@@ -32,7 +32,7 @@ CLIENT_STATE = "kT7v2Q9xLm4pZr8sWb3nYc6h"
 
 @pytest.fixture
 def host():
-    from simtenant.funchost import FunctionHost
+    from devtools.simtenant.funchost import FunctionHost
 
     with FunctionHost(list(app_functions().values())) as h:
         yield h
@@ -84,7 +84,7 @@ def test_sync_creates_one_subscription_per_etg_after_the_handshake(
 def test_join_is_notified_recorded_with_its_time_and_used_by_the_scan(
     notif_settings, tenant, scenario
 ):
-    from simtenant.generate import add_deployments
+    from devtools.simtenant.generate import add_deployments
 
     job(notif_settings, tenant, sync_subscriptions)
     [device] = add_deployments(scenario, 1, at=tenant.clock.now())
@@ -141,7 +141,7 @@ def test_reauthorization_required_is_answered_by_reauthorizing(notif_settings, t
 
 
 def test_a_lifecycle_row_stays_queued_while_its_groups_delta_fails(notif_settings, tenant):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     job(notif_settings, tenant, sync_subscriptions)
     sub = tenant.subscriptions()[0]
@@ -264,7 +264,7 @@ def test_renewal_across_simulated_days(notif_settings, tenant):
 def test_expired_delta_token_resyncs_without_losing_recorded_joins(
     notif_settings, tenant, scenario
 ):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     job(notif_settings, tenant, sync_subscriptions)
     spec = next(d for d in scenario.devices if d.device_name == "CTSO-J5NB1GX")

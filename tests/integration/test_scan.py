@@ -148,7 +148,7 @@ def test_removal_after_a_conclusive_verdict_opens_etg_removed(scan_settings, ten
 
 
 def test_new_enrollments_are_picked_up_by_the_next_scan(scan_settings, tenant, scenario):
-    from simtenant.generate import add_deployments
+    from devtools.simtenant.generate import add_deployments
 
     scan(scan_settings, tenant)
     new = add_deployments(scenario, 5, at=tenant.clock.now())
@@ -203,7 +203,7 @@ def test_scan_killed_midway_then_rerun_matches_a_clean_run(
 
 
 def test_a_third_of_requests_throttled_gives_the_same_result(scan_settings, tenant):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     tenant.faults.add(
         FaultRule(endpoint=r".", kind="status", status=429, retry_after=1, probability=0.33, seed=3)
@@ -214,7 +214,7 @@ def test_a_third_of_requests_throttled_gives_the_same_result(scan_settings, tena
 
 
 def test_missing_audit_permission_is_unverified_and_raises_no_etg_anomaly(scan_settings, tenant):
-    from simtenant.faults import FaultRule
+    from devtools.simtenant.faults import FaultRule
 
     tenant.faults.add(FaultRule(endpoint=r"/auditLogs/", kind="status", status=403))
     report = scan(scan_settings, tenant)

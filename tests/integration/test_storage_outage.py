@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def durable_azurite():
-    from simtenant.azurite import Azurite
+    from devtools.simtenant.azurite import Azurite
 
     with Azurite(persistent=True) as emulator:
         yield emulator
@@ -82,7 +82,7 @@ CLIENT_STATE = "Zq4w8Ny2Rk6tLm0pXc3vBj7s"
 
 @pytest.fixture
 def webhook_settings(outage_settings, monkeypatch):
-    from simtenant.funchost import FunctionHost
+    from devtools.simtenant.funchost import FunctionHost
 
     with FunctionHost(list(app_functions().values())) as host:
         s = dataclasses.replace(

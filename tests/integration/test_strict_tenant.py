@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from devtools.simtenant.strict import JIT_ONLY, OUT_OF_SCOPE, UNROUTED, policy_name, strict_scenario
 from monitors.jobs.config_check import check_config
 from monitors.jobs.context import open_context, open_store
 from monitors.jobs.scan import run_scan
 from monitors.models import ETG_SOURCE_OPERATOR, ETG_SOURCE_SETTINGS, Status
 from monitors.render import config_report_text
 from monitors.settings import Settings
-from simtenant.strict import JIT_ONLY, OUT_OF_SCOPE, UNROUTED, policy_name, strict_scenario
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def _run(settings: Settings, tenant: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def strict(azurite):
-    from simtenant.server import SimulatedTenant
+    from devtools.simtenant.server import SimulatedTenant
 
     scenario, truth = strict_scenario()
     with SimulatedTenant(scenario) as tenant:
@@ -179,7 +179,7 @@ def test_v1_owner_lists_without_the_provisioning_client_raise_no_owner_alarm(str
 
 
 def test_the_operator_map_wins_over_graph(azurite):
-    from simtenant.server import SimulatedTenant
+    from devtools.simtenant.server import SimulatedTenant
 
     scenario, truth = strict_scenario()
     unrouted = next(p for p in scenario.policies if p.name == policy_name(UNROUTED))
@@ -208,9 +208,9 @@ def test_unverified_reasons_are_counted_for_the_closing_figures(strict):
 
 
 def test_an_etg_whose_audit_read_failed_holds_back_only_its_own_policy(azurite):
+    from devtools.simtenant.faults import FaultRule
+    from devtools.simtenant.server import SimulatedTenant
     from monitors.store.scan_state import AUDIT_CHECKPOINT, ScanState
-    from simtenant.faults import FaultRule
-    from simtenant.server import SimulatedTenant
 
     scenario, truth = strict_scenario()
     policy = next(p for p in scenario.policies if p.name == policy_name(10))
@@ -247,9 +247,9 @@ def test_an_etg_whose_audit_read_failed_holds_back_only_its_own_policy(azurite):
 
 
 def test_a_device_asked_about_more_than_twenty_groups_is_asked_in_chunks(strict, azurite):
+    from devtools.simtenant.server import SimulatedTenant
     from monitors.graph import devices
     from monitors.graph.client import GraphClient
-    from simtenant.server import SimulatedTenant
 
     scenario, _, _ = strict
     device = next(d for d in scenario.devices if d.device_name == "OK-07-0")

@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from simtenant import DeviceSpec, Policy, Scenario, SimulatedTenant, demo_scenario
+from devtools.simtenant import DeviceSpec, Policy, Scenario, SimulatedTenant, demo_scenario
 
 
 @pytest.fixture(scope="session")

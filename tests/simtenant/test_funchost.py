@@ -10,7 +10,7 @@ import azure.functions as func
 import httpx
 import pytest
 
-from simtenant.funchost import FunctionHost, app_functions, compile_route
+from devtools.simtenant.funchost import FunctionHost, app_functions, compile_route
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 SYNC_THREADS: list[str] = []

@@ -5,7 +5,7 @@ import socket
 import httpx
 import pytest
 
-from simtenant.azurite import ACCOUNT_KEY, Azurite, AzuriteNotInstalled, find_azurite_table
+from devtools.simtenant.azurite import ACCOUNT_KEY, Azurite, AzuriteNotInstalled, find_azurite_table
 
 pytestmark = pytest.mark.skipif(
     find_azurite_table() is None,

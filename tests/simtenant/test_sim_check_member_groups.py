@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from simtenant import DeviceSpec, FaultRule, Scenario, SimulatedTenant
+from devtools.simtenant import DeviceSpec, FaultRule, Scenario, SimulatedTenant
 
 UNKNOWN_ID = "00000000-0000-0000-0000-00000000abcd"
 

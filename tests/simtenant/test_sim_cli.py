@@ -21,7 +21,7 @@ def test_serve_prints_its_urls_and_stops_on_sigterm() -> None:
         [
             sys.executable,
             "-m",
-            "simtenant",
+            "devtools.simtenant",
             "serve",
             "--scenario",
             "demo",

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from simtenant import Scenario, SimulatedTenant
-from simtenant.scenario import format_time
+from devtools.simtenant import Scenario, SimulatedTenant
+from devtools.simtenant.scenario import format_time
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = "/_sim/deployments"
@@ -208,7 +208,7 @@ def test_served_scale_scenario_takes_deployments() -> None:
         os.environ,
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     )
-    command = [sys.executable, "-m", "simtenant", "serve", "--scenario", "scale:300"]
+    command = [sys.executable, "-m", "devtools.simtenant", "serve", "--scenario", "scale:300"]
     process = subprocess.Popen(
         [*command, "--port", "0", "--latency-ms", "20"],
         stdout=subprocess.PIPE,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from simtenant import FaultPlan, FaultRule, Policy, SimulatedTenant
+from devtools.simtenant import FaultPlan, FaultRule, Policy, SimulatedTenant
 
 
 def test_first_n_fires_only_for_the_first_matching_requests() -> None:

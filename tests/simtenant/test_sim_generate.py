@@ -5,7 +5,12 @@ from datetime import timedelta
 
 import httpx
 
-from simtenant import SimulatedTenant, TenantState, add_deployments, generate_scale_scenario
+from devtools.simtenant import (
+    SimulatedTenant,
+    TenantState,
+    add_deployments,
+    generate_scale_scenario,
+)
 
 
 def test_scale_generator_builds_twenty_thousand_deployments_quickly() -> None:

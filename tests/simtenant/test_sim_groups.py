@@ -10,7 +10,7 @@ from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.service_principal import ServicePrincipal
 
-from simtenant import PROVISIONING_CLIENT_APP_ID, Policy, Scenario, SimulatedTenant
+from devtools.simtenant import PROVISIONING_CLIENT_APP_ID, Policy, Scenario, SimulatedTenant
 
 
 def test_group_has_the_fields_etg_health_needs(

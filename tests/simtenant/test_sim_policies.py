@@ -6,7 +6,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from simtenant import Policy, Scenario, SimulatedTenant
+from devtools.simtenant import Policy, Scenario, SimulatedTenant
 
 POLICIES = "/beta/deviceManagement/configurationPolicies"
 APV2_FILTER = (

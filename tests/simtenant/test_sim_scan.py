@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from simtenant import (
+from devtools.simtenant import (
     PROVISIONING_CLIENT_APP_ID,
     DeviceSpec,
     FaultRule,

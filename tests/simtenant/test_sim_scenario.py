@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from simtenant import Scenario, ScenarioError, SimClock, load_scenario
-from simtenant.scenario import demo_scenario_path
+from devtools.simtenant import Scenario, ScenarioError, SimClock, load_scenario
+from devtools.simtenant.scenario import demo_scenario_path
 
 
 def test_demo_scenario_round_trips_through_dict(demo: Scenario) -> None:

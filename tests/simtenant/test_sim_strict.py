@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from simtenant import DeviceSpec, Policy, Scenario, SimulatedTenant
-from simtenant.generate import generate_scale_scenario
+from devtools.simtenant import DeviceSpec, Policy, Scenario, SimulatedTenant
+from devtools.simtenant.generate import generate_scale_scenario
 from tests.simtenant.test_sim_scan import read_csv, run_export
 
 BETA_POLICIES = "/beta/deviceManagement/configurationPolicies"

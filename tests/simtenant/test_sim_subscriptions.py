@@ -17,9 +17,9 @@ import azure.functions as func
 import httpx
 import pytest
 
-from simtenant import FaultRule, Policy, Scenario, SimulatedTenant
-from simtenant.funchost import FunctionHost
-from simtenant.scenario import format_time
+from devtools.simtenant import FaultRule, Policy, Scenario, SimulatedTenant
+from devtools.simtenant.funchost import FunctionHost
+from devtools.simtenant.scenario import format_time
 
 TENANT_ID = "15b83e29-0751-4852-ae59-b5985cdef571"
 VALIDATION_FAILED = {
@@ -717,7 +717,7 @@ def test_changes_due_at_once_are_posted_together(
 def test_more_items_than_one_post_carries_are_split(
     client: httpx.Client, tenant: SimulatedTenant, hook: FunctionHost, group_id: str
 ) -> None:
-    from simtenant.subscriptions import MAX_ITEMS_PER_POST
+    from devtools.simtenant.subscriptions import MAX_ITEMS_PER_POST
 
     created(subscribe(client, tenant, hook, group_id))
     joined = [f"a2e8f6e0-f878-4ccf-9dda-{n:012x}" for n in range(MAX_ITEMS_PER_POST + 1)]

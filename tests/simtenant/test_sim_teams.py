@@ -5,7 +5,7 @@ from typing import Any
 
 import httpx
 
-from simtenant import FaultRule, SimulatedTenant
+from devtools.simtenant import FaultRule, SimulatedTenant
 
 
 def card_message(text: str = "ETG anomaly") -> dict[str, Any]:

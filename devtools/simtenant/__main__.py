@@ -13,9 +13,9 @@ import sys
 import threading
 from types import FrameType
 
-from simtenant.generate import generate_scale_scenario
-from simtenant.scenario import Scenario, ScenarioError, demo_scenario, load_scenario
-from simtenant.server import SimulatedTenant
+from devtools.simtenant.generate import generate_scale_scenario
+from devtools.simtenant.scenario import Scenario, ScenarioError, demo_scenario, load_scenario
+from devtools.simtenant.server import SimulatedTenant
 
 
 def scenario_from_arg(value: str) -> Scenario:
@@ -35,7 +35,7 @@ def scenario_from_arg(value: str) -> Scenario:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m simtenant", description="Serve a simulated tenant on loopback."
+        prog="python -m devtools.simtenant", description="Serve a simulated tenant on loopback."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve until SIGTERM/SIGINT")

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from simtenant.clock import SimClock
-from simtenant.scenario import (
+from devtools.simtenant.clock import SimClock
+from devtools.simtenant.scenario import (
     Actor,
     AuditActorFields,
     DeviceSpec,

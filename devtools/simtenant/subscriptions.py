@@ -31,7 +31,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aiohttp
 from yarl import URL
 
-from simtenant.graph_api import (
+from devtools.simtenant.graph_api import (
     BOTH,
     GraphApi,
     GraphRequest,
@@ -39,9 +39,9 @@ from simtenant.graph_api import (
     _key_segment,
     _param,
 )
-from simtenant.odata import GraphError, parse_odata_time
-from simtenant.scenario import format_time
-from simtenant.state import MembershipRecord, TenantState
+from devtools.simtenant.odata import GraphError, parse_odata_time
+from devtools.simtenant.scenario import format_time
+from devtools.simtenant.state import MembershipRecord, TenantState
 
 MAX_EXPIRATION_MINUTES = 41_760  # directory resources (groups): just under 29 days
 MAX_SUBSCRIPTIONS = 100  # per application per tenant

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from simtenant.clock import SimClock
-from simtenant.scenario import format_time
+from devtools.simtenant.clock import SimClock
+from devtools.simtenant.scenario import format_time
 
 MAX_BODY_BYTES = 28 * 1024
 DEFAULT_CHANNEL = "alerts"

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
-from simtenant.odata import (
+from devtools.simtenant.odata import (
     GraphError,
     bad_request,
     decode_token,
@@ -32,9 +32,9 @@ from simtenant.odata import (
     strip_parens,
     ts_to_datetime,
 )
-from simtenant.reports import ExportJobStore, report_rows
-from simtenant.scenario import DeviceSpec, Policy, User
-from simtenant.state import AuditQuery, EntraDevice, MembershipRecord, TenantState
+from devtools.simtenant.reports import ExportJobStore, report_rows
+from devtools.simtenant.scenario import DeviceSpec, Policy, User
+from devtools.simtenant.state import AuditQuery, EntraDevice, MembershipRecord, TenantState
 
 JSON_CONTENT_TYPE = (
     "application/json;odata.metadata=minimal;odata.streaming=true;"

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from simtenant.scenario import (
+from devtools.simtenant.scenario import (
     Deployment,
     DeviceSpec,
     Group,

@@ -1,9 +1,9 @@
 """A simulated Microsoft tenant for tests and demos: Graph stand-in, Teams webhook, Azurite."""
 
-from simtenant.clock import SimClock
-from simtenant.faults import FaultPlan, FaultRule
-from simtenant.generate import add_deployments, generate_scale_scenario
-from simtenant.scenario import (
+from devtools.simtenant.clock import SimClock
+from devtools.simtenant.faults import FaultPlan, FaultRule
+from devtools.simtenant.generate import add_deployments, generate_scale_scenario
+from devtools.simtenant.scenario import (
     PROVISIONING_CLIENT_APP_ID,
     Deployment,
     DeviceSpec,
@@ -21,10 +21,10 @@ from simtenant.scenario import (
     demo_scenario_path,
     load_scenario,
 )
-from simtenant.server import SimulatedTenant, build_app
-from simtenant.state import TenantState
-from simtenant.subscriptions import SubscriptionService
-from simtenant.teams import TeamsMessage
+from devtools.simtenant.server import SimulatedTenant, build_app
+from devtools.simtenant.state import TenantState
+from devtools.simtenant.subscriptions import SubscriptionService
+from devtools.simtenant.teams import TeamsMessage
 
 __all__ = [
     "PROVISIONING_CLIENT_APP_ID",

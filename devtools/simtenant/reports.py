@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from simtenant.odata import GraphError, bad_request, parse_odata_time, split_and
-from simtenant.scenario import DeviceSpec, InstallItem
+from devtools.simtenant.odata import GraphError, bad_request, parse_odata_time, split_and
+from devtools.simtenant.scenario import DeviceSpec, InstallItem
 
 DEPLOYMENT_REPORT = "AutopilotV2DeploymentStatus"
 APP_REPORT = "AutopilotV2DeploymentStatusDetailedAppInfo"

@@ -7,7 +7,7 @@ import string
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from simtenant.scenario import (
+from devtools.simtenant.scenario import (
     Actor,
     Deployment,
     DeviceSpec,

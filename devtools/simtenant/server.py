@@ -29,10 +29,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiohttp import web
 
-from simtenant.clock import SimClock
-from simtenant.faults import CORRUPT_BODY, HANG_SECONDS, FaultPlan, FaultRule
-from simtenant.generate import add_deployments
-from simtenant.graph_api import (
+from devtools.simtenant.clock import SimClock
+from devtools.simtenant.faults import CORRUPT_BODY, HANG_SECONDS, FaultPlan, FaultRule
+from devtools.simtenant.generate import add_deployments
+from devtools.simtenant.graph_api import (
     JSON_CONTENT_TYPE,
     GraphApi,
     GraphRequest,
@@ -41,9 +41,15 @@ from simtenant.graph_api import (
     parse_query,
     split_version,
 )
-from simtenant.loopserver import bind, run_in_thread
-from simtenant.odata import ERROR_CODES, GraphError, bad_request, error_body, new_request_id
-from simtenant.scenario import (
+from devtools.simtenant.loopserver import bind, run_in_thread
+from devtools.simtenant.odata import (
+    ERROR_CODES,
+    GraphError,
+    bad_request,
+    error_body,
+    new_request_id,
+)
+from devtools.simtenant.scenario import (
     DeviceSpec,
     Policy,
     Scenario,
@@ -52,15 +58,15 @@ from simtenant.scenario import (
     load_scenario,
     parse_time,
 )
-from simtenant.state import TenantState
-from simtenant.subscriptions import (
+from devtools.simtenant.state import TenantState
+from devtools.simtenant.subscriptions import (
     DELIVERY_ATTEMPTS,
     DELIVERY_TIMEOUT_S,
     RETRY_BACKOFF_S,
     VALIDATION_TIMEOUT_S,
     SubscriptionService,
 )
-from simtenant.teams import TeamsMessage, TeamsReceiver
+from devtools.simtenant.teams import TeamsMessage, TeamsReceiver
 
 MAX_BATCH_REQUESTS = 20
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT"})
@@ -681,7 +687,7 @@ class SimService:
         )
 
 
-SERVICE_KEY = web.AppKey("simtenant.service", SimService)
+SERVICE_KEY = web.AppKey("devtools.simtenant.service", SimService)
 
 
 def build_app(

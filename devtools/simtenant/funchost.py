@@ -39,7 +39,7 @@ from urllib.parse import quote
 import azure.functions as func
 from aiohttp import web
 
-from simtenant.loopserver import bind, run_in_thread
+from devtools.simtenant.loopserver import bind, run_in_thread
 
 log = logging.getLogger(__name__)
 

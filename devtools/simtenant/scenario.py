@@ -274,7 +274,7 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def demo_scenario_path() -> Path:
-    return Path(str(resources.files("simtenant").joinpath("scenarios", "demo.json")))
+    return Path(str(resources.files("devtools.simtenant").joinpath("scenarios", "demo.json")))
 
 
 def demo_scenario() -> Scenario:

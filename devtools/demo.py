@@ -20,9 +20,9 @@ def _banner(text: str) -> None:
 
 def run_demo() -> int:
     try:
-        from simtenant.azurite import Azurite
-        from simtenant.scenario import demo_scenario
-        from simtenant.server import SimulatedTenant
+        from devtools.simtenant.azurite import Azurite
+        from devtools.simtenant.scenario import demo_scenario
+        from devtools.simtenant.server import SimulatedTenant
     except ImportError:
         print("etg-monitor demo needs the development tools: run `make demo` from a clone.")
         return 2
