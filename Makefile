@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: setup demo test lint typecheck unit bench fuzz clean
+.PHONY: setup demo test lint typecheck unit bench fuzz settings-docs clean
 
 setup: $(PY_STAMP) $(NODE_STAMP)
 
@@ -40,6 +40,10 @@ unit: $(PY_STAMP)
 
 test: setup lint typecheck
 	$(BIN)/pytest
+
+# docs/configuration.md and the README's settings table are generated from monitors/settings.py.
+settings-docs: $(PY_STAMP)
+	$(BIN)/python -m devtools.settings_docs
 
 bench: setup
 	$(BIN)/python bench/run.py

@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from monitors.models import JSON, Status
-from monitors.settings import SCHEDULE_SETTINGS
+from monitors.settings import parse_schedule, schedule_firings
 from monitors.store.notifications import NotificationStore
-from monitors.store.outbox import OutboxRepository
+from monitors.store.outbox import OutboxRepository, OutboxStatus
+from monitors.store.runs import RunRepository
 from monitors.store.scan_state import ScanState
-from monitors.store.tables import TableStore, loads_json
+from monitors.store.tables import TableStore
 
 # job -> the app setting holding its schedule
 JOBS = {
@@ -29,26 +31,42 @@ ESSENTIAL = ("scan", "config_check")
 MISSED_INTERVALS = 3
 
 
+# Gaps are measured from a fixed Monday of a leap year, so the answer never depends on today.
+_MEASURED_FROM = datetime(2024, 1, 1, tzinfo=UTC)
+# A bound on the work for schedules that fire every few seconds on restricted days.
+_MAX_FIRINGS = 20_000
+
+
+@cache
 def interval(schedule: str) -> timedelta:
-    """The period of the NCRONTAB forms this app uses ("0 */10 * * * *", "0 0 * * * *",
-    "0 0 7 * * 1", ...); a day when the form is not recognised."""
-    fields = schedule.split()
-    if len(fields) != 6:
-        return timedelta(days=1)
-    _sec, minute, hour, day, month, weekday = fields
-    if weekday != "*":
-        return timedelta(days=7)
-    if day != "*" or month != "*":
-        return timedelta(days=28)
-    if (m := re.fullmatch(r"\*/(\d+)", hour)) and minute.isdigit():
-        return timedelta(hours=int(m.group(1)))
-    if hour != "*":
-        return timedelta(days=1)
-    if m := re.fullmatch(r"\*/(\d+)", minute):
-        return timedelta(minutes=int(m.group(1)))
-    if minute == "*":
-        return timedelta(minutes=1)
-    return timedelta(hours=1)
+    """The longest gap between consecutive firings of an NCRONTAB schedule: "0 */10 * * * *" is
+    10 minutes, "0 0 7 * * 1" a week, "0 0 9-17 * * *" its 16 hours overnight.
+
+    A schedule whose day, month and day-of-week are all `*` repeats every day, one restricted only
+    by day-of-week every week; any other is measured over four years (every month length and a
+    leap day), or over its first _MAX_FIRINGS firings if it fires every few seconds. Raises
+    ValueError for an expression the Functions host would refuse (Settings refuses those).
+    """
+    _second, _minute, _hour, day, month, weekday = parse_schedule(schedule).split(" ")
+    if (day, month, weekday) == ("*", "*", "*"):
+        window = timedelta(days=1)
+    elif (day, month) == ("*", "*"):
+        window = timedelta(weeks=1)
+    else:
+        window = timedelta(days=4 * 365 + 1)
+    end = _MEASURED_FROM + window
+    longest = timedelta(0)
+    previous: datetime | None = None
+    # From just before the start, so a firing at the start itself counts; the first firing past
+    # the end closes the gap that straddles it.
+    firings = schedule_firings(schedule, _MEASURED_FROM - timedelta(seconds=1))
+    for count, firing in enumerate(firings):
+        if previous is not None:
+            longest = max(longest, firing - previous)
+        if firing > end or count >= _MAX_FIRINGS:
+            break
+        previous = firing
+    return longest or window
 
 
 def _iso(value: Any) -> str | None:
@@ -60,43 +78,42 @@ def _age_minutes(now: datetime, then: Any) -> float | None:
 
 
 async def health_report(
-    store: TableStore, now: datetime, schedules: dict[str, str] | None = None
+    store: TableStore, now: datetime, schedules: Mapping[str, str]
 ) -> tuple[bool, dict[str, JSON]]:
-    schedules = {**SCHEDULE_SETTINGS, **(schedules or {})}
-    runs = await store.runs.all()
+    """`schedules` is `Settings.schedules`: each job is overdue after MISSED_INTERVALS of the
+    longest gaps of the schedule it actually runs on."""
+    runs = await RunRepository(store).all()
     jobs: dict[str, JSON] = {}
     problems: list[str] = []
     unverified_total = 0
     missing: set[str] = set()
     for job, setting in JOBS.items():
-        every = interval(schedules.get(setting, ""))
+        every = interval(schedules[setting])
         run = runs.get(job)
         if run is None:
             jobs[job] = {"state": "never run", "interval_minutes": every.total_seconds() / 60}
             continue
-        success, started = run.get("LastSuccess"), run.get("LastStarted")
-        reference = success if isinstance(success, datetime) else started
-        overdue = isinstance(reference, datetime) and now - reference > MISSED_INTERVALS * every
+        reference = run.last_success or run.last_started
+        overdue = reference is not None and now - reference > MISSED_INTERVALS * every
         if overdue and job in ESSENTIAL:
             problems.append(
                 f"no successful {job} for {MISSED_INTERVALS} intervals "
-                f"({_iso(success) or 'never succeeded'})"
+                f"({_iso(run.last_success) or 'never succeeded'})"
             )
-        unverified = loads_json(run.get("LastUnverified"), [])
-        unverified_total += len(unverified)
-        missing.update(loads_json(run.get("MissingPermissions"), []))
+        unverified_total += len(run.unverified)
+        missing.update(run.missing_permissions)
         jobs[job] = {
-            "last_started": _iso(started),
-            "last_finished": _iso(run.get("LastFinished")),
-            "last_success": _iso(success),
-            "last_outcome": run.get("LastOutcome") or "running",
-            "last_error": run.get("LastError") or None,
-            "last_run_id": run.get("LastRunId"),
+            "last_started": _iso(run.last_started),
+            "last_finished": _iso(run.last_finished),
+            "last_success": _iso(run.last_success),
+            "last_outcome": run.last_outcome,
+            "last_error": run.last_error or None,
+            "last_run_id": run.last_run_id or None,
             "interval_minutes": every.total_seconds() / 60,
             "overdue": overdue,
-            "summary": loads_json(run.get("LastSummary"), {}),
-            "unverified": unverified,
-            "missing_permissions": loads_json(run.get("MissingPermissions"), []),
+            "summary": run.summary,
+            "unverified": run.unverified,
+            "missing_permissions": run.missing_permissions,
         }
 
     open_by_kind: Counter[str] = Counter()
@@ -108,8 +125,8 @@ async def health_report(
             suppressed += 1
 
     checkpoints = await ScanState(store).checkpoints()
-    pending = await OutboxRepository(store).items("pending")
-    failed = await OutboxRepository(store).items("failed")
+    pending = await OutboxRepository(store).waiting()
+    failed = await OutboxRepository(store).items(OutboxStatus.FAILED)
     subscriptions = await NotificationStore(store).subscriptions()
     expiring = sorted(g for g, s in subscriptions.items() if s.expires_at - now < timedelta(days=1))
     oldest_pending = min((i.created_at for i in pending), default=None)

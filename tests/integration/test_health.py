@@ -13,6 +13,7 @@ from monitors.jobs.context import open_context, open_store
 from monitors.jobs.health import health_report, interval
 from monitors.jobs.scan import run_scan
 from monitors.models import Status
+from monitors.settings import Settings
 from monitors.store.outbox import OutboxRepository
 from monitors.store.scan_state import ScanState
 
@@ -20,25 +21,40 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize(
-    "schedule,minutes",
+    "schedule,gap",
     [
-        ("0 */10 * * * *", 10),
-        ("0 0 * * * *", 60),
-        ("0 15 * * * *", 60),
-        ("0 * * * * *", 1),
-        ("0 0 7 * * 1", 7 * 24 * 60),
-        ("0 0 */6 * * *", 360),
-        ("nonsense", 24 * 60),
+        ("0 */10 * * * *", timedelta(minutes=10)),
+        ("0 0 * * * *", timedelta(hours=1)),
+        ("0 15 * * * *", timedelta(hours=1)),
+        ("0 * * * * *", timedelta(minutes=1)),
+        ("0 0 7 * * 1", timedelta(days=7)),
+        ("0 0 7 * * Mon", timedelta(days=7)),
+        ("0 0 */6 * * *", timedelta(hours=6)),
+        # The longest gap, not the most common one.
+        ("0 0 9-17 * * *", timedelta(hours=16)),
+        ("0 0 12 * * 1-5", timedelta(days=3)),
+        ("0 */10 * * * 1-5", timedelta(days=2, minutes=10)),
+        ("0 0 0 1 * *", timedelta(days=31)),
+        # NCrontab reads a reversed range as the same range, not one that wraps the weekend.
+        ("0 0 12 * * 5-1", timedelta(days=3)),
+        # Both day and day-of-week must match: the first Monday of each month.
+        ("0 0 7 1-7 * 1", timedelta(days=35)),
     ],
 )
-def test_schedule_intervals(schedule, minutes):
-    assert interval(schedule) == timedelta(minutes=minutes)
+def test_interval_is_the_longest_gap_between_firings(schedule, gap):
+    assert interval(schedule) == gap
+
+
+@pytest.mark.parametrize("schedule", ["nonsense", "0 */10 * * *", "0 0 25 * * *", "0 0 7 * * L"])
+def test_interval_refuses_what_the_functions_host_would_refuse(schedule):
+    with pytest.raises(ValueError):
+        interval(schedule)
 
 
 def report(settings, now):
     async def go():
         async with open_store(settings) as store:
-            return await health_report(store, now)
+            return await health_report(store, now, settings.schedules)
 
     return asyncio.run(go())
 
@@ -61,6 +77,55 @@ def test_healthy_after_a_scan_and_unhealthy_after_three_missed_intervals(setting
     healthy, body = report(settings, now + timedelta(minutes=31))
     assert not healthy and body["status"] == "unhealthy"
     assert body["problems"][0].startswith("no successful scan for 3 intervals")
+
+
+def with_env(settings, **env):
+    """The test's settings read again from the environment, with `env` set as well."""
+    return Settings.from_env(
+        {
+            "ETG_GRAPH_ENDPOINT": settings.graph_endpoint,
+            "ETG_GRAPH_CREDENTIAL": "none",
+            "ETG_STORAGE_CONNECTION": settings.storage_connection,
+            "ETG_TABLE_PREFIX": settings.table_prefix,
+            **env,
+        }
+    )
+
+
+def test_the_configured_scan_schedule_decides_when_the_scan_is_overdue(settings, tenant):
+    hourly = with_env(settings, SCAN_SCHEDULE="0 0 * * * *")
+    scan(settings, tenant)
+    now = tenant.clock.now()
+
+    healthy, body = report(hourly, now + timedelta(minutes=30))
+    assert healthy and body["status"] != "unhealthy"
+    assert body["jobs"]["scan"]["overdue"] is False
+    assert body["jobs"]["scan"]["interval_minutes"] == 60
+
+    # The same store, the same moment: only the schedule differs.
+    later = now + timedelta(minutes=45)
+    assert report(hourly, later)[0] is True
+    healthy, body = report(settings, later)
+    assert not healthy and body["jobs"]["scan"]["interval_minutes"] == 10
+
+    assert report(hourly, now + timedelta(hours=2, minutes=59))[0] is True
+    healthy, body = report(hourly, now + timedelta(hours=3, minutes=1))
+    assert not healthy and body["jobs"]["scan"]["overdue"] is True
+    assert body["problems"][0].startswith("no successful scan for 3 intervals")
+
+
+def test_health_endpoint_reads_the_scan_schedule_from_the_app_settings(
+    app_env, tenant, monkeypatch
+):
+    from monitors import entry
+
+    monkeypatch.setenv("SCAN_SCHEDULE", "0 0 * * * *")
+    scan(app_env, tenant)
+    status, body = asyncio.run(
+        entry.health(clock=FixedClock(tenant.clock.now() + timedelta(minutes=45)))
+    )
+    assert status == 200, body["problems"]
+    assert body["jobs"]["scan"]["interval_minutes"] == 60
 
 
 def test_health_endpoint_answers_503_when_unhealthy(app_env, tenant):

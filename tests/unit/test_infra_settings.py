@@ -1,7 +1,7 @@
-"""The deployment and the code agree on settings and Graph permissions.
+"""The deployment, the docs and the code agree on settings and Graph permissions.
 
-Names come from the code (monitors/settings.py, monitors/graph/permissions.py), never from a list
-kept here, so a setting added to the code fails these tests until infra/ and docs/ carry it too.
+Settings come from the table in monitors/settings.py (imported, never parsed as text), so a
+setting added there fails these tests until infra/ sets it and the generated docs carry it.
 """
 
 from __future__ import annotations
@@ -11,65 +11,24 @@ import re
 from functools import cache
 from pathlib import Path
 
+from devtools import settings_docs
+from monitors.settings import SETTINGS, SETTINGS_BY_NAME
+
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS_PY = ROOT / "monitors" / "settings.py"
 PERMISSIONS_PY = ROOT / "monitors" / "graph" / "permissions.py"
 INFRA = ROOT / "infra"
 MAIN_BICEP = INFRA / "main.bicep"
 CONFIGURATION_MD = ROOT / "docs" / "configuration.md"
+README_MD = ROOT / "README.md"
 RUNBOOK_MD = ROOT / "docs" / "runbook.md"
 PERMISSIONS_MD = ROOT / "docs" / "permissions.md"
 
 # An app setting in Bicep: an upper-case key at the start of a line inside an object literal.
 _BICEP_KEY = re.compile(r"^\s+([A-Z][A-Z0-9_]*)\s*:\s*(.*?)\s*$", re.MULTILINE)
-_SECRET_NAME = re.compile(r"WEBHOOK|CLIENT_STATE|NOTIFICATION_URL|SECRET|TOKEN|PASSWORD")
-
-
-def _is_env(node: ast.expr) -> bool:
-    return isinstance(node, ast.Name) and node.id == "env"
 
 
 def _str(node: ast.expr) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
-
-
-@cache
-def code_settings() -> dict[str, str | None]:
-    """Every setting monitors/settings.py reads -> its default when the code states one.
-
-    Reads: ``env.get("NAME")``, ``env["NAME"]``, any helper called as ``f(env, "NAME", default,
-    ...)`` such as ``_int``, and every key of ``SCHEDULE_SETTINGS``.
-    """
-    tree = ast.parse(SETTINGS_PY.read_text(encoding="utf-8"))
-    found: dict[str, str | None] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            func = node.func
-            if isinstance(func, ast.Attribute) and func.attr == "get" and _is_env(func.value):
-                name = _str(node.args[0]) if node.args else None
-                if name:
-                    found.setdefault(name, None)
-            for i, arg in enumerate(node.args[:-1]):
-                name = _str(node.args[i + 1])
-                if _is_env(arg) and name:
-                    default = node.args[i + 2] if len(node.args) > i + 2 else None
-                    value = default.value if isinstance(default, ast.Constant) else None
-                    found[name] = None if value is None else str(value)
-        elif isinstance(node, ast.Subscript) and _is_env(node.value):
-            name = _str(node.slice)
-            if name:
-                found.setdefault(name, None)
-        elif isinstance(node, ast.Assign | ast.AnnAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            is_schedules = any(
-                isinstance(t, ast.Name) and t.id == "SCHEDULE_SETTINGS" for t in targets
-            )
-            if is_schedules and isinstance(node.value, ast.Dict):
-                for key, value in zip(node.value.keys, node.value.values, strict=True):
-                    name = _str(key) if key is not None else None
-                    if name:
-                        found[name] = _str(value)
-    return found
 
 
 @cache
@@ -82,68 +41,94 @@ def bicep_app_settings() -> dict[str, str]:
     return settings
 
 
-def _owned_by_monitor(name: str) -> bool:
-    """Names only this application gives meaning to (as opposed to Azure's own settings)."""
-    return name.startswith("ETG_") or name.endswith("_SCHEDULE")
-
-
 def _literal(expression: str) -> str | None:
     match = re.fullmatch(r"'([^']*)'", expression)
     return match.group(1) if match else None
 
 
-@cache
-def graph_permissions_in_code() -> set[str]:
-    tree = ast.parse(PERMISSIONS_PY.read_text(encoding="utf-8"))
-    return {
-        value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Assign) and (value := _str(node.value)) and "." in value
-    }
+def _documented_literal(name: str) -> str | None:
+    """The value the docs say infra writes, when they name one: the default unless the "in
+    Azure" column says otherwise with a single `literal`."""
+    documented = settings_docs.IN_AZURE.get(name)
+    if documented is None:
+        return SETTINGS_BY_NAME[name].default
+    match = re.fullmatch(r"`([^`]*)`", documented)
+    return match.group(1) if match else None
 
 
-def test_settings_parser_finds_what_the_code_reads():
-    names = code_settings()
-    assert "ETG_GRAPH_ENDPOINT" in names, "the settings.py parser found nothing it should"
-    assert names.get("SCAN_SCHEDULE"), "SCHEDULE_SETTINGS keys and defaults are read"
-    assert bicep_app_settings(), "no app settings found under infra/"
+def test_the_bicep_parser_finds_app_settings():
+    bicep = bicep_app_settings()
+    assert "ETG_GRAPH_ENDPOINT" in bicep and "SCAN_SCHEDULE" in bicep, "the Bicep parser is blind"
 
 
-def test_every_setting_the_code_reads_is_set_by_the_bicep_app_settings():
-    missing = sorted(set(code_settings()) - set(bicep_app_settings()))
+def test_committed_configuration_md_is_the_generators_output():
+    assert CONFIGURATION_MD.read_text(encoding="utf-8") == settings_docs.configuration_md(), (
+        "docs/configuration.md is stale: run python -m devtools.settings_docs"
+    )
+
+
+def test_committed_readme_settings_table_is_the_generators_output():
+    readme = README_MD.read_text(encoding="utf-8")
+    assert readme == settings_docs.with_readme_table(readme), (
+        "the README's settings table is stale: run python -m devtools.settings_docs"
+    )
+
+
+def test_running_the_generator_again_changes_nothing():
+    assert settings_docs.main(["--check"]) == 0
+    once = settings_docs.configuration_md()
+    readme = settings_docs.with_readme_table(README_MD.read_text(encoding="utf-8"))
+    assert settings_docs.configuration_md() == once
+    assert settings_docs.with_readme_table(readme) == readme
+
+
+def test_every_setting_is_documented_in_configuration_md_and_the_readme():
+    configuration = CONFIGURATION_MD.read_text(encoding="utf-8")
+    readme = README_MD.read_text(encoding="utf-8")
+    missing = sorted(
+        s.name
+        for s in SETTINGS
+        if f"`{s.name}`" not in configuration or f"`{s.name}`" not in readme
+    )
+    assert not missing, f"not in the generated docs: {missing}"
+
+
+def test_every_setting_of_the_table_is_set_by_the_bicep_app_settings():
+    missing = sorted(s.name for s in SETTINGS if s.name not in bicep_app_settings())
     assert not missing, f"set these in infra/main.bicep (var appSettings): {missing}"
 
 
-def test_bicep_sets_no_monitor_setting_the_code_does_not_read():
-    stale = sorted(
+def test_bicep_sets_only_settings_of_the_table_or_documented_platform_settings():
+    unknown = sorted(
         name
         for name in bicep_app_settings()
-        if _owned_by_monitor(name) and name not in code_settings()
+        if name not in SETTINGS_BY_NAME and name not in settings_docs.READ_BY_OTHERS
     )
-    assert not stale, f"infra/ sets settings monitors/settings.py does not read: {stale}"
+    assert not unknown, f"infra/ sets settings neither the table nor the docs know: {unknown}"
 
 
-def test_bicep_literal_values_equal_the_code_defaults():
+def test_bicep_literal_values_are_the_documented_values():
     bicep = bicep_app_settings()
     drift = {
-        name: (bicep_value, default)
-        for name, default in code_settings().items()
-        if default is not None
-        and name in bicep
-        and (bicep_value := _literal(bicep[name])) is not None
-        and bicep_value != default
+        s.name: (bicep_value, documented)
+        for s in SETTINGS
+        if s.name in bicep
+        and (documented := _documented_literal(s.name)) is not None
+        and (bicep_value := _literal(bicep[s.name])) != documented
     }
-    assert not drift, f"Bicep value differs from the code default (bicep, code): {drift}"
+    assert not drift, f"Bicep value differs from the documented one (bicep, docs): {drift}"
 
 
 def test_secret_settings_are_key_vault_references_never_values():
     bicep = bicep_app_settings()
-    secrets = {name: bicep[name] for name in bicep if _SECRET_NAME.search(name)}
+    secrets = {s.name: bicep[s.name] for s in SETTINGS if s.secret and s.name in bicep}
     assert secrets, "expected the Teams webhook and notification secrets in the app settings"
     plain = sorted(
-        name for name, value in secrets.items() if "@Microsoft.KeyVault(SecretUri=" not in value
+        name
+        for name, value in secrets.items()
+        if _literal(value) != "" and "@Microsoft.KeyVault(SecretUri=" not in value
     )
-    assert not plain, f"secrets must be Key Vault references: {plain}"
+    assert not plain, f"secrets must be Key Vault references (or empty): {plain}"
 
 
 def test_storage_is_identity_based_with_no_connection_string():
@@ -157,11 +142,25 @@ def test_storage_is_identity_based_with_no_connection_string():
     assert "allowSharedKeyAccess: false" in MAIN_BICEP.read_text(encoding="utf-8")
 
 
-def test_every_setting_is_documented_in_configuration_md():
-    documented = CONFIGURATION_MD.read_text(encoding="utf-8")
-    names = set(code_settings()) | {n for n in bicep_app_settings() if _owned_by_monitor(n)}
-    missing = sorted(name for name in names if f"`{name}`" not in documented)
-    assert not missing, f"document these in docs/configuration.md: {missing}"
+def test_no_test_reads_settings_py_as_source_text():
+    # A string literal naming the module's file, alone or at the end of a path.
+    path_literal = re.compile(r"""[/"']settings\.py["']""")
+    readers = sorted(
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "tests").rglob("*.py")
+        if path_literal.search(path.read_text(encoding="utf-8"))
+    )
+    assert not readers, f"read the settings table through monitors.settings instead: {readers}"
+
+
+@cache
+def graph_permissions_in_code() -> set[str]:
+    tree = ast.parse(PERMISSIONS_PY.read_text(encoding="utf-8"))
+    return {
+        value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and (value := _str(node.value)) and "." in value
+    }
 
 
 def test_every_graph_permission_the_code_names_is_granted_and_documented():
