@@ -7,13 +7,46 @@ every rule has to say what it does when it does not know.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
-JSON: TypeAlias = Any
+# What the monitor writes as JSON (reports, evidence, payloads). Read-only containers, so a
+# list[str] or a dict of counts is a JSON value as it stands.
+JSON: TypeAlias = Mapping[str, "JSON"] | Sequence["JSON"] | str | int | float | bool | None
+
+
+def json_object(value: JSON) -> Mapping[str, JSON]:
+    """``value`` as an object, or an empty one: stored JSON is read defensively."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def json_list(value: JSON) -> Sequence[JSON]:
+    return value if isinstance(value, Sequence) and not isinstance(value, str) else ()
+
+
+def fields_json(report: object, *, omit: Iterable[str] = ()) -> dict[str, JSON]:
+    """A report dataclass's fields as JSON, in declaration order: what a job returns is
+    written out once, not field by field; items that know their JSON (Unverified) use it."""
+    skipped = set(omit)
+    out: dict[str, JSON] = {}
+    for f in dataclasses.fields(report):  # type: ignore[arg-type]
+        if f.name in skipped:
+            continue
+        value = getattr(report, f.name)
+        if isinstance(value, list | tuple):
+            value = [v.to_json() if hasattr(v, "to_json") else v for v in value]
+        out[f.name] = value
+    return out
+
+
+def json_number(value: JSON) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -57,18 +90,6 @@ class Unverified:
             "permission": self.permission,
             "status": self.status,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class Observed:
-    """A value with where and when it was read: the evidence an operator can re-check."""
-
-    value: JSON
-    source: str
-    at: datetime
-
-    def to_json(self) -> dict[str, JSON]:
-        return {"value": self.value, "source": self.source, "at": self.at.isoformat()}
 
 
 # --- configuration facts -------------------------------------------------------------------
@@ -344,6 +365,11 @@ class NotEvaluated:
 Verdict: TypeAlias = Finding | Clear | NotEvaluated
 
 
+def anomaly_key(kind: str, subject_key: str) -> str:
+    """One record per kind and subject, so that repeated runs update it."""
+    return f"{kind}|{subject_key}"
+
+
 class Status(StrEnum):
     OPEN = "open"
     RESOLVED = "resolved"
@@ -366,7 +392,7 @@ class Anomaly:
 
     @property
     def key(self) -> str:
-        return f"{self.kind}|{self.subject.key}"
+        return anomaly_key(self.kind, self.subject.key)
 
     def to_json(self) -> dict[str, JSON]:
         s = self.subject
@@ -480,17 +506,18 @@ class MembershipEvent:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, JSON]) -> MembershipEvent:
+    def from_json(cls, data: Mapping[str, JSON]) -> MembershipEvent:
+        actor, by_client = data.get("actor"), data.get("by_provisioning_client")
         return cls(
-            op=MembershipOp(data["op"]),
-            group_id=data["group_id"],
-            device_object_id=data["device_object_id"],
-            at=datetime.fromisoformat(data["at"]),
+            op=MembershipOp(str(data["op"])),
+            group_id=str(data["group_id"]),
+            device_object_id=str(data["device_object_id"]),
+            at=datetime.fromisoformat(str(data["at"])),
             exact=bool(data["exact"]),
-            source=data["source"],
-            event_id=data["event_id"],
-            actor=data.get("actor"),
-            by_provisioning_client=data.get("by_provisioning_client"),
+            source=str(data["source"]),
+            event_id=str(data["event_id"]),
+            actor=actor if isinstance(actor, str) else None,
+            by_provisioning_client=by_client if isinstance(by_client, bool) else None,
         )
 
 

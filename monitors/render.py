@@ -6,7 +6,15 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from monitors.models import Anomaly
+from monitors.models import Anomaly, OwnerStatus
+from monitors.rules.config import PolicyHealth
+
+# How check-config's text names each policy's configuration.
+_HEALTH_LABELS = {
+    PolicyHealth.HEALTHY: "OK",
+    PolicyHealth.BROKEN: "BROKEN",
+    PolicyHealth.UNVERIFIED: "UNKNOWN",
+}
 
 
 def config_report_text(report: dict[str, Any]) -> str:
@@ -23,12 +31,12 @@ def config_report_text(report: dict[str, Any]) -> str:
         width = max((len(p["name"]) for p in policies), default=10)
         for policy in policies:
             names = policy["etg_group_names"] or policy["etg_group_ids"] or ["(none)"]
-            label = {"healthy": "OK", "broken": "BROKEN", "unverified": "UNKNOWN"}[policy["status"]]
+            label = _HEALTH_LABELS[PolicyHealth(policy["status"])]
             source = policy.get("etg_source")
             where = f"  ({source})" if source else ""
             lines.append(f"  {label:<7} {policy['name']:<{width}}  ETG: {', '.join(names)}{where}")
             for owner in policy.get("etg_owners", []):
-                if owner["status"] != "not_applicable":
+                if owner["status"] != OwnerStatus.NOT_APPLICABLE:
                     lines.append(f"          {_owner_text(owner)}")
             for finding in policy["findings"]:
                 lines.append(f"          [{finding['kind']}] {finding['explanation']}")
@@ -56,9 +64,9 @@ def config_report_text(report: dict[str, Any]) -> str:
 def _owner_text(owner: dict[str, Any]) -> str:
     """Which sources vouched for the provisioning client's ownership of one ETG."""
     group = owner.get("group_name") or owner["group_id"]
-    if owner["status"] == "owner":
+    if owner["status"] == OwnerStatus.OWNER:
         return f"owner of {group}: confirmed by {', '.join(owner['confirmed_by'])}"
-    if owner["status"] == "missing":
+    if owner["status"] == OwnerStatus.MISSING:
         return f"owner of {group}: MISSING ({owner['detail']})"
     return f"owner of {group}: unverified ({owner['detail']})"
 

@@ -12,29 +12,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from monitors.models import JSON
+from monitors.models import JSON, Scope, json_list, json_object
 from monitors.rules.enrollment import BAD_PAYLOAD
-from monitors.rules.kinds import KINDS
+from monitors.rules.kinds import KINDS, PAYLOAD_INCOMPLETE, Kind, severity_rank
+from monitors.rules.lifecycle import Change
 
 CARD_VERSION = "1.4"
 SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 MAX_MESSAGE_BYTES = 24 * 1024  # Teams rejects around 28 KB; stay clear of it
 DIGEST_LIST = 8
-
-# What on-call reads first, in the notification preview.
-HEADLINES = {
-    "etg_missing": "Device not in its ETG",
-    "etg_late": "Device joined its ETG late",
-    "etg_removed": "Device removed from its ETG",
-    "deployment_failed": "Device preparation failed",
-    "deployment_stuck": "Device preparation stuck",
-    "payload_incomplete": "Apps or scripts skipped or failed",
-    "etg_not_configured": "Policy has no ETG",
-    "etg_invalid_group": "ETG unusable",
-    "etg_owner_missing": "ETG owner missing",
-    "provisioning_client_missing": "Intune Provisioning Client missing",
-    "monitor_job_failing": "etg-monitor job failing",
-}
 
 _PORTALS = {
     "graph.microsoft.com": ("https://intune.microsoft.com", "https://entra.microsoft.com"),
@@ -71,7 +57,7 @@ def policies_url(graph_endpoint: str) -> str:
     return f"{intune}/#view/Microsoft_Intune_DeviceSettings/DevicesWindowsMenu/~/windowsEnrollment"
 
 
-def message(card: dict[str, JSON]) -> dict[str, JSON]:
+def message(card: Mapping[str, JSON]) -> dict[str, JSON]:
     """The envelope a Teams Workflows 'When a Teams webhook request is received' trigger takes."""
     return {
         "type": "message",
@@ -85,7 +71,7 @@ def message(card: dict[str, JSON]) -> dict[str, JSON]:
     }
 
 
-def size_of(payload: Mapping[str, Any]) -> int:
+def size_of(payload: Mapping[str, JSON]) -> int:
     return len(json.dumps(payload, separators=(",", ":")).encode())
 
 
@@ -138,76 +124,69 @@ def _incomplete_items(evidence: Mapping[str, Any]) -> list[dict[str, JSON]]:
     return [_text("Did not install", weight="Bolder"), _facts(facts)]
 
 
-def anomaly_card(anomaly: Mapping[str, Any], change: str, graph_endpoint: str) -> dict[str, JSON]:
-    """One anomaly opening or resolving. ``anomaly`` is Anomaly.to_json()."""
-    kind = KINDS.get(str(anomaly.get("kind")))
-    title = HEADLINES.get(str(anomaly.get("kind")), kind.title if kind else "Anomaly")
-    resolved = change == "resolved"
-    where = (
+def _where(anomaly: Mapping[str, Any]) -> Any:
+    return (
         anomaly.get("device_name")
         or anomaly.get("policy_name")
         or anomaly.get("job")
         or "the tenant"
     )
-    evidence = anomaly.get("evidence") or {}
-    join = evidence.get("join") or evidence.get("late_join")
-    joined_at = join.get("at") if isinstance(join, Mapping) else None
+
+
+def _policy_level(anomaly: Mapping[str, Any]) -> bool:
+    return anomaly.get("scope") in (Scope.POLICY, Scope.TENANT)
+
+
+def _anomaly_facts(
+    anomaly: Mapping[str, Any], evidence: Mapping[str, Any], kind: Kind | None
+) -> list[tuple[str, str]]:
     facts = [
+        ("Severity", kind.severity.value if kind else ""),
         ("Device", str(anomaly.get("device_name") or "")),
         ("Serial", str(anomaly.get("serial_number") or "")),
         ("User", str(anomaly.get("user_principal_name") or "")),
         ("Policy", str(anomaly.get("policy_name") or anomaly.get("policy_id") or "")),
         ("ETG", str(anomaly.get("group_id") or "")),
     ]
-    if anomaly.get("scope") == "device":
+    if anomaly.get("scope") == Scope.DEVICE:
+        join = evidence.get("join") or evidence.get("late_join")
+        joined_at = join.get("at") if isinstance(join, Mapping) else None
         facts += [
             ("Enrolled", _evidence_time(evidence, "enrolled_at") or ""),
             ("Provisioning completed", str(evidence.get("provisioning_completed_at") or "")),
             ("Joined ETG", str(joined_at or "never")),
         ]
         if evidence.get("gap_seconds") is not None:
-            facts.append(
-                (
-                    "Late by",
-                    f"{int(evidence['gap_seconds']) // 60} min "
-                    f"{int(evidence['gap_seconds']) % 60} s",
-                )
-            )
+            gap = int(evidence["gap_seconds"])
+            facts.append(("Late by", f"{gap // 60} min {gap % 60} s"))
     facts.append(("First seen", str(anomaly.get("first_seen") or "")))
-    body: list[dict[str, JSON]] = [
-        _text(
-            ("Resolved: " if resolved else "") + f"{title}: {where}",
-            size="Large",
-            weight="Bolder",
-            color="Good" if resolved else "Attention",
-        ),
-        _text(str(anomaly.get("explanation") or "")),
-        _facts(facts),
-    ]
-    if anomaly.get("kind") == "payload_incomplete" and isinstance(evidence, Mapping):
-        body += _incomplete_items(evidence)
-    if resolved:
-        history = anomaly.get("history") or []
-        why = history[-1].get("why") if history and isinstance(history[-1], Mapping) else None
-        body.append(
-            _text(f"Why it resolved: {why or 'the condition no longer holds'}", isSubtle=True)
-        )
-    else:
-        if kind:
-            body.append(_text(f"What it means: {kind.impact}"))
-        body.append(
+    return facts
+
+
+def _why_resolved(anomaly: Mapping[str, Any]) -> dict[str, JSON]:
+    history = anomaly.get("history") or []
+    why = history[-1].get("why") if history and isinstance(history[-1], Mapping) else None
+    return _text(f"Why it resolved: {why or 'the condition no longer holds'}", isSubtle=True)
+
+
+def _what_to_do(anomaly: Mapping[str, Any], kind: Kind | None) -> list[dict[str, JSON]]:
+    blocks = [_text(f"What it means: {kind.meaning}")] if kind else []
+    fix = anomaly.get("fix") or (kind.fix if kind else "")
+    blocks.append(_text(f"What to do: {fix}", weight="Bolder"))
+    if kind:
+        blocks.append(_text(f"Runbook: {kind.runbook}", isSubtle=True))
+    if _policy_level(anomaly):
+        blocks.append(
             _text(
-                f"What to do: {anomaly.get('fix') or (kind.fix if kind else '')}", weight="Bolder"
+                "This is a policy-level problem: every enrollment with this "
+                "policy is affected until it is fixed.",
+                color="Attention",
             )
         )
-        if anomaly.get("scope") in ("policy", "tenant"):
-            body.append(
-                _text(
-                    "This is a policy-level problem: every enrollment with this "
-                    "policy is affected until it is fixed.",
-                    color="Attention",
-                )
-            )
+    return blocks
+
+
+def _anomaly_actions(anomaly: Mapping[str, Any], graph_endpoint: str) -> list[dict[str, JSON]]:
     actions = []
     if anomaly.get("managed_device_id"):
         actions.append(
@@ -220,17 +199,46 @@ def anomaly_card(anomaly: Mapping[str, Any], change: str, graph_endpoint: str) -
         actions.append(
             _link("Open ETG in Entra", group_url(graph_endpoint, str(anomaly["group_id"])))
         )
-    if anomaly.get("scope") in ("policy", "tenant"):
+    if _policy_level(anomaly):
         actions.append(_link("Device preparation policies", policies_url(graph_endpoint)))
-    return fit(_card(body, actions))
+    return actions
+
+
+def anomaly_card(anomaly: Mapping[str, Any], change: str, graph_endpoint: str) -> dict[str, JSON]:
+    """One anomaly opening or resolving. ``anomaly`` is Anomaly.to_json()."""
+    kind = KINDS.get(str(anomaly.get("kind")))
+    resolved = change == Change.RESOLVED
+    evidence = anomaly.get("evidence") or {}
+    body: list[dict[str, JSON]] = [
+        _text(
+            ("Resolved: " if resolved else "")
+            + f"{kind.title if kind else 'Anomaly'}: {_where(anomaly)}",
+            size="Large",
+            weight="Bolder",
+            color="Good" if resolved else "Attention",
+        ),
+        _text(str(anomaly.get("explanation") or "")),
+        _facts(_anomaly_facts(anomaly, evidence, kind)),
+    ]
+    if anomaly.get("kind") == PAYLOAD_INCOMPLETE.name and isinstance(evidence, Mapping):
+        body += _incomplete_items(evidence)
+    body += [_why_resolved(anomaly)] if resolved else _what_to_do(anomaly, kind)
+    return fit(_card(body, _anomaly_actions(anomaly, graph_endpoint)))
 
 
 def digest_card(
     anomalies: Sequence[Mapping[str, Any]], change: str, graph_endpoint: str
 ) -> dict[str, JSON]:
     """One card for many anomalies from one run, so a bad hour is one message, not fifty."""
-    resolved = change == "resolved"
-    ordered = sorted(anomalies, key=lambda a: (a.get("scope") == "device", a.get("kind", "")))
+    resolved = change == Change.RESOLVED
+    ordered = sorted(
+        anomalies,
+        key=lambda a: (
+            severity_rank(str(a.get("kind"))),
+            a.get("scope") == Scope.DEVICE,
+            a.get("kind", ""),
+        ),
+    )
     by_kind = Counter(str(a.get("kind")) for a in ordered)
     by_policy = Counter(str(a.get("policy_name") or "(no policy)") for a in ordered)
     verb = "resolved" if resolved else "opened"
@@ -242,7 +250,7 @@ def digest_card(
             color="Good" if resolved else "Attention",
         ),
     ]
-    policy_level = [a for a in ordered if a.get("scope") in ("policy", "tenant")]
+    policy_level = [a for a in ordered if _policy_level(a)]
     if policy_level and not resolved:
         body.append(
             _text(
@@ -256,7 +264,7 @@ def digest_card(
     body.append(_facts([(k, str(n)) for k, n in by_kind.most_common()]))
     body.append(_text("By policy", weight="Bolder"))
     body.append(_facts([(k, str(n)) for k, n in by_policy.most_common(10)]))
-    devices = [a for a in ordered if a.get("scope") == "device"]
+    devices = [a for a in ordered if a.get("scope") == Scope.DEVICE]
     if devices:
         body.append(_text("First devices", weight="Bolder"))
         body.append(
@@ -282,21 +290,25 @@ def digest_card(
     return fit(_card(body, [_link("Device preparation policies", policies_url(graph_endpoint))]))
 
 
-def fit(card: dict[str, JSON]) -> dict[str, JSON]:
+def _shortened(block: Mapping[str, JSON]) -> dict[str, JSON]:
+    out = dict(block)
+    if block.get("type") == "TextBlock" and len(str(block.get("text", ""))) > 600:
+        out["text"] = str(block["text"])[:600] + "..."
+    if block.get("type") == "FactSet":
+        facts = [json_object(f) for f in json_list(block.get("facts"))]
+        out["facts"] = [
+            {"title": str(f.get("title"))[:80], "value": str(f.get("value"))[:200]} for f in facts
+        ][:40]
+    return out
+
+
+def fit(card: Mapping[str, JSON]) -> dict[str, JSON]:
     """Trim a card until its message fits Teams' size limit: shorten, then drop, body blocks
     from the end; the title and the first facts always survive."""
     if size_of(message(card)) <= MAX_MESSAGE_BYTES:
-        return card
-    body = list(card["body"])
-    for block in body:
-        if block.get("type") == "TextBlock" and len(str(block.get("text", ""))) > 600:
-            block["text"] = str(block["text"])[:600] + "..."
-        if block.get("type") == "FactSet":
-            block["facts"] = [
-                {"title": str(f["title"])[:80], "value": str(f["value"])[:200]}
-                for f in block["facts"]
-            ][:40]
-    trimmed = {**card, "body": body}
+        return dict(card)
+    body = [_shortened(json_object(block)) for block in json_list(card.get("body"))]
+    trimmed: dict[str, JSON] = {**card, "body": body}
     while size_of(message(trimmed)) > MAX_MESSAGE_BYTES and len(body) > 2:
         body.pop()
         trimmed = {

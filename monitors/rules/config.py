@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from monitors.models import (
     JSON,
@@ -55,12 +56,64 @@ PolicyRule = Callable[[PolicyConfigFacts, ProvisioningClient | Unverified], Verd
 POLICY_RULES: dict[str, PolicyRule] = {}
 
 
-def policy_rule(kind: str) -> Callable[[PolicyRule], PolicyRule]:
-    def register(fn: PolicyRule) -> PolicyRule:
-        POLICY_RULES[kind] = fn
-        return fn
+@dataclass(frozen=True, slots=True)
+class PolicyCase:
+    """One policy whose ETG lookup could be read, as every policy rule sees it."""
+
+    kind: str
+    facts: PolicyConfigFacts
+    lookup: EtgLookup
+    pc: ProvisioningClient | Unverified
+    subject: Subject
+
+    def found(self, explanation: str, evidence: dict[str, JSON] | None = None) -> Finding:
+        """A finding whose evidence starts with what Intune says the ETG is."""
+        everything = {**_lookup_evidence(self.lookup), **(evidence or {})}
+        return _finding(self.kind, self.subject, explanation, everything)
+
+    def clear(self, reason: str) -> Clear:
+        return Clear(self.kind, self.subject, reason)
+
+    def unknown(self, unverified: tuple[Unverified, ...] = (), reason: str = "") -> NotEvaluated:
+        return NotEvaluated(self.kind, self.subject, unverified, reason)
+
+
+CaseRule = Callable[[PolicyCase], Verdict]
+
+
+def policy_rule(kind: str) -> Callable[[CaseRule], CaseRule]:
+    """Registers the rule deciding ``kind`` for each policy. Every one of them needs the
+    policy's ETG lookup, so while that cannot be read none decides."""
+
+    def register(decide: CaseRule) -> CaseRule:
+        def rule(facts: PolicyConfigFacts, pc: ProvisioningClient | Unverified) -> Verdict:
+            subject = policy_subject(facts)
+            if isinstance(facts.etg, Unverified):
+                return NotEvaluated(kind, subject, (facts.etg,))
+            return decide(PolicyCase(kind, facts, facts.etg, pc, subject))
+
+        POLICY_RULES[kind] = rule
+        return decide
 
     return register
+
+
+class PolicyHealth(StrEnum):
+    """A device preparation policy's configuration, as check-config reports it."""
+
+    HEALTHY = "healthy"  # every rule checked and cleared
+    BROKEN = "broken"  # a rule found a problem
+    UNVERIFIED = "unverified"  # no problem found, but some rule could not decide
+
+
+def policy_health(verdicts: Iterable[Verdict]) -> PolicyHealth:
+    """One policy's configuration from its verdicts: an unknown is never called healthy."""
+    seen = list(verdicts)
+    if any(isinstance(v, Finding) for v in seen):
+        return PolicyHealth.BROKEN
+    if all(isinstance(v, Clear) for v in seen):
+        return PolicyHealth.HEALTHY
+    return PolicyHealth.UNVERIFIED
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,18 +173,12 @@ def evaluate_provisioning_client(
 
 
 @policy_rule(ETG_NOT_CONFIGURED.name)
-def etg_not_configured(facts: PolicyConfigFacts, _pc: ProvisioningClient | Unverified) -> Verdict:
-    subject = policy_subject(facts)
-    if isinstance(facts.etg, Unverified):
-        return NotEvaluated(ETG_NOT_CONFIGURED.name, subject, (facts.etg,))
-    if facts.etg.group_ids:
-        return Clear(ETG_NOT_CONFIGURED.name, subject, "the policy names a device group")
-    return _finding(
-        ETG_NOT_CONFIGURED.name,
-        subject,
-        f"Device preparation policy '{facts.policy.name}' has no Enrollment Time Group, so its "
-        "enrollments get no apps or scripts during provisioning.",
-        _lookup_evidence(facts.etg),
+def etg_not_configured(case: PolicyCase) -> Verdict:
+    if case.lookup.group_ids:
+        return case.clear("the policy names a device group")
+    return case.found(
+        f"Device preparation policy '{case.facts.policy.name}' has no Enrollment Time Group, so "
+        "its enrollments get no apps or scripts during provisioning."
     )
 
 
@@ -155,35 +202,28 @@ def _group_problems(etg: EtgFacts, lookup: EtgLookup) -> list[str] | Unverified:
 
 
 @policy_rule(ETG_INVALID_GROUP.name)
-def etg_invalid_group(facts: PolicyConfigFacts, _pc: ProvisioningClient | Unverified) -> Verdict:
-    subject = policy_subject(facts)
-    kind = ETG_INVALID_GROUP.name
-    if isinstance(facts.etg, Unverified):
-        return NotEvaluated(kind, subject, (facts.etg,))
+def etg_invalid_group(case: PolicyCase) -> Verdict:
+    groups = case.facts.groups
     broken: dict[str, list[str]] = {}
     unknown: list[Unverified] = []
-    for etg in facts.groups:
-        problems = _group_problems(etg, facts.etg)
+    for etg in groups:
+        problems = _group_problems(etg, case.lookup)
         if isinstance(problems, Unverified):
             unknown.append(problems)
         elif problems:
             broken[etg.group_id] = problems
     if broken:
-        evidence = _lookup_evidence(facts.etg)
-        evidence["groups"] = [_group_evidence(e) for e in facts.groups]
         gid, problems = next(iter(broken.items()))
-        label = next(_group_label(e) for e in facts.groups if e.group_id == gid)
-        return _finding(
-            kind,
-            subject,
-            f"The ETG {label} of policy '{facts.policy.name}' is unusable: "
+        label = next(_group_label(e) for e in groups if e.group_id == gid)
+        return case.found(
+            f"The ETG {label} of policy '{case.facts.policy.name}' is unusable: "
             + "; ".join(problems)
             + ".",
-            evidence,
+            {"groups": [_group_evidence(e) for e in groups]},
         )
     if unknown:
-        return NotEvaluated(kind, subject, tuple(unknown))
-    return Clear(kind, subject, "the ETG is an assigned security group")
+        return case.unknown(tuple(unknown))
+    return case.clear("the ETG is an assigned security group")
 
 
 def _owns(owners: tuple[Owner, ...], pc: ProvisioningClient | Unverified) -> bool:
@@ -340,28 +380,24 @@ def owner_checks(
 
 
 @policy_rule(ETG_OWNER_MISSING.name)
-def etg_owner_missing(facts: PolicyConfigFacts, pc: ProvisioningClient | Unverified) -> Verdict:
-    subject = policy_subject(facts)
-    kind = ETG_OWNER_MISSING.name
-    if isinstance(facts.etg, Unverified):
-        return NotEvaluated(kind, subject, (facts.etg,))
+def etg_owner_missing(case: PolicyCase) -> Verdict:
+    facts, pc = case.facts, case.pc
     if isinstance(pc, ProvisioningClient) and not pc.present:
-        return NotEvaluated(kind, subject, reason="the provisioning client itself is missing")
+        return case.unknown(reason="the provisioning client itself is missing")
     if any(isinstance(etg.group, GroupNotFound) for etg in facts.groups):
         # Ownership of a group that does not exist is moot; etg_invalid_group covers it.
-        return NotEvaluated(kind, subject, reason="the ETG does not exist")
+        return case.unknown(reason="the ETG does not exist")
     checks = owner_checks(facts, pc)
     missing = [c for c in checks if c.status is OwnerStatus.MISSING]
     if missing:
         by_group = {c.group_id: c for c in checks}
-        evidence = _lookup_evidence(facts.etg)
-        evidence["groups"] = [_group_evidence(e, by_group.get(e.group_id)) for e in facts.groups]
+        evidence: dict[str, JSON] = {
+            "groups": [_group_evidence(e, by_group.get(e.group_id)) for e in facts.groups]
+        }
         if isinstance(pc, ProvisioningClient):
             evidence["provisioning_client_object_id"] = pc.object_id
         first = next(e for e in facts.groups if e.group_id == missing[0].group_id)
-        return _finding(
-            kind,
-            subject,
+        return case.found(
             f"The Intune Provisioning Client is not an owner of ETG {_group_label(first)} "
             f"of policy '{facts.policy.name}', so Intune cannot add enrolling devices to it "
             f"({missing[0].detail}).",
@@ -369,18 +405,14 @@ def etg_owner_missing(facts: PolicyConfigFacts, pc: ProvisioningClient | Unverif
         )
     unsettled = [c for c in checks if c.status is OwnerStatus.UNVERIFIED]
     if unsettled:
-        return NotEvaluated(
-            kind,
-            subject,
+        return case.unknown(
             tuple(u for c in unsettled for u in c.unverified),
             reason="; ".join(c.detail for c in unsettled),
         )
     confirmed = sorted({name for c in checks for name in c.confirmed_by})
-    return Clear(
-        kind,
-        subject,
+    return case.clear(
         "the provisioning client owns the ETG"
-        + (f" (confirmed by {', '.join(confirmed)})" if confirmed else ""),
+        + (f" (confirmed by {', '.join(confirmed)})" if confirmed else "")
     )
 
 
@@ -441,7 +473,7 @@ def evaluate_config(
             if isinstance(verdict, NotEvaluated):
                 unverified.extend(verdict.unverified)
         if (
-            all(isinstance(v, Clear) for v in results)
+            policy_health(results) is PolicyHealth.HEALTHY
             and not isinstance(facts.provisioning_client, Unverified)
             and facts.provisioning_client.present
         ):

@@ -1,17 +1,19 @@
 """Enrollment rules: did this deployment's device join its ETG before provisioning completed?
 
-``judge`` is a pure function of one deployment's facts and the current time. It never guesses:
-evidence that may still arrive (a running deployment, an audit event not yet due) makes a
-verdict pending, and evidence that cannot be read makes it unverified. Only conclusive
-evidence produces a Finding or a Clear.
+Each device anomaly kind is decided by one small pure rule over a ``Case`` (one deployment's
+facts, the current time, and what every rule derives from them), registered in
+``DEVICE_RULES`` in the order ``judge`` asks them. ``judge`` only orchestrates. No rule
+guesses: evidence that may still arrive (a running deployment, an audit event not yet due)
+makes a verdict pending, and evidence that cannot be read makes it unverified. Only
+conclusive evidence produces a Finding or a Clear.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from enum import Enum, StrEnum, auto
 
 from monitors.models import (
     JSON,
@@ -43,9 +45,53 @@ from monitors.rules.kinds import (
     PAYLOAD_INCOMPLETE,
 )
 
-State = Literal["conclusive", "pending", "unverified"]
-BAD_PAYLOAD = {"skipped", "failed"}
-DONE_PAYLOAD = {"installed", "succeeded", "success", "not applicable"}
+# Install statuses as the deployment report spells them, compared in lower case.
+BAD_PAYLOAD = frozenset({"skipped", "failed"})
+DONE_PAYLOAD = frozenset({"installed", "succeeded", "success", "not applicable"})
+
+
+class JudgementState(StrEnum):
+    """How final a deployment's judgement is; stored with the deployment."""
+
+    CONCLUSIVE = "conclusive"
+    PENDING = "pending"  # evidence that will arrive: re-judged by a later scan
+    UNVERIFIED = "unverified"  # a fact could not be read
+
+
+class EtgOutcome(StrEnum):
+    """One word per deployment for reports; stored with the deployment."""
+
+    ON_TIME = "on_time"
+    LATE = "late"
+    MISSING = "missing"
+    NO_ETG = "no_etg"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    PENDING = "pending"
+    UNVERIFIED = "unverified"
+
+
+class EtgQuestion(Enum):
+    """Whether the ETG membership of a deployment can be judged yet, and if not, why."""
+
+    STATUS_UNKNOWN = auto()
+    NOT_COMPLETED = auto()
+    NO_ETG = auto()
+    BLOCKED = auto()  # a fact it needs could not be read
+    OPEN = auto()
+
+
+class JoinTiming(Enum):
+    """When the device joined its ETG, as far as the evidence read so far tells."""
+
+    ON_TIME = auto()  # a member when provisioning completed
+    LATE = auto()  # first joined after completion, at an exactly known time
+    LATE_EXCUSED = auto()  # late, but after an etg_missing alert or only bounded from above
+    AUDIT_PENDING = auto()  # audit events for the completion time may still arrive
+    MEMBERSHIP_PENDING = auto()  # no join seen; current membership not asked yet
+    MEMBERSHIP_UNREADABLE = auto()
+    JOIN_UNSEEN = auto()  # a member now, but no event shows when it joined
+    NEVER = auto()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +115,7 @@ class Judgement:
     deployment: Deployment
     subject: Subject
     verdicts: tuple[Verdict, ...]
-    state: State
+    state: JudgementState
     summary: str
     joined_at: datetime | None = None
     completed_at: datetime | None = None
@@ -155,42 +201,9 @@ def _human(delta: timedelta) -> str:
     return f"{s / 3600:.1f} h"
 
 
-class _Collector:
-    """Accumulates one deployment's verdicts and the phrases that explain them."""
-
-    def __init__(self, subject: Subject, base: dict[str, JSON]) -> None:
-        self.subject = subject
-        self.base = base
-        self.verdicts: list[Verdict] = []
-        self.why: list[str] = []
-
-    def found(self, kind: str, explanation: str, evidence: dict[str, JSON]) -> None:
-        self.verdicts.append(
-            Finding(kind, self.subject, explanation, KINDS[kind].fix, {**self.base, **evidence})
-        )
-
-    def clear(self, kind: str, reason: str) -> None:
-        self.verdicts.append(Clear(kind, self.subject, reason))
-
-    def pending(self, kind: str, reason: str) -> None:
-        self.verdicts.append(NotEvaluated(kind, self.subject, reason=reason, pending=True))
-
-    def unknown(self, kind: str, items: tuple[Unverified, ...]) -> None:
-        self.verdicts.append(NotEvaluated(kind, self.subject, items))
-
-    def not_applicable(self, kind: str, reason: str) -> None:
-        self.verdicts.append(NotEvaluated(kind, self.subject, reason=reason))
-
-
-def judge(
-    facts: DeploymentFacts,
-    now: datetime,
-    rules: ScanRules = ScanRules(),
-    *,
-    previously_missing: bool = False,
-) -> Judgement:
+def _base_evidence(facts: DeploymentFacts) -> dict[str, JSON]:
+    """What every device finding carries, whichever kind it is."""
     d = facts.deployment
-    subject = subject_for(facts)
     completed = d.completed_at
     base: dict[str, JSON] = {
         "enrolled_at": {
@@ -215,147 +228,440 @@ def judge(
             "etg_group_ids": list(facts.policy.etg_group_ids),
             "etg_source": facts.policy.etg_source,
         }
+    return base
 
-    out = _Collector(subject, base)
-    name = d.device_name or d.managed_device_id
 
-    # deployment outcome ----------------------------------------------------------------------
-    unknown_status = Unverified(
+_POLICY_UNRESOLVED = Unverified(
+    "policy resolution",
+    UnverifiedReason.UNRESOLVED,
+    "cannot tell which device preparation policy applied",
+)
+_NO_ENTRA_DEVICE = Unverified(
+    "GET /v1.0/devices",
+    UnverifiedReason.NOT_YET_VISIBLE,
+    "no Entra device found for this deployment",
+)
+
+
+def _membership_blockers(facts: DeploymentFacts) -> tuple[Unverified, ...]:
+    """Facts without which the ETG question cannot be decided: unreadable, or not found."""
+    needed = (
+        facts.policy if facts.policy is not None else _POLICY_UNRESOLVED,
+        facts.device_object_id if facts.device_object_id is not None else _NO_ENTRA_DEVICE,
+        facts.events,
+        facts.audit_settled_until,
+    )
+    return tuple(fact for fact in needed if isinstance(fact, Unverified))
+
+
+def _etg_question(facts: DeploymentFacts, blockers: tuple[Unverified, ...]) -> EtgQuestion:
+    d = facts.deployment
+    if d.status is DeploymentStatus.UNKNOWN:
+        return EtgQuestion.STATUS_UNKNOWN
+    if d.status is DeploymentStatus.IN_PROGRESS or d.completed_at is None:
+        return EtgQuestion.NOT_COMPLETED
+    if isinstance(facts.policy, PolicyMatch) and not facts.policy.etg_group_ids:
+        return EtgQuestion.NO_ETG
+    return EtgQuestion.BLOCKED if blockers else EtgQuestion.OPEN
+
+
+def _unknown_status(d: Deployment) -> Unverified:
+    return Unverified(
         "AutopilotV2DeploymentStatus.DeploymentStatus",
         UnverifiedReason.MALFORMED,
         f"unknown deployment status {d.status_label!r}",
     )
+
+
+_JOIN_UNSEEN = Unverified(
+    "GET /v1.0/auditLogs/directoryAudits",
+    UnverifiedReason.RETENTION,
+    "the device is in the ETG but no audit event shows when it joined",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One deployment as every device rule sees it."""
+
+    facts: DeploymentFacts
+    now: datetime
+    rules: ScanRules
+    previously_missing: bool  # an etg_missing anomaly was opened for it before
+    subject: Subject
+    name: str  # how explanations name the device
+    evidence: dict[str, JSON]  # carried by every finding
+    blockers: tuple[Unverified, ...]
+    etg: EtgQuestion
+    joins: JoinAnalysis | None  # only when the ETG question is open
+
+    @classmethod
+    def of(
+        cls, facts: DeploymentFacts, now: datetime, rules: ScanRules, previously_missing: bool
+    ) -> Case:
+        d = facts.deployment
+        blockers = _membership_blockers(facts)
+        etg = _etg_question(facts, blockers)
+        joins = None
+        if etg is EtgQuestion.OPEN and d.completed_at is not None:
+            joins = analyse_joins(_relevant(facts), d.completed_at)
+        return cls(
+            facts,
+            now,
+            rules,
+            previously_missing,
+            subject_for(facts),
+            d.device_name or d.managed_device_id,
+            _base_evidence(facts),
+            blockers,
+            etg,
+            joins,
+        )
+
+    @property
+    def deployment(self) -> Deployment:
+        return self.facts.deployment
+
+    def found(self, kind: str, explanation: str, evidence: dict[str, JSON]) -> Finding:
+        return Finding(
+            kind, self.subject, explanation, KINDS[kind].fix, {**self.evidence, **evidence}
+        )
+
+    def clear(self, kind: str, reason: str) -> Clear:
+        return Clear(kind, self.subject, reason)
+
+    def pending(self, kind: str, reason: str) -> NotEvaluated:
+        return NotEvaluated(kind, self.subject, reason=reason, pending=True)
+
+    def unknown(self, kind: str, items: tuple[Unverified, ...]) -> NotEvaluated:
+        return NotEvaluated(kind, self.subject, items)
+
+    def not_applicable(self, kind: str, reason: str) -> NotEvaluated:
+        return NotEvaluated(kind, self.subject, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Ruling:
+    """One rule's verdict, and the phrase it adds to the deployment's summary."""
+
+    verdict: Verdict
+    why: str | None = None
+
+
+DeviceRule = Callable[[Case], Ruling]
+DEVICE_RULES: dict[str, DeviceRule] = {}
+
+
+def device_rule(kind: str) -> Callable[[DeviceRule], DeviceRule]:
+    def register(fn: DeviceRule) -> DeviceRule:
+        DEVICE_RULES[kind] = fn
+        return fn
+
+    return register
+
+
+def judge(
+    facts: DeploymentFacts,
+    now: datetime,
+    rules: ScanRules = ScanRules(),
+    *,
+    previously_missing: bool = False,
+) -> Judgement:
+    case = Case.of(facts, now, rules, previously_missing)
+    rulings = [rule(case) for rule in DEVICE_RULES.values()]
+    verdicts = tuple(r.verdict for r in rulings)
+    # The ETG kinds share one account of the membership question: the summary tells it once.
+    why = list(dict.fromkeys(r.why for r in rulings if r.why))
+    problems = [v.kind for v in verdicts if isinstance(v, Finding)]
+    summary = "; ".join(why) if why else ", ".join(problems) or "ok"
+    d = facts.deployment
+    joined_at = case.joins.joined_at if case.joins else None
+    return Judgement(
+        d, case.subject, verdicts, _state(verdicts), summary, joined_at, d.completed_at
+    )
+
+
+def _state(verdicts: Iterable[Verdict]) -> JudgementState:
+    undecided = [v for v in verdicts if isinstance(v, NotEvaluated)]
+    if any(v.unverified for v in undecided):
+        return JudgementState.UNVERIFIED
+    if any(v.pending for v in undecided):
+        return JudgementState.PENDING
+    return JudgementState.CONCLUSIVE
+
+
+# deployment outcome ------------------------------------------------------------------------
+
+
+@device_rule(DEPLOYMENT_FAILED.name)
+def deployment_failed(case: Case) -> Ruling:
+    kind, d = DEPLOYMENT_FAILED.name, case.deployment
     if d.status is DeploymentStatus.FAILED:
-        out.found(
-            DEPLOYMENT_FAILED.name,
-            f"Device preparation failed on {name} (result code {d.result_code}, phase {d.phase}).",
+        return Ruling(
+            case.found(
+                kind,
+                f"Device preparation failed on {case.name} "
+                f"(result code {d.result_code}, phase {d.phase}).",
+                {
+                    "result_code": d.result_code,
+                    "phase": d.phase,
+                    "current_provisioning_phase": d.current_phase,
+                },
+            )
+        )
+    if d.status is DeploymentStatus.SUCCESS:
+        return Ruling(case.clear(kind, "the deployment succeeded"))
+    if d.status is DeploymentStatus.IN_PROGRESS:
+        return Ruling(case.pending(kind, "deployment in progress"))
+    return Ruling(case.unknown(kind, (_unknown_status(d),)))
+
+
+@device_rule(DEPLOYMENT_STUCK.name)
+def deployment_stuck(case: Case) -> Ruling:
+    kind, d, policy = DEPLOYMENT_STUCK.name, case.deployment, case.facts.policy
+    if d.status is DeploymentStatus.UNKNOWN:
+        return Ruling(case.unknown(kind, (_unknown_status(d),)))
+    if d.status is not DeploymentStatus.IN_PROGRESS:
+        return Ruling(case.clear(kind, "the deployment finished"))
+    timeout = case.rules.default_timeout_minutes
+    if isinstance(policy, PolicyMatch) and policy.policy.timeout_minutes:
+        timeout = policy.policy.timeout_minutes
+    deadline = d.enrolled_at + timedelta(minutes=timeout) + case.rules.stuck_grace
+    if case.now <= deadline:
+        return Ruling(case.pending(kind, "within the policy timeout"), "deployment in progress")
+    stuck = case.found(
+        kind,
+        # Stable text and evidence: a stuck deployment is not rewritten every scan.
+        f"Provisioning of {case.name} has been in progress since "
+        f"{d.enrolled_at:%Y-%m-%d %H:%M} UTC, past the policy timeout of {timeout} min.",
+        {"timeout_minutes": timeout, "stuck_since": deadline.isoformat()},
+    )
+    return Ruling(stuck, "stuck in progress")
+
+
+# ETG membership ----------------------------------------------------------------------------
+
+
+def _etg_unasked(case: Case, kind: str) -> Ruling | None:
+    """The verdict every ETG kind shares while the membership question cannot be asked."""
+    if case.etg is EtgQuestion.STATUS_UNKNOWN:
+        return Ruling(case.unknown(kind, (_unknown_status(case.deployment),)))
+    if case.etg is EtgQuestion.NOT_COMPLETED:
+        return Ruling(case.pending(kind, "provisioning has not completed"))
+    if case.etg is EtgQuestion.NO_ETG:
+        # Nothing to join: the policy-level etg_not_configured anomaly is the finding.
+        return Ruling(
+            case.not_applicable(kind, "the policy has no ETG"),
+            "policy has no ETG (see etg_not_configured)",
+        )
+    if case.etg is EtgQuestion.BLOCKED:
+        return Ruling(
+            case.unknown(kind, case.blockers),
+            "could not verify the ETG join: " + case.blockers[0].detail,
+        )
+    return None
+
+
+def _timing_unasked(case: Case, kind: str) -> Ruling | None:
+    """What etg_missing and etg_late share before the join's timing is weighed."""
+    unasked = _etg_unasked(case, kind)
+    if unasked is not None or case.deployment.status is not DeploymentStatus.FAILED:
+        return unasked
+    joined = case.joins.joined_at if case.joins else None
+    return Ruling(
+        case.not_applicable(kind, "the deployment failed"),
+        "deployment failed; ETG join " + (f"at {joined.isoformat()}" if joined else "never seen"),
+    )
+
+
+def _open(case: Case) -> tuple[JoinAnalysis, datetime, datetime]:
+    """The join analysis, completion time and audit horizon of an open ETG question."""
+    completed, settled = case.deployment.completed_at, case.facts.audit_settled_until
+    assert case.joins is not None and completed is not None and isinstance(settled, datetime)
+    return case.joins, completed, settled
+
+
+def join_timing(case: Case) -> JoinTiming:
+    joins, completed, settled = _open(case)
+    if joins.member_at_completion and joins.joined_at is not None:
+        return JoinTiming.ON_TIME
+    late = joins.late_join
+    if late is not None and (late.exact or settled >= late.at):
+        excused = case.previously_missing or not late.exact
+        return JoinTiming.LATE_EXCUSED if excused else JoinTiming.LATE
+    if settled < completed or (late is not None and settled < late.at):
+        return JoinTiming.AUDIT_PENDING
+    member_now = case.facts.is_member_now
+    if member_now is None:
+        return JoinTiming.MEMBERSHIP_PENDING
+    if isinstance(member_now, Unverified):
+        return JoinTiming.MEMBERSHIP_UNREADABLE
+    return JoinTiming.JOIN_UNSEEN if member_now else JoinTiming.NEVER
+
+
+def _timing_undecided(case: Case, kind: str, timing: JoinTiming) -> Ruling | None:
+    """The verdict etg_missing and etg_late share while the timing cannot be decided."""
+    if timing is JoinTiming.AUDIT_PENDING:
+        return Ruling(
+            case.pending(kind, "audit events for the completion time may still arrive"),
+            "waiting for the audit log",
+        )
+    if timing is JoinTiming.MEMBERSHIP_PENDING:
+        return Ruling(
+            case.pending(kind, "current membership not checked yet"), "membership check pending"
+        )
+    member_now = case.facts.is_member_now
+    if timing is JoinTiming.MEMBERSHIP_UNREADABLE and isinstance(member_now, Unverified):
+        return Ruling(case.unknown(kind, (member_now,)), "could not check current membership")
+    if timing is JoinTiming.JOIN_UNSEEN:
+        return Ruling(case.unknown(kind, (_JOIN_UNSEEN,)), "in the ETG, join time unknown")
+    return None
+
+
+def _timing_why(case: Case, timing: JoinTiming) -> str:
+    joins, completed, _ = _open(case)
+    if timing is JoinTiming.ON_TIME and joins.joined_at is not None:
+        return f"joined {_human(completed - joins.joined_at)} before provisioning completed"
+    if joins.late_join is not None and timing in (JoinTiming.LATE, JoinTiming.LATE_EXCUSED):
+        return f"joined {_human(joins.late_join.at - completed)} after provisioning completed"
+    return "never joined the ETG"
+
+
+def _late_reason(case: Case) -> str:
+    joins, completed, _ = _open(case)
+    assert joins.late_join is not None
+    late = joins.late_join.at
+    gap = _human(late - completed)
+    return f"joined the ETG at {late.isoformat()}, {gap} after provisioning completed"
+
+
+def _join_evidence(joins: JoinAnalysis) -> dict[str, JSON]:
+    return {"join": _ev(joins.join_event), "late_join": _ev(joins.late_join)}
+
+
+def _weigh_timing(case: Case, kind: str, not_on_time: Callable[[JoinTiming], Verdict]) -> Ruling:
+    """etg_missing and etg_late read the same join timing; they differ only in what a join that
+    was not on time means for them, which ``not_on_time`` decides."""
+    unasked = _timing_unasked(case, kind)
+    if unasked is not None:
+        return unasked
+    timing = join_timing(case)
+    undecided = _timing_undecided(case, kind, timing)
+    if undecided is not None:
+        return undecided
+    if timing is JoinTiming.ON_TIME:
+        verdict: Verdict = case.clear(kind, "joined before completion")
+    else:
+        verdict = not_on_time(timing)
+    return Ruling(verdict, _timing_why(case, timing))
+
+
+@device_rule(ETG_MISSING.name)
+def etg_missing(case: Case) -> Ruling:
+    kind = ETG_MISSING.name
+
+    def not_on_time(timing: JoinTiming) -> Verdict:
+        if timing is not JoinTiming.NEVER:
+            return case.clear(kind, _late_reason(case))
+        joins, completed, settled = _open(case)
+        return case.found(
+            kind,
+            f"Provisioning of {case.name} completed at {completed.isoformat()} and the device "
+            "never joined its ETG: the user has no ETG apps or policies.",
             {
-                "result_code": d.result_code,
-                "phase": d.phase,
-                "current_provisioning_phase": d.current_phase,
+                **_join_evidence(joins),
+                "member_now": False,
+                "audit_searched_until": settled.isoformat(),
             },
         )
-    elif d.status is DeploymentStatus.SUCCESS:
-        out.clear(DEPLOYMENT_FAILED.name, "the deployment succeeded")
-    elif d.status is DeploymentStatus.IN_PROGRESS:
-        out.pending(DEPLOYMENT_FAILED.name, "deployment in progress")
-    else:
-        out.unknown(DEPLOYMENT_FAILED.name, (unknown_status,))
 
-    timeout = rules.default_timeout_minutes
-    if isinstance(facts.policy, PolicyMatch) and facts.policy.policy.timeout_minutes:
-        timeout = facts.policy.policy.timeout_minutes
-    deadline = d.enrolled_at + timedelta(minutes=timeout) + rules.stuck_grace
-    if d.status is DeploymentStatus.IN_PROGRESS:
-        if now > deadline:
-            out.found(
-                DEPLOYMENT_STUCK.name,
-                # Stable text and evidence: a stuck deployment is not rewritten every scan.
-                f"Provisioning of {name} has been in progress since "
-                f"{d.enrolled_at:%Y-%m-%d %H:%M} UTC, past the policy timeout of {timeout} min.",
-                {"timeout_minutes": timeout, "stuck_since": deadline.isoformat()},
-            )
-            out.why.append("stuck in progress")
-        else:
-            out.pending(DEPLOYMENT_STUCK.name, "within the policy timeout")
-            out.why.append("deployment in progress")
-    elif d.status is DeploymentStatus.UNKNOWN:
-        out.unknown(DEPLOYMENT_STUCK.name, (unknown_status,))
-    else:
-        out.clear(DEPLOYMENT_STUCK.name, "the deployment finished")
-
-    # ETG membership --------------------------------------------------------------------------
-    etg_kinds = (ETG_MISSING.name, ETG_LATE.name, ETG_REMOVED.name)
-    joined_at = None
-    blockers = _membership_blockers(facts)
-    if d.status is DeploymentStatus.UNKNOWN:
-        for kind in etg_kinds:
-            out.unknown(kind, (unknown_status,))
-    elif d.status is DeploymentStatus.IN_PROGRESS or completed is None:
-        for kind in etg_kinds:
-            out.pending(kind, "provisioning has not completed")
-    elif isinstance(facts.policy, PolicyMatch) and not facts.policy.etg_group_ids:
-        # Nothing to join: the policy-level etg_not_configured anomaly is the finding.
-        for kind in etg_kinds:
-            out.not_applicable(kind, "the policy has no ETG")
-        out.why.append("policy has no ETG (see etg_not_configured)")
-    elif blockers:
-        for kind in etg_kinds:
-            out.unknown(kind, blockers)
-        out.why.append("could not verify the ETG join: " + blockers[0].detail)
-    else:
-        assert isinstance(facts.policy, PolicyMatch)
-        analysis = analyse_joins(_relevant(facts), completed)
-        joined_at = analysis.joined_at
-        join_evidence = {"join": _ev(analysis.join_event), "late_join": _ev(analysis.late_join)}
-        failed = d.status is DeploymentStatus.FAILED
-        if failed:
-            out.not_applicable(ETG_MISSING.name, "the deployment failed")
-            out.not_applicable(ETG_LATE.name, "the deployment failed")
-            out.why.append(
-                "deployment failed; ETG join "
-                + (f"at {analysis.joined_at.isoformat()}" if analysis.joined_at else "never seen")
-            )
-        else:
-            _judge_join(out, facts, analysis, completed, previously_missing, join_evidence, name)
-        if analysis.removal is not None:
-            removal = analysis.removal
-            out.found(
-                ETG_REMOVED.name,
-                f"{name} was removed from its ETG at {removal.at.isoformat()}"
-                + (f" by {removal.actor}" if removal.actor else "")
-                + "; Intune will pull the apps and policies assigned to it.",
-                {"removal": removal.to_json(), **join_evidence},
-            )
-            out.why.append("removed from the ETG")
-        elif analysis.readded_after_removal is not None:
-            out.clear(
-                ETG_REMOVED.name, f"re-added at {analysis.readded_after_removal.at.isoformat()}"
-            )
-        else:
-            out.clear(ETG_REMOVED.name, "still in the ETG")
-
-    # payload ---------------------------------------------------------------------------------
-    _judge_payload(out, facts, name)
-
-    state: State = "conclusive"
-    if any(isinstance(v, NotEvaluated) and v.unverified for v in out.verdicts):
-        state = "unverified"
-    elif any(isinstance(v, NotEvaluated) and v.pending for v in out.verdicts):
-        state = "pending"
-    problems = [v.kind for v in out.verdicts if isinstance(v, Finding)]
-    summary = "; ".join(out.why) if out.why else ", ".join(problems) or "ok"
-    return Judgement(d, subject, tuple(out.verdicts), state, summary, joined_at, completed)
+    return _weigh_timing(case, kind, not_on_time)
 
 
-def _membership_blockers(facts: DeploymentFacts) -> tuple[Unverified, ...]:
-    """Facts without which the ETG question cannot be decided."""
-    items: list[Unverified] = []
-    if isinstance(facts.policy, Unverified):
-        items.append(facts.policy)
-    elif facts.policy is None:
-        items.append(
-            Unverified(
-                "policy resolution",
-                UnverifiedReason.UNRESOLVED,
-                "cannot tell which device preparation policy applied",
-            )
+@device_rule(ETG_LATE.name)
+def etg_late(case: Case) -> Ruling:
+    kind = ETG_LATE.name
+
+    def not_on_time(timing: JoinTiming) -> Verdict:
+        if timing is JoinTiming.NEVER:
+            return case.clear(kind, "not joined at all (see etg_missing)")
+        if timing is JoinTiming.LATE_EXCUSED:
+            # The join came after an etg_missing alert (usually the operator's own fix), or
+            # only its upper bound is known: the history of etg_missing records it.
+            return case.clear(kind, _late_reason(case))
+        joins, completed, _ = _open(case)
+        assert joins.late_join is not None
+        gap = joins.late_join.at - completed
+        return case.found(
+            kind,
+            f"{case.name} joined its ETG {_human(gap)} after provisioning completed: the user "
+            "reached the desktop before the ETG's apps and policies installed.",
+            {**_join_evidence(joins), "gap_seconds": _seconds(gap)},
         )
-    if isinstance(facts.device_object_id, Unverified):
-        items.append(facts.device_object_id)
-    elif facts.device_object_id is None:
-        items.append(
-            Unverified(
-                "GET /v1.0/devices",
-                UnverifiedReason.NOT_YET_VISIBLE,
-                "no Entra device found for this deployment",
-            )
+
+    return _weigh_timing(case, kind, not_on_time)
+
+
+@device_rule(ETG_REMOVED.name)
+def etg_removed(case: Case) -> Ruling:
+    kind = ETG_REMOVED.name
+    shared = _etg_unasked(case, kind)
+    if shared is not None:
+        return shared
+    joins, _, _ = _open(case)
+    removal = joins.removal
+    if removal is not None:
+        removed = case.found(
+            kind,
+            f"{case.name} was removed from its ETG at {removal.at.isoformat()}"
+            + (f" by {removal.actor}" if removal.actor else "")
+            + "; Intune will pull the apps and policies assigned to it.",
+            {"removal": removal.to_json(), **_join_evidence(joins)},
         )
-    if isinstance(facts.events, Unverified):
-        items.append(facts.events)
-    if isinstance(facts.audit_settled_until, Unverified):
-        items.append(facts.audit_settled_until)
-    return tuple(items)
+        return Ruling(removed, "removed from the ETG")
+    if joins.readded_after_removal is not None:
+        return Ruling(case.clear(kind, f"re-added at {joins.readded_after_removal.at.isoformat()}"))
+    return Ruling(case.clear(kind, "still in the ETG"))
+
+
+# payload -----------------------------------------------------------------------------------
+
+
+@device_rule(PAYLOAD_INCOMPLETE.name)
+def payload_incomplete(case: Case) -> Ruling:
+    kind, payload = PAYLOAD_INCOMPLETE.name, case.facts.payload
+    if payload is None:
+        return Ruling(case.not_applicable(kind, "detailed app and script reports are not enabled"))
+    if isinstance(payload, Unverified):
+        return Ruling(case.unknown(kind, (payload,)))
+    if case.deployment.status is DeploymentStatus.IN_PROGRESS:
+        return Ruling(case.pending(kind, "deployment in progress"))
+    bad = [i for i in payload if i.status.lower() in BAD_PAYLOAD]
+    if not bad:
+        if all(i.status.lower() in DONE_PAYLOAD for i in payload):
+            return Ruling(case.clear(kind, "every app and script installed"))
+        return Ruling(case.pending(kind, "apps or scripts still installing"))
+    # Every item is named: on-call fixes each one, and a list cut at five hides the rest.
+    parts = [
+        f"{label}: " + ", ".join(f"{i.name} ({i.status})" for i in items)
+        for label, items in (
+            ("apps", [i for i in bad if i.kind == "app"]),
+            ("scripts", [i for i in bad if i.kind != "app"]),
+        )
+        if items
+    ]
+    incomplete = case.found(
+        kind,
+        f"{len(bad)} of {len(payload)} apps and scripts did not install on {case.name}: "
+        + "; ".join(parts)
+        + ".",
+        {
+            "items": [
+                {"kind": i.kind, "id": i.id, "name": i.name, "status": i.status} for i in payload
+            ]
+        },
+    )
+    return Ruling(incomplete)
 
 
 def needs_membership_check(facts: DeploymentFacts) -> bool:
@@ -370,119 +676,6 @@ def needs_membership_check(facts: DeploymentFacts) -> bool:
     if facts.audit_settled_until < completed:
         return False
     return not any(e.op is MembershipOp.ADD for e in _relevant(facts))
-
-
-def _judge_join(
-    out: _Collector,
-    facts: DeploymentFacts,
-    analysis: JoinAnalysis,
-    completed: datetime,
-    previously_missing: bool,
-    join_evidence: dict[str, JSON],
-    name: str,
-) -> None:
-    settled = facts.audit_settled_until
-    assert isinstance(settled, datetime)
-    if analysis.member_at_completion and analysis.joined_at is not None:
-        gap = completed - analysis.joined_at
-        out.clear(ETG_MISSING.name, "joined before completion")
-        out.clear(ETG_LATE.name, "joined before completion")
-        out.why.append(f"joined {_human(gap)} before provisioning completed")
-        return
-    late = analysis.late_join
-    if late is not None and (late.exact or settled >= late.at):
-        gap = late.at - completed
-        reason = (
-            f"joined the ETG at {late.at.isoformat()}, {_human(gap)} after provisioning completed"
-        )
-        out.clear(ETG_MISSING.name, reason)
-        if previously_missing or not late.exact:
-            # The join came after an etg_missing alert (usually the operator's own fix), or
-            # only its upper bound is known: the history of etg_missing records it.
-            out.clear(ETG_LATE.name, reason)
-        else:
-            out.found(
-                ETG_LATE.name,
-                f"{name} joined its ETG {_human(gap)} after provisioning completed: the user "
-                "reached the desktop before the ETG's apps and policies installed.",
-                {**join_evidence, "gap_seconds": _seconds(gap)},
-            )
-        out.why.append(f"joined {_human(gap)} after provisioning completed")
-        return
-    if settled < completed or (late is not None and settled < late.at):
-        for kind in (ETG_MISSING.name, ETG_LATE.name):
-            out.pending(kind, "audit events for the completion time may still arrive")
-        out.why.append("waiting for the audit log")
-        return
-    member_now = facts.is_member_now
-    if member_now is None:
-        for kind in (ETG_MISSING.name, ETG_LATE.name):
-            out.pending(kind, "current membership not checked yet")
-        out.why.append("membership check pending")
-        return
-    if isinstance(member_now, Unverified):
-        for kind in (ETG_MISSING.name, ETG_LATE.name):
-            out.unknown(kind, (member_now,))
-        out.why.append("could not check current membership")
-        return
-    if member_now:
-        gap_item = Unverified(
-            "GET /v1.0/auditLogs/directoryAudits",
-            UnverifiedReason.RETENTION,
-            "the device is in the ETG but no audit event shows when it joined",
-        )
-        for kind in (ETG_MISSING.name, ETG_LATE.name):
-            out.unknown(kind, (gap_item,))
-        out.why.append("in the ETG, join time unknown")
-        return
-    out.found(
-        ETG_MISSING.name,
-        f"Provisioning of {name} completed at {completed.isoformat()} and the device never "
-        "joined its ETG: the user has no ETG apps or policies.",
-        {**join_evidence, "member_now": False, "audit_searched_until": settled.isoformat()},
-    )
-    out.clear(ETG_LATE.name, "not joined at all (see etg_missing)")
-    out.why.append("never joined the ETG")
-
-
-def _judge_payload(out: _Collector, facts: DeploymentFacts, name: str) -> None:
-    kind = PAYLOAD_INCOMPLETE.name
-    payload = facts.payload
-    d = facts.deployment
-    if payload is None:
-        out.not_applicable(kind, "detailed app and script reports are not enabled")
-    elif isinstance(payload, Unverified):
-        out.unknown(kind, (payload,))
-    elif d.status is DeploymentStatus.IN_PROGRESS:
-        out.pending(kind, "deployment in progress")
-    else:
-        bad = [i for i in payload if i.status.lower() in BAD_PAYLOAD]
-        if bad:
-            # Every item is named: on-call fixes each one, and a list cut at five hides the rest.
-            parts = [
-                f"{label}: " + ", ".join(f"{i.name} ({i.status})" for i in items)
-                for label, items in (
-                    ("apps", [i for i in bad if i.kind == "app"]),
-                    ("scripts", [i for i in bad if i.kind != "app"]),
-                )
-                if items
-            ]
-            out.found(
-                kind,
-                f"{len(bad)} of {len(payload)} apps and scripts did not install on {name}: "
-                + "; ".join(parts)
-                + ".",
-                {
-                    "items": [
-                        {"kind": i.kind, "id": i.id, "name": i.name, "status": i.status}
-                        for i in payload
-                    ]
-                },
-            )
-        elif all(i.status.lower() in DONE_PAYLOAD for i in payload):
-            out.clear(kind, "every app and script installed")
-        else:
-            out.pending(kind, "apps or scripts still installing")
 
 
 PolicyEntry = tuple[Policy, EtgLookup | Unverified]
@@ -567,25 +760,24 @@ def resolve_policy(
     return None
 
 
-def etg_outcome(j: Judgement) -> str:
-    """One word per deployment for reports: on_time, late, missing, no_etg, failed, in_progress,
-    pending or unverified."""
+def etg_outcome(j: Judgement) -> EtgOutcome:
+    """One word per deployment for reports."""
     found = {v.kind for v in j.verdicts if isinstance(v, Finding)}
     d = j.deployment
     if d.status is DeploymentStatus.FAILED:
-        return "failed"
+        return EtgOutcome.FAILED
     if ETG_MISSING.name in found:
-        return "missing"
+        return EtgOutcome.MISSING
     if ETG_LATE.name in found:
-        return "late"
+        return EtgOutcome.LATE
     if d.status is DeploymentStatus.IN_PROGRESS:
-        return "in_progress"
-    if j.state == "unverified":
-        return "unverified"
-    if j.state == "pending" and j.joined_at is None:
-        return "pending"
+        return EtgOutcome.IN_PROGRESS
+    if j.state is JudgementState.UNVERIFIED:
+        return EtgOutcome.UNVERIFIED
+    if j.state is JudgementState.PENDING and j.joined_at is None:
+        return EtgOutcome.PENDING
     if j.subject.policy_id and not j.subject.group_id:
-        return "no_etg"
+        return EtgOutcome.NO_ETG
     if j.joined_at is not None and j.completed_at is not None:
-        return "on_time" if j.joined_at <= j.completed_at else "late"
-    return "pending"
+        return EtgOutcome.ON_TIME if j.joined_at <= j.completed_at else EtgOutcome.LATE
+    return EtgOutcome.PENDING

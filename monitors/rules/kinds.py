@@ -1,36 +1,69 @@
-"""Every anomaly kind the monitor can raise, with what it means and what to do about it."""
+"""Every anomaly kind the monitor can raise: one registered rule each, with its severity, what
+it means, what to do about it and where the runbook explains it. Nothing else in the code says
+what a kind means."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
 
 from monitors.models import Scope
+
+RUNBOOK = "docs/runbook.md"
+
+
+class Severity(StrEnum):
+    """How much breaks while an anomaly stays open; declared most severe first."""
+
+    CRITICAL = "critical"  # every enrollment through a policy, or the whole tenant, is affected
+    HIGH = "high"  # one device is exposed, or the monitor is blind while a job fails
+
+    @property
+    def rank(self) -> int:
+        """0 for the most severe."""
+        return list(Severity).index(self)
 
 
 @dataclass(frozen=True, slots=True)
 class Kind:
     name: str
     scope: Scope
-    severity: str  # critical: every enrollment is affected; high: one device is exposed
-    title: str
-    impact: str
+    severity: Severity
+    title: str  # what on-call reads first, in the notification preview
+    meaning: str
     fix: str
 
+    @property
+    def runbook(self) -> str:
+        """The runbook section for this kind: its headings are the kind names."""
+        return f"{RUNBOOK}#{self.name}"
 
-KINDS: dict[str, Kind] = {}
+
+_KINDS: dict[str, Kind] = {}
+KINDS: Mapping[str, Kind] = MappingProxyType(_KINDS)
 
 
 def _register(kind: Kind) -> Kind:
-    KINDS[kind.name] = kind
+    if kind.name in _KINDS:
+        raise ValueError(f"anomaly kind {kind.name} registered twice")
+    _KINDS[kind.name] = kind
     return kind
+
+
+def severity_rank(kind: str) -> int:
+    """Sort key for anomaly kinds, most severe first: 0 for critical; unknown kinds last."""
+    known = KINDS.get(kind)
+    return known.severity.rank if known else len(Severity)
 
 
 PROVISIONING_CLIENT_MISSING = _register(
     Kind(
         "provisioning_client_missing",
         Scope.TENANT,
-        "critical",
-        "Intune Provisioning Client service principal is missing",
+        Severity.CRITICAL,
+        "Intune Provisioning Client missing",
         "Intune cannot add any device to any Enrollment Time Group: every device preparation "
         "enrollment finishes without its ETG apps and policies.",
         "Create the service principal (Connect-MgGraph -Scopes Application.ReadWrite.All; "
@@ -42,8 +75,8 @@ ETG_NOT_CONFIGURED = _register(
     Kind(
         "etg_not_configured",
         Scope.POLICY,
-        "critical",
-        "Device preparation policy has no Enrollment Time Group",
+        Severity.CRITICAL,
+        "Policy has no ETG",
         "The device preparation experience does not run for this policy's users; devices get "
         "no apps or scripts during provisioning.",
         "In Intune > Devices > Enrollment > Device preparation policies, edit the policy and "
@@ -54,8 +87,8 @@ ETG_INVALID_GROUP = _register(
     Kind(
         "etg_invalid_group",
         Scope.POLICY,
-        "critical",
-        "Enrollment Time Group is unusable",
+        Severity.CRITICAL,
+        "ETG unusable",
         "Intune cannot add devices to this group during enrollment, so the apps and policies "
         "assigned to it never install during provisioning.",
         "Point the policy at an assigned (static) security group that is not role-assignable, "
@@ -66,8 +99,8 @@ ETG_OWNER_MISSING = _register(
     Kind(
         "etg_owner_missing",
         Scope.POLICY,
-        "critical",
-        "Intune Provisioning Client does not own the Enrollment Time Group",
+        Severity.CRITICAL,
+        "ETG owner missing",
         "Intune cannot add devices to the group, so new enrollments finish without the apps "
         "and policies assigned to it.",
         "In Entra admin center > Groups > (the ETG) > Owners, add the service principal "
@@ -86,8 +119,8 @@ ETG_MISSING = _register(
     Kind(
         "etg_missing",
         Scope.DEVICE,
-        "high",
-        "Device never joined its Enrollment Time Group",
+        Severity.HIGH,
+        "Device not in its ETG",
         "Provisioning completed without the device in its ETG: the user reached the desktop "
         "without the apps and policies assigned to that group.",
         "Add the device to the ETG (Entra admin center > Groups > the ETG > Members) so its apps "
@@ -99,8 +132,8 @@ ETG_LATE = _register(
     Kind(
         "etg_late",
         Scope.DEVICE,
-        "high",
-        "Device joined its Enrollment Time Group after provisioning completed",
+        Severity.HIGH,
+        "Device joined its ETG late",
         "The user reached the desktop before the ETG's apps and policies could install; they "
         "arrived later, outside the provisioning guarantee.",
         "Confirm the device now has the ETG's required apps and security policies (Intune > "
@@ -112,8 +145,8 @@ ETG_REMOVED = _register(
     Kind(
         "etg_removed",
         Scope.DEVICE,
-        "high",
-        "Device was removed from its Enrollment Time Group",
+        Severity.HIGH,
+        "Device removed from its ETG",
         "Intune re-evaluates the device and pulls the apps and policies assigned to the ETG.",
         "Find who removed it (Entra audit log, 'Remove member from group'); add the device back "
         "to the ETG unless the removal was intended.",
@@ -123,8 +156,8 @@ DEPLOYMENT_FAILED = _register(
     Kind(
         "deployment_failed",
         Scope.DEVICE,
-        "high",
-        "Device preparation deployment failed",
+        Severity.HIGH,
+        "Device preparation failed",
         "The device did not finish provisioning; the user may be blocked or on a partially "
         "configured device.",
         "Open Intune > Devices > Monitor > Windows Autopilot device preparation deployments, "
@@ -135,8 +168,8 @@ DEPLOYMENT_STUCK = _register(
     Kind(
         "deployment_stuck",
         Scope.DEVICE,
-        "high",
-        "Device preparation deployment is stuck in progress",
+        Severity.HIGH,
+        "Device preparation stuck",
         "Provisioning has run past the policy's timeout: the user is waiting on the setup "
         "screen or gave up.",
         "Contact the user; check the device's progress in the deployment report and the "
@@ -147,8 +180,8 @@ PAYLOAD_INCOMPLETE = _register(
     Kind(
         "payload_incomplete",
         Scope.DEVICE,
-        "high",
-        "Apps or scripts were skipped or failed during provisioning",
+        Severity.HIGH,
+        "Apps or scripts skipped or failed",
         "Some apps or scripts selected in the policy did not install during provisioning.",
         "Skipped usually means the app or script is not assigned to the ETG or not in System "
         "context: assign it to the ETG; for Failed, check the app's install status and logs.",
@@ -168,8 +201,8 @@ MONITOR_JOB_FAILING = _register(
     Kind(
         "monitor_job_failing",
         Scope.MONITOR,
-        "high",
-        "etg-monitor job is failing",
+        Severity.HIGH,
+        "etg-monitor job failing",
         "While it fails, enrollments are not checked and ETG problems go unnoticed.",
         "Read the error in `etg-monitor health` or Application Insights (docs/deploy.md has the "
         "queries): usually storage access, a missing Graph permission or consent, or a setting.",

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from monitors.models import Anomaly, Clear, Finding, NotEvaluated, Status, Verdict
+from monitors.models import anomaly_key as anomaly_key
 
 HISTORY_LIMIT = 40
 
@@ -48,13 +49,18 @@ def _never(_a: Anomaly) -> str | None:
     return None
 
 
-def anomaly_key(kind: str, subject_key: str) -> str:
-    return f"{kind}|{subject_key}"
-
-
 def note(anomaly: Anomaly, at: datetime, status: Status, why: str) -> None:
     anomaly.history.append({"at": at.isoformat(), "status": status.value, "why": why})
     del anomaly.history[:-HISTORY_LIMIT]
+
+
+def suppression_change(
+    anomaly: Anomaly, previous: Status, now: datetime, reason: str | None
+) -> Transition:
+    """Moves ``anomaly`` into suppression for ``reason``, or out of it when there is none."""
+    anomaly.status = Status.SUPPRESSED if reason else Status.OPEN
+    note(anomaly, now, anomaly.status, f"suppressed: {reason}" if reason else "suppression ended")
+    return Transition(anomaly, Change.SUPPRESSED if reason else Change.UNSUPPRESSED, previous)
 
 
 def reconcile(
@@ -135,9 +141,5 @@ def _on_finding(
         note(anomaly, now, target, "detected again")
         return Transition(anomaly, Change.REOPENED, current.status)
     if current.status is not target:
-        anomaly.status = target
-        why = f"suppressed: {reason}" if reason else "suppression ended"
-        note(anomaly, now, target, why)
-        change = Change.SUPPRESSED if reason else Change.UNSUPPRESSED
-        return Transition(anomaly, change, current.status)
+        return suppression_change(anomaly, current.status, now, reason)
     return Transition(anomaly, Change.UPDATED, current.status)

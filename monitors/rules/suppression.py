@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from monitors.models import JSON, Anomaly, Status
-from monitors.rules.lifecycle import Change, SuppressionCheck, Transition, note
+from monitors.rules.lifecycle import SuppressionCheck, Transition, suppression_change
 
 
 class SuppressionScope(StrEnum):
@@ -87,8 +87,6 @@ def apply_suppressions(
         target = Status.SUPPRESSED if reason else Status.OPEN
         if anomaly.status is target:
             continue
-        updated = dataclasses.replace(anomaly, history=list(anomaly.history), status=target)
-        note(updated, now, target, f"suppressed: {reason}" if reason else "suppression ended")
-        change = Change.SUPPRESSED if reason else Change.UNSUPPRESSED
-        out.append(Transition(updated, change, anomaly.status))
+        updated = dataclasses.replace(anomaly, history=list(anomaly.history))
+        out.append(suppression_change(updated, anomaly.status, now, reason))
     return out

@@ -7,6 +7,8 @@ from typing import Any
 
 from monitors.alerts.cards import CARD_VERSION, SCHEMA, fit
 from monitors.models import JSON
+from monitors.rules.kinds import severity_rank
+from monitors.summary.compute import policies_by_severity
 
 _BARS = "▁▂▃▄▅▆▇█"
 
@@ -19,70 +21,52 @@ def sparkline(points: list[Mapping[str, Any]]) -> str:
     return "".join(out)
 
 
-def summary_card(summary: Mapping[str, Any], report_url: str | None = None) -> dict[str, JSON]:
+def _text(text: str, **style: JSON) -> dict[str, JSON]:
+    return {"type": "TextBlock", "text": text, "wrap": True, **style}
+
+
+def _figures(summary: Mapping[str, Any]) -> dict[str, JSON]:
     c, d = summary["compliance"], summary["deployments"]
-    rate = c["rate"]
-    pct = "n/a" if rate is None else f"{rate * 100:.1f}%"
-    trend = summary["trend"]
-    top = sorted(summary["anomalies_opened"]["by_kind"].items(), key=lambda kv: -kv[1])[:3]
-    body: list[dict[str, JSON]] = [
-        {
-            "type": "TextBlock",
-            "text": f"ETG compliance, week {summary['week']}",
-            "size": "Large",
-            "weight": "Bolder",
-            "wrap": True,
-        },
-        {
-            "type": "TextBlock",
-            "text": f"**{pct}** of {c['judged']} judged deployments joined "
-            "their Enrollment Time Group before provisioning completed.",
-            "wrap": True,
-        },
-        {
-            "type": "FactSet",
-            "facts": [
-                {
-                    "title": "Deployments",
-                    "value": f"{d['total']} ({d['success']} succeeded, {d['failed']} failed)",
-                },
-                {"title": "Late / missing", "value": f"{c['late']} / {c['missing']}"},
-                {
-                    "title": "Join lead (median / p95)",
-                    "value": f"{summary['lead_time_minutes']['median']} / "
-                    f"{summary['lead_time_minutes']['p95']} min",
-                },
-                {
-                    "title": "Anomalies opened / resolved",
-                    "value": f"{summary['anomalies_opened']['total']} / "
-                    f"{summary['anomalies_resolved']['total']}",
-                },
-                {"title": "Still open", "value": str(summary["open_anomalies"]["total"])},
-                {"title": "Unverified", "value": str(c["unverified"])},
-                {
-                    "title": "8-week trend",
-                    "value": f"{sparkline(trend)}  ({trend[0]['week']} to {trend[-1]['week']})",
-                },
-            ],
-        },
+    lead, trend = summary["lead_time_minutes"], summary["trend"]
+    facts = [
+        ("Deployments", f"{d['total']} ({d['success']} succeeded, {d['failed']} failed)"),
+        ("Late / missing", f"{c['late']} / {c['missing']}"),
+        ("Join lead (median / p95)", f"{lead['median']} / {lead['p95']} min"),
+        (
+            "Anomalies opened / resolved",
+            f"{summary['anomalies_opened']['total']} / {summary['anomalies_resolved']['total']}",
+        ),
+        ("Still open", str(summary["open_anomalies"]["total"])),
+        ("Unverified", str(c["unverified"])),
+        ("8-week trend", f"{sparkline(trend)}  ({trend[0]['week']} to {trend[-1]['week']})"),
     ]
-    if top:
-        body.append(
-            {
-                "type": "TextBlock",
-                "text": "Top issues: " + ", ".join(f"{k} ({n})" for k, n in top),
-                "wrap": True,
-            }
-        )
-    for p in summary["policy_health"][:5]:
-        body.append(
-            {
-                "type": "TextBlock",
-                "color": "Attention",
-                "wrap": True,
-                "text": f"Policy {p['policy']}: {', '.join(p['issues'])}",
-            }
-        )
+    return {"type": "FactSet", "facts": [{"title": t, "value": v} for t, v in facts]}
+
+
+def _issues(summary: Mapping[str, Any]) -> list[dict[str, JSON]]:
+    """The week's anomaly kinds and the policies with open problems, most severe first."""
+    opened = summary["anomalies_opened"]["by_kind"].items()
+    top = sorted(opened, key=lambda kv: (severity_rank(kv[0]), -kv[1]))[:3]
+    blocks = [_text("Top issues: " + ", ".join(f"{k} ({n})" for k, n in top))] if top else []
+    blocks += [
+        _text(f"Policy {p['policy']}: {', '.join(p['issues'])}", color="Attention")
+        for p in policies_by_severity(summary)[:5]
+    ]
+    return blocks
+
+
+def summary_card(summary: Mapping[str, Any], report_url: str | None = None) -> dict[str, JSON]:
+    rate = summary["compliance"]["rate"]
+    pct = "n/a" if rate is None else f"{rate * 100:.1f}%"
+    body: list[dict[str, JSON]] = [
+        _text(f"ETG compliance, week {summary['week']}", size="Large", weight="Bolder"),
+        _text(
+            f"**{pct}** of {summary['compliance']['judged']} judged deployments joined "
+            "their Enrollment Time Group before provisioning completed."
+        ),
+        _figures(summary),
+        *_issues(summary),
+    ]
     actions: list[dict[str, JSON]] = []
     if report_url:
         actions.append(

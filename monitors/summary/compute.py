@@ -6,15 +6,18 @@ import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from monitors.models import JSON, Anomaly, Scope, Status
+from monitors.models import JSON, Anomaly, DeploymentStatus, Scope, Status, json_number, json_object
+from monitors.rules.enrollment import EtgOutcome
+from monitors.rules.kinds import severity_rank
 from monitors.rules.suppression import Suppression
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
-ETG_JUDGED = ("on_time", "late", "missing", "no_etg")
+# The outcomes that count towards the compliance rate: the deployment's ETG was judged.
+ETG_JUDGED = (EtgOutcome.ON_TIME, EtgOutcome.LATE, EtgOutcome.MISSING, EtgOutcome.NO_ETG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,14 +27,24 @@ class IsoWeek:
 
     @classmethod
     def parse(cls, text: str) -> IsoWeek:
-        match = _WEEK.match(text.strip())
+        """``2026-W47``, or ValueError with a short reason that never quotes the text given.
+
+        A summary computes the week's end and reads the seven weeks before it for its trend;
+        a week for which any of these falls outside what datetime can represent (years 1 to
+        9999) is refused here rather than overflowing later.
+        """
+        stripped = text.strip()
+        # \d also matches other scripts' digits, which int() would quietly accept.
+        match = _WEEK.match(stripped) if stripped.isascii() else None
         if not match:
             raise ValueError("week must look like 2026-W47")
         year, week = int(match.group(1)), int(match.group(2))
         try:
-            datetime.fromisocalendar(year, week, 1)
+            start = datetime.fromisocalendar(year, week, 1)
         except ValueError as exc:
             raise ValueError(f"{year} has no ISO week {week}") from exc
+        if not datetime.min + timedelta(weeks=7) <= start <= datetime.max - timedelta(weeks=1):
+            raise ValueError(f"week {year:04d}-W{week:02d} is out of range")
         return cls(year, week)
 
     @classmethod
@@ -60,10 +73,13 @@ class IsoWeek:
 
 @dataclass(frozen=True, slots=True)
 class DeploymentRow:
+    """One stored deployment, as the summary reads it back: the values are those of
+    DeploymentStatus and rules.enrollment.EtgOutcome, kept as stored."""
+
     key: str
     enrolled_at: datetime
-    status: str  # success | failed | in_progress | unknown
-    outcome: str  # see rules.enrollment.etg_outcome
+    status: str
+    outcome: str
     policy_name: str
     joined_at: datetime | None = None
     completed_at: datetime | None = None
@@ -86,9 +102,139 @@ def _subject(a: Anomaly) -> str:
     return s.device_name or s.policy_name or s.policy_id or "tenant"
 
 
+def _hours(delta: timedelta) -> float:
+    return delta.total_seconds() / 3600
+
+
+def summary_rate(summary: Mapping[str, JSON]) -> float | None:
+    """The compliance rate of a computed (or kept) summary; None when nothing was judged."""
+    return json_number(json_object(summary.get("compliance")).get("rate"))
+
+
 def compliance_rate(counts: Mapping[str, int]) -> float | None:
     judged = sum(counts.get(k, 0) for k in ETG_JUDGED)
-    return round(counts.get("on_time", 0) / judged, 4) if judged else None
+    return round(counts.get(EtgOutcome.ON_TIME, 0) / judged, 4) if judged else None
+
+
+@dataclass
+class _DeploymentTally:
+    status: Counter[str] = field(default_factory=Counter)
+    outcome: Counter[str] = field(default_factory=Counter)
+    lead_minutes: list[float] = field(default_factory=list)  # join before completion, on time
+
+
+def _tally_deployments(
+    rows: Iterable[DeploymentRow], start: datetime, end: datetime
+) -> _DeploymentTally:
+    tally = _DeploymentTally()
+    # Locals, not attribute look-ups: this loop runs once per deployment of the week.
+    status, outcome, lead = tally.status, tally.outcome, tally.lead_minutes
+    on_time = EtgOutcome.ON_TIME.value
+    for row in rows:
+        if not start <= row.enrolled_at < end:
+            continue
+        status[row.status] += 1
+        outcome[row.outcome] += 1
+        if row.outcome == on_time and row.joined_at and row.completed_at:
+            lead.append((row.completed_at - row.joined_at).total_seconds() / 60)
+    return tally
+
+
+@dataclass
+class _Changes:
+    """The anomalies that opened, or those that resolved, in the week."""
+
+    by_kind: Counter[str] = field(default_factory=Counter)
+    by_policy: Counter[str] = field(default_factory=Counter)
+
+    def count(self, kind: str, policy: str) -> None:
+        self.by_kind[kind] += 1
+        self.by_policy[policy] += 1
+
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "total": sum(self.by_kind.values()),
+            "by_kind": dict(self.by_kind),
+            "by_policy": dict(self.by_policy),
+        }
+
+
+@dataclass
+class _AnomalyTally:
+    opened: _Changes = field(default_factory=_Changes)
+    resolved: _Changes = field(default_factory=_Changes)
+    still_open: list[Anomaly] = field(default_factory=list)
+    policy_issues: dict[str, list[str]] = field(default_factory=dict)  # policy -> open kinds
+
+
+def _tally_anomalies(anomalies: Iterable[Anomaly], start: datetime, end: datetime) -> _AnomalyTally:
+    tally = _AnomalyTally()
+    for a in anomalies:
+        policy = a.subject.policy_name or a.subject.policy_id or "(tenant)"
+        if start <= a.first_seen < end:
+            tally.opened.count(a.kind, policy)
+        if a.resolved_at and start <= a.resolved_at < end:
+            tally.resolved.count(a.kind, policy)
+        if a.status is Status.OPEN and a.first_seen < end:
+            tally.still_open.append(a)
+            if a.subject.scope is not Scope.DEVICE:
+                tally.policy_issues.setdefault(policy, []).append(a.kind)
+    return tally
+
+
+def _deployments_json(status: Counter[str]) -> dict[str, JSON]:
+    return {
+        "total": sum(status.values()),
+        "success": status[DeploymentStatus.SUCCESS],
+        "failed": status[DeploymentStatus.FAILED],
+        "in_progress": status[DeploymentStatus.IN_PROGRESS],
+        "unknown": status[DeploymentStatus.UNKNOWN],
+    }
+
+
+def _compliance_json(outcome: Counter[str]) -> dict[str, JSON]:
+    return {
+        "rate": compliance_rate(outcome),
+        "on_time": outcome[EtgOutcome.ON_TIME],
+        "late": outcome[EtgOutcome.LATE],
+        "missing": outcome[EtgOutcome.MISSING],
+        "no_etg": outcome[EtgOutcome.NO_ETG],
+        "judged": sum(outcome[k] for k in ETG_JUDGED),
+        "pending": outcome[EtgOutcome.PENDING] + outcome[EtgOutcome.IN_PROGRESS],
+        "unverified": outcome[EtgOutcome.UNVERIFIED],
+    }
+
+
+def _lead_json(lead: Sequence[float]) -> dict[str, JSON]:
+    return {"median": _percentile(lead, 0.5), "p95": _percentile(lead, 0.95), "count": len(lead)}
+
+
+def _open_json(still_open: Sequence[Anomaly], now: datetime) -> dict[str, JSON]:
+    ages = [_hours(now - a.first_seen) for a in still_open]
+    oldest = sorted(still_open, key=lambda a: a.first_seen)[:10]
+    return {
+        "total": len(still_open),
+        "by_kind": dict(Counter(a.kind for a in still_open)),
+        "median_age_hours": round(statistics.median(ages), 1) if ages else None,
+        "max_age_hours": round(max(ages), 1) if ages else None,
+        "oldest": [
+            {
+                "kind": a.kind,
+                "subject": _subject(a),
+                "first_seen": a.first_seen.isoformat(),
+                "age_hours": round(_hours(now - a.first_seen), 1),
+            }
+            for a in oldest
+        ],
+    }
+
+
+def _trend_json(week: IsoWeek, trend: Mapping[str, float | None], rate: float | None) -> list[JSON]:
+    earlier = [
+        {"week": str(w), "rate": trend.get(str(w))}
+        for w in (week.previous(n) for n in range(7, 0, -1))
+    ]
+    return [*earlier, {"week": str(week), "rate": rate}]
 
 
 def compute_summary(
@@ -100,101 +246,38 @@ def compute_summary(
     now: datetime,
 ) -> dict[str, JSON]:
     start, end = week.start, week.end
-    status: Counter[str] = Counter()
-    outcome: Counter[str] = Counter()
-    lead: list[float] = []
-    for row in rows:
-        if not start <= row.enrolled_at < end:
-            continue
-        status[row.status] += 1
-        outcome[row.outcome] += 1
-        if row.outcome == "on_time" and row.joined_at and row.completed_at:
-            lead.append((row.completed_at - row.joined_at).total_seconds() / 60)
-
-    opened_kind: Counter[str] = Counter()
-    opened_policy: Counter[str] = Counter()
-    resolved_kind: Counter[str] = Counter()
-    resolved_policy: Counter[str] = Counter()
-    still_open: list[Anomaly] = []
-    policy_issues: dict[str, list[str]] = {}
-    for a in anomalies:
-        policy = a.subject.policy_name or a.subject.policy_id or "(tenant)"
-        if start <= a.first_seen < end:
-            opened_kind[a.kind] += 1
-            opened_policy[policy] += 1
-        if a.resolved_at and start <= a.resolved_at < end:
-            resolved_kind[a.kind] += 1
-            resolved_policy[policy] += 1
-        if a.status is Status.OPEN and a.first_seen < end:
-            still_open.append(a)
-            if a.subject.scope is not Scope.DEVICE:
-                policy_issues.setdefault(policy, []).append(a.kind)
-    ages = [(now - a.first_seen).total_seconds() / 3600 for a in still_open]
-    oldest = sorted(still_open, key=lambda a: a.first_seen)[:10]
-    rate = compliance_rate(outcome)
-    trend_points = [
-        {"week": str(w), "rate": trend.get(str(w))}
-        for w in (week.previous(n) for n in range(7, 0, -1))
-    ] + [{"week": str(week), "rate": rate}]
+    deployments = _tally_deployments(rows, start, end)
+    changes = _tally_anomalies(anomalies, start, end)
+    compliance = _compliance_json(deployments.outcome)
     active = [s for s in suppressions if s.active(min(now, end))]
     return {
         "week": str(week),
         "start": start.isoformat(),
         "end": end.isoformat(),
         "generated_at": now.isoformat(),
-        "deployments": {
-            "total": sum(status.values()),
-            "success": status["success"],
-            "failed": status["failed"],
-            "in_progress": status["in_progress"],
-            "unknown": status["unknown"],
-        },
-        "compliance": {
-            "rate": rate,
-            "on_time": outcome["on_time"],
-            "late": outcome["late"],
-            "missing": outcome["missing"],
-            "no_etg": outcome["no_etg"],
-            "judged": sum(outcome[k] for k in ETG_JUDGED),
-            "pending": outcome["pending"] + outcome["in_progress"],
-            "unverified": outcome["unverified"],
-        },
-        "lead_time_minutes": {
-            "median": _percentile(lead, 0.5),
-            "p95": _percentile(lead, 0.95),
-            "count": len(lead),
-        },
-        "anomalies_opened": {
-            "total": sum(opened_kind.values()),
-            "by_kind": dict(opened_kind),
-            "by_policy": dict(opened_policy),
-        },
-        "anomalies_resolved": {
-            "total": sum(resolved_kind.values()),
-            "by_kind": dict(resolved_kind),
-            "by_policy": dict(resolved_policy),
-        },
-        "open_anomalies": {
-            "total": len(still_open),
-            "by_kind": dict(Counter(a.kind for a in still_open)),
-            "median_age_hours": round(statistics.median(ages), 1) if ages else None,
-            "max_age_hours": round(max(ages), 1) if ages else None,
-            "oldest": [
-                {
-                    "kind": a.kind,
-                    "subject": _subject(a),
-                    "first_seen": a.first_seen.isoformat(),
-                    "age_hours": round((now - a.first_seen).total_seconds() / 3600, 1),
-                }
-                for a in oldest
-            ],
-        },
+        "deployments": _deployments_json(deployments.status),
+        "compliance": compliance,
+        "lead_time_minutes": _lead_json(deployments.lead_minutes),
+        "anomalies_opened": changes.opened.to_json(),
+        "anomalies_resolved": changes.resolved.to_json(),
+        "open_anomalies": _open_json(changes.still_open, now),
         "suppressions": [s.to_json() for s in active],
         "policy_health": [
-            {"policy": p, "issues": sorted(set(k))} for p, k in sorted(policy_issues.items())
+            {"policy": p, "issues": sorted(set(k))}
+            for p, k in sorted(changes.policy_issues.items())
         ],
-        "trend": trend_points,
+        "trend": _trend_json(week, trend, compliance_rate(deployments.outcome)),
     }
+
+
+def policies_by_severity(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The summary's policy_health for reading: the policy with the most severe problem first,
+    and each policy's problems most severe first."""
+    policies = [
+        {"policy": p["policy"], "issues": sorted(p["issues"], key=severity_rank)}
+        for p in summary["policy_health"]
+    ]
+    return sorted(policies, key=lambda p: min(map(severity_rank, p["issues"]), default=0))
 
 
 def headline(summary: Mapping[str, Any]) -> str:

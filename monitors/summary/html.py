@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from monitors.summary.compute import headline
+from monitors.rules.kinds import KINDS, severity_rank
+from monitors.summary.compute import headline, policies_by_severity
 
 CSS = """
 body{font:14px/1.45 -apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1b1b1b;
@@ -83,11 +84,7 @@ def trend_svg(points: Sequence[Mapping[str, Any]], width: int = 640, height: int
         label = escape(str(point.get("week", ""))[-3:])
         parts.append(f'<text x="{x(i):.1f}" y="{height - 8}" text-anchor="middle">{label}</text>')
         if rate is None:
-            if len(segment) > 1:
-                parts.append(
-                    f'<polyline fill="none" stroke="#0f6cbd" stroke-width="2" '
-                    f'points="{" ".join(segment)}"/>'
-                )
+            parts.extend(_polyline(segment))
             segment = []
             continue
         segment.append(f"{x(i):.1f},{y(rate):.1f}")
@@ -95,13 +92,18 @@ def trend_svg(points: Sequence[Mapping[str, Any]], width: int = 640, height: int
             f'<circle cx="{x(i):.1f}" cy="{y(rate):.1f}" r="3.5" fill="#0f6cbd">'
             f"<title>{label}: {_pct(rate)}</title></circle>"
         )
-    if len(segment) > 1:
-        parts.append(
-            f'<polyline fill="none" stroke="#0f6cbd" stroke-width="2" '
-            f'points="{" ".join(segment)}"/>'
-        )
+    parts.extend(_polyline(segment))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _polyline(points: Sequence[str]) -> list[str]:
+    """The line through one run of weeks with data; a lone week stays a dot."""
+    if len(points) < 2:
+        return []
+    return [
+        f'<polyline fill="none" stroke="#0f6cbd" stroke-width="2" points="{" ".join(points)}"/>'
+    ]
 
 
 def outcome_svg(compliance: Mapping[str, int], width: int = 640, height: int = 34) -> str:
@@ -136,75 +138,110 @@ def outcome_svg(compliance: Mapping[str, int], width: int = 640, height: int = 3
     return "".join(parts)
 
 
-def render_html(summary: Mapping[str, Any]) -> str:
-    c, d = summary["compliance"], summary["deployments"]
-    lead, opened = summary["lead_time_minutes"], summary["anomalies_opened"]
-    open_now, resolved = summary["open_anomalies"], summary["anomalies_resolved"]
-    rate = c["rate"]
+def _severity(kind: str) -> str:
+    known = KINDS.get(kind)
+    return known.severity.value if known else "n/a"
+
+
+def _kind_rows(by_kind: Mapping[str, int]) -> list[tuple[str, str, int]]:
+    """Counts per anomaly kind, most severe kind first, then the most frequent."""
+    ordered = sorted(by_kind.items(), key=lambda kv: (severity_rank(kv[0]), -kv[1], kv[0]))
+    return [(kind, _severity(kind), n) for kind, n in ordered]
+
+
+def _tiles(summary: Mapping[str, Any]) -> str:
+    rate, lead = summary["compliance"]["rate"], summary["lead_time_minutes"]
+    open_now = summary["open_anomalies"]["total"]
     rate_class = (
         "" if rate is None else "good" if rate >= 0.98 else "warn" if rate >= 0.9 else "bad"
     )
     tiles = [
         (_pct(rate), "joined their ETG before provisioning completed", rate_class),
-        (str(d["total"]), "device preparation deployments", ""),
+        (str(summary["deployments"]["total"]), "device preparation deployments", ""),
         (
             f"{_num(lead['median'])} / {_num(lead['p95'])} min",
             "ETG join before completion, median / 95th percentile",
             "",
         ),
-        (str(open_now["total"]), "anomalies open", "bad" if open_now["total"] else "good"),
+        (str(open_now), "anomalies open", "bad" if open_now else "good"),
     ]
-    tile_html = "".join(
+    return "".join(
         f'<div class="tile"><div class="v {cls}">{escape(v)}</div>'
         f'<div class="l">{escape(label)}</div></div>'
         for v, label, cls in tiles
     )
-    sections = [
+
+
+# The rows of the two outcome tables: how each names a count of the summary, and its key.
+_ETG_OUTCOME_ROWS = (
+    ("joined before completion", "on_time"),
+    ("joined late", "late"),
+    ("never joined", "missing"),
+    ("policy without ETG", "no_etg"),
+    ("still pending", "pending"),
+    ("unverified (monitor could not tell)", "unverified"),
+)
+_DEPLOYMENT_OUTCOME_ROWS = (
+    ("success", "success"),
+    ("failed", "failed"),
+    ("in progress", "in_progress"),
+    ("unknown status", "unknown"),
+)
+
+
+def _outcome_table(counts: Mapping[str, int], rows: Sequence[tuple[str, str]]) -> str:
+    return _table(["outcome", "deployments"], [(label, counts[key]) for label, key in rows])
+
+
+def _outcome_sections(summary: Mapping[str, Any]) -> list[str]:
+    return [
         "<h2>Compliance trend (8 weeks)</h2>",
         trend_svg(summary["trend"]),
         "<h2>ETG outcome of judged deployments</h2>",
-        outcome_svg(c),
-        _table(
-            ["outcome", "deployments"],
-            [
-                ("joined before completion", c["on_time"]),
-                ("joined late", c["late"]),
-                ("never joined", c["missing"]),
-                ("policy without ETG", c["no_etg"]),
-                ("still pending", c["pending"]),
-                ("unverified (monitor could not tell)", c["unverified"]),
-            ],
-        ),
+        outcome_svg(summary["compliance"]),
+        _outcome_table(summary["compliance"], _ETG_OUTCOME_ROWS),
         "<h2>Deployments by outcome</h2>",
-        _table(
-            ["outcome", "deployments"],
-            [
-                ("success", d["success"]),
-                ("failed", d["failed"]),
-                ("in progress", d["in_progress"]),
-                ("unknown status", d["unknown"]),
-            ],
-        ),
+        _outcome_table(summary["deployments"], _DEPLOYMENT_OUTCOME_ROWS),
+    ]
+
+
+def _anomaly_sections(summary: Mapping[str, Any]) -> list[str]:
+    opened, resolved = summary["anomalies_opened"], summary["anomalies_resolved"]
+    open_now = summary["open_anomalies"]
+    # Most severe first; within a severity the list stays oldest first.
+    still_open = sorted(open_now["oldest"], key=lambda o: severity_rank(o["kind"]))
+    return [
         "<h2>Anomalies opened this week</h2>",
-        _table(["kind", "opened"], _counts(opened["by_kind"])),
+        _table(["kind", "severity", "opened"], _kind_rows(opened["by_kind"]), numeric_from=2),
         _table(["policy", "opened"], _counts(opened["by_policy"])),
         "<h2>Anomalies resolved this week</h2>",
-        _table(["kind", "resolved"], _counts(resolved["by_kind"])),
+        _table(["kind", "severity", "resolved"], _kind_rows(resolved["by_kind"]), numeric_from=2),
         "<h2>Still open</h2>",
         f"<p>{open_now['total']} open; median age {_num(open_now['median_age_hours'])} h, "
         f"oldest {_num(open_now['max_age_hours'])} h.</p>",
         _table(
-            ["kind", "subject", "first seen", "age (h)"],
+            ["kind", "severity", "subject", "first seen", "age (h)"],
             [
-                (o["kind"], o["subject"], o["first_seen"][:16].replace("T", " "), o["age_hours"])
-                for o in open_now["oldest"]
+                (
+                    o["kind"],
+                    _severity(o["kind"]),
+                    o["subject"],
+                    o["first_seen"][:16].replace("T", " "),
+                    o["age_hours"],
+                )
+                for o in still_open
             ],
-            numeric_from=3,
+            numeric_from=4,
         ),
+    ]
+
+
+def _config_sections(summary: Mapping[str, Any]) -> list[str]:
+    return [
         "<h2>Policy configuration health</h2>",
         _table(
             ["policy", "open problems"],
-            [(p["policy"], ", ".join(p["issues"])) for p in summary["policy_health"]],
+            [(p["policy"], ", ".join(p["issues"])) for p in policies_by_severity(summary)],
             numeric_from=9,
         ),
         "<h2>Suppressions in force</h2>",
@@ -217,7 +254,11 @@ def render_html(summary: Mapping[str, Any]) -> str:
             numeric_from=9,
         ),
     ]
+
+
+def render_html(summary: Mapping[str, Any]) -> str:
     title = f"ETG compliance, week {summary['week']}"
+    sections = _outcome_sections(summary) + _anomaly_sections(summary) + _config_sections(summary)
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
@@ -225,5 +266,5 @@ def render_html(summary: Mapping[str, Any]) -> str:
         f'<p class="sub">{escape(headline(summary))}. Week {escape(summary["start"][:10])} to '
         f"{escape(summary['end'][:10])} (UTC); generated {escape(summary['generated_at'][:16])}."
         "</p>"
-        f'<div class="tiles">{tile_html}</div>' + "".join(sections) + "</body></html>"
+        f'<div class="tiles">{_tiles(summary)}</div>' + "".join(sections) + "</body></html>"
     )

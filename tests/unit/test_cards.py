@@ -1,6 +1,8 @@
 """Cards are checked structurally: fields on-call needs, size limits, buttons, clouds."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,7 @@ from monitors.alerts.cards import (
 )
 from monitors.alerts.dispatch import plan_messages
 from monitors.alerts.samples import sample_anomaly
-from monitors.rules.kinds import KINDS
+from monitors.rules.kinds import KINDS, Severity, severity_rank
 from monitors.store.outbox import OutboxItem
 
 GLOBAL = "https://graph.microsoft.com"
@@ -40,6 +42,37 @@ def test_every_kind_has_a_valid_card_with_what_where_and_what_to_do(kind):
     assert payload["attachments"][0]["contentType"] == "application/vnd.microsoft.card.adaptive"
     assert size_of(payload) < MAX_MESSAGE_BYTES
     json.dumps(payload)  # serialisable
+
+
+def _runbook_anchors():
+    """The anchors a Markdown renderer gives docs/runbook.md's headings."""
+    text = (Path(__file__).parents[2] / "docs" / "runbook.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^#+ (.+?)\s*$", text, re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_links_a_runbook_section_that_exists(kind):
+    path, _, anchor = KINDS[kind].runbook.partition("#")
+    assert path == "docs/runbook.md"
+    assert anchor in _runbook_anchors()
+
+
+def test_severity_ranks_critical_first_and_unknown_kinds_last():
+    assert [s.rank for s in Severity] == list(range(len(Severity)))
+    assert severity_rank("etg_owner_missing") == Severity.CRITICAL.rank == 0
+    assert severity_rank("etg_owner_missing") < severity_rank("etg_missing")
+    assert all(severity_rank(k) < severity_rank("no_such_kind") for k in KINDS)
+    ordered = sorted(["etg_late", "no_such_kind", "provisioning_client_missing"], key=severity_rank)
+    assert ordered == ["provisioning_client_missing", "etg_late", "no_such_kind"]
+
+
+def test_opened_card_shows_severity_and_names_the_runbook_section():
+    card = anomaly_card(sample_anomaly("etg_owner_missing").to_json(), "opened", GLOBAL)
+    assert facts(card)["Severity"] == "critical"
+    assert "docs/runbook.md#etg_owner_missing" in texts(card)
+    device = anomaly_card(sample_anomaly("etg_late").to_json(), "opened", GLOBAL)
+    assert facts(device)["Severity"] == "high"
 
 
 def test_device_card_shows_evidence_and_opens_device_and_group():
@@ -184,6 +217,16 @@ def _item(kind, scope="device", run="r1", change="opened", n=0):
 def test_at_threshold_each_anomaly_gets_its_own_card():
     items = [_item("etg_missing", n=i) for i in range(5)]
     assert len(plan_messages(items, 5, GLOBAL)) == 5
+
+
+def test_digest_counts_the_most_severe_kind_first_when_counts_tie():
+    kinds = ("monitor_job_failing", "provisioning_client_missing")
+    card = digest_card([sample_anomaly(k).to_json() for k in kinds], "opened", GLOBAL)
+    by_kind = next(b for b in card["body"] if b["type"] == "FactSet")
+    assert [f["title"] for f in by_kind["facts"]] == [
+        "provisioning_client_missing",
+        "monitor_job_failing",
+    ]
 
 
 def test_above_threshold_one_digest_with_policy_level_problems_first():

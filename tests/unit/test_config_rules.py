@@ -317,3 +317,45 @@ def test_second_sources_are_needed_only_when_v1_owners_does_not_show_the_client(
     assert needs_second_owner_source(unreadable, SP)
     assert not needs_second_owner_source(gone, SP)
     assert not needs_second_owner_source(silent, ProvisioningClient(None))
+
+
+def test_every_policy_kind_is_decided_by_one_registered_rule():
+    from monitors.models import Scope
+    from monitors.rules.config import POLICY_RULES
+    from monitors.rules.kinds import CONFIG_KINDS, KINDS
+
+    policy_kinds = {k for k in CONFIG_KINDS if KINDS[k].scope is Scope.POLICY}
+    assert set(POLICY_RULES) == policy_kinds
+    v, _ = verdicts(policy_facts())
+    assert set(v) == policy_kinds | {"provisioning_client_missing"}
+
+
+def test_policy_health_is_broken_on_a_finding_and_healthy_only_when_every_rule_cleared():
+    from monitors.rules.config import PolicyHealth, policy_health
+
+    healthy, _ = verdicts(policy_facts())
+    broken, _ = verdicts(policy_facts(grp=group(group_types=("DynamicMembership",))))
+    unknown, _ = verdicts(policy_facts(owners=FORBIDDEN))
+    assert policy_health(healthy.values()) is PolicyHealth.HEALTHY
+    assert policy_health(broken.values()) is PolicyHealth.BROKEN
+    assert policy_health(unknown.values()) is PolicyHealth.UNVERIFIED
+    assert [str(h) for h in PolicyHealth] == ["healthy", "broken", "unverified"]
+
+
+def test_every_policy_finding_carries_the_etg_lookup_it_was_judged_on():
+    code = "firstPartyAppNotAnOwner"
+    v, _ = verdicts(
+        policy_facts(
+            grp=group(group_types=("DynamicMembership",)),
+            owners=(USER_OWNER,),
+            errors=((GID, code),),
+        )
+    )
+    found = {k: x for k, x in v.items() if isinstance(x, Finding)}
+    assert set(found) == {"etg_invalid_group", "etg_owner_missing"}
+    for finding in found.values():
+        lookup = ["etg_group_ids", "etg_source", "intune_validation_errors"]
+        assert list(finding.evidence)[:3] == lookup
+        assert finding.evidence["intune_validation_errors"] == {GID: code}
+        assert finding.evidence["groups"][0]["group_id"] == GID
+    assert found["etg_owner_missing"].evidence["provisioning_client_object_id"] == SP.object_id

@@ -377,6 +377,7 @@ def test_unreadable_assignments_of_a_policy_that_could_win_leave_the_choice_unve
 
 
 def test_a_record_stored_before_profile_names_were_read_by_id_is_read_again():
+    from monitors.scan.coverage import covered
     from monitors.store.scan_state import DeploymentRecord
 
     stored = {
@@ -392,7 +393,61 @@ def test_a_record_stored_before_profile_names_were_read_by_id_is_read_again():
     assert record.profile_read is False  # the next scan reads the managed device by id
     # Coverage kept before it was per ETG covered the policy's ETGs, and only those.
     assert set(record.audit_from) == {"g1", "g2"}
-    assert record.covered(("g1", "g2"), NOW - timedelta(days=7))
-    assert not record.covered(("g3",), NOW - timedelta(days=7))
+    assert covered(record, ("g1", "g2"), NOW - timedelta(days=7))
+    assert not covered(record, ("g3",), NOW - timedelta(days=7))
     again = DeploymentRecord.from_json(record.to_json(), "pending", "")
     assert again.audit_from == record.audit_from and again.policy == record.policy
+
+
+def test_every_device_kind_is_decided_by_one_registered_rule_in_judge_order():
+    from monitors.rules.enrollment import DEVICE_RULES
+    from monitors.rules.kinds import DEVICE_KINDS
+
+    assert sorted(DEVICE_RULES) == sorted(DEVICE_KINDS)
+    # The scan report lists a deployment's findings in this order.
+    j = judge(facts([add(-10)]), NOW)
+    assert [v.kind for v in j.verdicts] == [
+        "deployment_failed",
+        "deployment_stuck",
+        "etg_missing",
+        "etg_late",
+        "etg_removed",
+        "payload_incomplete",
+    ]
+
+
+def test_judgement_state_and_outcome_keep_their_stored_spelling():
+    from monitors.rules.enrollment import EtgOutcome, JudgementState, etg_outcome
+
+    on_time = judge(facts([add(-10)]), NOW)
+    late = judge(facts([add(90)]), NOW)
+    assert on_time.state is JudgementState.CONCLUSIVE and on_time.state == "conclusive"
+    assert etg_outcome(on_time) is EtgOutcome.ON_TIME and etg_outcome(on_time) == "on_time"
+    assert etg_outcome(late) is EtgOutcome.LATE and f"{etg_outcome(late)}" == "late"
+
+
+def test_reason_shared_by_every_etg_kind_is_told_once_in_the_summary():
+    err = Unverified("GET /v1.0/auditLogs/directoryAudits", UnverifiedReason.FORBIDDEN, "403")
+    j = judge(facts(err, member=False), NOW)
+    assert j.summary == "could not verify the ETG join: 403"
+    etg_kinds = {"etg_missing", "etg_late", "etg_removed"}
+    assert {v.kind for v in j.verdicts if isinstance(v, NotEvaluated) and v.unverified} == etg_kinds
+
+
+def test_failed_deployment_still_reports_a_removal_after_its_join():
+    j = judge(facts([add(-30), remove(600)], status=DeploymentStatus.FAILED), NOW)
+    assert kinds(j, Finding) == {"deployment_failed", "etg_removed"}
+    assert {"etg_missing", "etg_late"} <= kinds(j, NotEvaluated)
+    assert j.summary.startswith("deployment failed; ETG join at ")
+    assert j.summary.endswith("; removed from the ETG")
+
+
+def test_a_deployment_without_policy_or_entra_device_is_unverified_naming_both_policy_first():
+    j = judge(facts([], policy=None, obj=None, member=False), NOW)
+    assert kinds(j, Finding) == set()
+    for kind in ("etg_missing", "etg_late", "etg_removed"):
+        [verdict] = [v for v in j.verdicts if v.kind == kind]
+        assert isinstance(verdict, NotEvaluated)
+        reasons = [u.reason for u in verdict.unverified]
+        assert reasons == [UnverifiedReason.UNRESOLVED, UnverifiedReason.NOT_YET_VISIBLE]
+    assert j.summary == "could not verify the ETG join: " + j.unverified[0].detail

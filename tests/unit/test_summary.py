@@ -1,5 +1,6 @@
 """Weekly figures against data whose answers are known by construction."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -8,7 +9,7 @@ from monitors.models import Anomaly, Scope, Status, Subject
 from monitors.rules.suppression import Suppression, SuppressionScope
 from monitors.summary.card import sparkline, summary_card
 from monitors.summary.compute import DeploymentRow, IsoWeek, compute_summary
-from monitors.summary.html import render_html
+from monitors.summary.html import render_html, trend_svg
 
 WEEK = IsoWeek(2026, 47)  # Monday 2026-11-16 to Monday 2026-11-23
 NOW = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
@@ -172,3 +173,64 @@ def test_summary_card_has_headline_trend_and_top_issues():
     text = str(card)
     assert card["version"] == "1.4"
     assert "91.8%" in text and "8-week trend" in text and "etg_missing (2)" in text
+
+
+def test_card_and_report_list_the_most_severe_anomalies_first():
+    s = summary()
+    # One critical opening among more frequent device ones.
+    s["anomalies_opened"]["by_kind"] = {"etg_missing": 5, "etg_late": 3, "etg_owner_missing": 1}
+    # The oldest open anomalies with the critical one the youngest.
+    s["open_anomalies"]["oldest"] = s["open_anomalies"]["oldest"][::-1]
+    s["policy_health"] = [
+        {"policy": "Alpha", "issues": ["monitor_job_failing"]},
+        {"policy": "Zeta", "issues": ["etg_invalid_group", "monitor_job_failing"]},
+    ]
+    card_text = [b.get("text", "") for b in summary_card(s)["body"]]
+    top = next(t for t in card_text if t.startswith("Top issues"))
+    assert top == "Top issues: etg_owner_missing (1), etg_missing (5), etg_late (3)"
+    policies = [t for t in card_text if t.startswith("Policy ")]
+    assert policies == [
+        "Policy Zeta: etg_invalid_group, monitor_job_failing",
+        "Policy Alpha: monitor_job_failing",
+    ]
+    page = render_html(s)
+    opened = page[page.index("Anomalies opened this week") :]
+    assert (
+        opened.index("etg_owner_missing") < opened.index("etg_missing") < opened.index("etg_late")
+    )
+    assert "<td>etg_owner_missing</td><td>critical</td>" in opened
+    still_open = page[page.index("<h2>Still open</h2>") :]
+    assert still_open.index("etg_owner_missing") < still_open.index("etg_missing")
+    health = page[page.index("Policy configuration health") :]
+    assert health.index("Zeta") < health.index("Alpha")
+
+
+def test_severity_order_leaves_the_summary_json_as_computed():
+    s = summary()
+    s["anomalies_opened"]["by_kind"] = {"etg_missing": 5, "etg_owner_missing": 1}
+    before = json.dumps(s)
+    summary_card(s)
+    render_html(s)
+    assert json.dumps(s) == before
+
+
+def test_trend_line_breaks_at_weeks_without_data_and_skips_a_lone_week():
+    rates = [0.9, 0.95, None, 0.8, None, 0.7, 0.75, 0.8]
+    svg = trend_svg([{"week": f"2026-W{40 + i}", "rate": r} for i, r in enumerate(rates)])
+    lines = [part.split('points="')[1].split('"')[0] for part in svg.split("<polyline")[1:]]
+    # Runs of weeks with data: [0.9, 0.95], [0.8] alone, [0.7, 0.75, 0.8].
+    assert [len(points.split()) for points in lines] == [2, 3]
+    assert svg.count("<circle") == sum(r is not None for r in rates)
+
+
+def test_report_tables_show_each_outcome_count_of_the_summary():
+    s = summary()
+    page = render_html(s)
+    c, d = s["compliance"], s["deployments"]
+    for label, count in (
+        ("joined late", c["late"]),
+        ("unverified (monitor could not tell)", c["unverified"]),
+        ("in progress", d["in_progress"]),
+        ("unknown status", d["unknown"]),
+    ):
+        assert f'<tr><td>{label}</td><td class="n">{count}</td></tr>' in page

@@ -3,9 +3,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from monitors.jobs.suppressions import new_suppression, parse_expiry
-from monitors.models import Anomaly, Scope, Status, Subject
-from monitors.rules.lifecycle import Change
-from monitors.rules.suppression import Suppression, SuppressionScope, apply_suppressions
+from monitors.models import Anomaly, Finding, Scope, Status, Subject
+from monitors.rules.lifecycle import Change, reconcile
+from monitors.rules.suppression import (
+    Suppression,
+    SuppressionScope,
+    apply_suppressions,
+    checker,
+)
 
 NOW = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
@@ -80,3 +85,14 @@ def test_reason_is_mandatory_and_expiry_is_parsed():
         parse_expiry("2020-01-01T00:00Z", NOW)
     with pytest.raises(ValueError):
         parse_expiry("soon", NOW)
+
+
+def test_a_suppression_is_recorded_alike_by_the_suppression_job_and_by_a_scan_finding_it_again():
+    stored = anomaly()
+    suppressions = [sup(SuppressionScope.KIND, "etg_missing")]
+    [by_job] = apply_suppressions([stored], suppressions, NOW)
+    again = Finding(stored.kind, stored.subject, stored.explanation, stored.fix, stored.evidence)
+    [by_scan] = reconcile({stored.key: stored}, [again], NOW, suppressed=checker(suppressions, NOW))
+    assert by_job.change is by_scan.change is Change.SUPPRESSED
+    assert by_job.anomaly.history == by_scan.anomaly.history != stored.history
+    assert by_job.anomaly.status is by_scan.anomaly.status is Status.SUPPRESSED
