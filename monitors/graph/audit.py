@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from monitors.graph import permissions
 from monitors.graph.client import GraphClient
-from monitors.graph.errors import MalformedResponse
+from monitors.graph.errors import MalformedResponse, graph_call
+from monitors.graph.odata import odata_filter
 from monitors.graph.reports import parse_report_time
 from monitors.models import (
     PROVISIONING_CLIENT_APP_ID,
@@ -107,6 +109,7 @@ def parse_audit_event(item: Mapping[str, Any]) -> MembershipEvent | None:
     return MembershipEvent(op, group, device, at, True, f"audit:{event_id}", event_id, actor, by_pc)
 
 
+@graph_call("GET /v1.0/auditLogs/directoryAudits", permissions.AUDIT_LOGS)
 async def membership_events(
     graph: GraphClient, group_id: str, since: datetime
 ) -> list[MembershipEvent]:
@@ -114,8 +117,11 @@ async def membership_events(
     url = graph.v1(
         "auditLogs/directoryAudits",
         **{
-            "$filter": f"activityDateTime ge {since:%Y-%m-%dT%H:%M:%SZ} and "
-            f"targetResources/any(t:t/id eq '{group_id}')",
+            "$filter": odata_filter(
+                "activityDateTime ge @since and targetResources/any(t:t/id eq @group)",
+                since=since,
+                group=group_id,
+            ),
             "$top": "999",
         },
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from monitors.graph import permissions
 from monitors.graph.client import GraphClient
-from monitors.graph.errors import GRAPH_ERRORS, error_code, status_of
+from monitors.graph.errors import GRAPH_ERRORS, error_code, graph_call, status_of
+from monitors.graph.odata import odata_filter
 from monitors.models import MembershipOp
 
 
@@ -20,11 +22,13 @@ class DeltaResult:
     full_sync: bool = False
 
 
+@graph_call("GET /v1.0/groups/delta", permissions.GROUP_READ)
 async def member_delta(graph: GraphClient, group_id: str, delta_link: str | None) -> DeltaResult:
     """Changes since ``delta_link``; without one, a full read that only establishes the link
-    (members present before the monitor started carry no join time, so none is recorded)."""
+    (members present before the monitor started carry no join time, so none is recorded).
+    Raises DeltaExpired when the link is no longer valid."""
     url: str | None = delta_link or graph.v1(
-        "groups/delta", **{"$filter": f"id eq '{group_id}'", "$select": "members"}
+        "groups/delta", **{"$filter": odata_filter("id eq @id", id=group_id), "$select": "members"}
     )
     result = DeltaResult(full_sync=delta_link is None)
     try:

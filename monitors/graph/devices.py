@@ -6,9 +6,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from monitors.graph import permissions
 from monitors.graph.batch import BatchItem, BatchResult, send_batch
 from monitors.graph.client import GraphClient
-from monitors.graph.errors import GraphCallError, MalformedResponse, object_items, single_object
+from monitors.graph.errors import (
+    GraphCallError,
+    MalformedResponse,
+    graph_call,
+    object_items,
+    single_object,
+)
+from monitors.graph.odata import odata_filter
 from monitors.graph.reports import parse_report_time
 from monitors.models import ManagedDevice, is_guid
 
@@ -48,6 +56,7 @@ def parse_managed_device(item: Any) -> ManagedDevice:
     )
 
 
+@graph_call("GET /v1.0/deviceManagement/managedDevices/{id}", permissions.MANAGED_DEVICES)
 async def managed_devices_by_id(graph: GraphClient, ids: Iterable[str]) -> dict[str, ManagedDevice]:
     """Managed devices by id, 20 to a $batch: only this read carries enrollmentProfileName
     (list answers leave it null), so it is how every deployment's device is read."""
@@ -68,6 +77,7 @@ async def managed_devices_by_id(graph: GraphClient, ids: Iterable[str]) -> dict[
     return out
 
 
+@graph_call("GET /v1.0/devices?$filter=deviceId in (...)", permissions.DEVICES)
 async def entra_object_ids(graph: GraphClient, device_ids: Iterable[str]) -> dict[str, str]:
     """Entra device id (azureADDeviceId) -> Entra object id, fifteen ids per filter."""
     wanted = sorted({d.lower() for d in device_ids})
@@ -75,9 +85,7 @@ async def entra_object_ids(graph: GraphClient, device_ids: Iterable[str]) -> dic
     items = [
         BatchItem(
             "GET",
-            "/devices?$select=id,deviceId&$filter=deviceId in ("
-            + ",".join(f"'{d}'" for d in chunk)
-            + ")",
+            "/devices?$select=id,deviceId&$filter=" + odata_filter("deviceId in @ids", ids=chunk),
         )
         for chunk in chunks
     ]
@@ -140,6 +148,7 @@ async def check_member_groups(
     return out
 
 
+@graph_call("POST /v1.0/devices/{id}/checkMemberGroups", permissions.GROUP_READ)
 async def member_groups(
     graph: GraphClient, asks: Mapping[str, Iterable[str]]
 ) -> dict[str, set[str]]:
@@ -147,3 +156,12 @@ async def member_groups(
     found = await check_member_groups(graph, "devices", asks)
     # A device object that is gone is in no group.
     return {k: v or set() for k, v in found.items()}
+
+
+@graph_call("POST /v1.0/users/{upn}/checkMemberGroups", permissions.USER_GROUPS)
+async def user_member_groups(
+    graph: GraphClient, asks: Mapping[str, Iterable[str]]
+) -> dict[str, set[str] | None]:
+    """For each user principal name, which of the groups asked about it is in (transitively);
+    ``None`` for a user that does not exist."""
+    return await check_member_groups(graph, "users", asks)

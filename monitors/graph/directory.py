@@ -16,13 +16,8 @@ from msgraph.generated.service_principals.service_principals_request_builder imp
 
 from monitors.graph import permissions
 from monitors.graph.client import GraphClient
-from monitors.graph.errors import (
-    GRAPH_ERRORS,
-    MalformedResponse,
-    attempt,
-    status_of,
-    unverified,
-)
+from monitors.graph.errors import GRAPH_ERRORS, MalformedResponse, graph_call, status_of
+from monitors.graph.odata import odata_filter
 from monitors.models import (
     PROVISIONING_CLIENT_APP_ID,
     Group,
@@ -30,15 +25,7 @@ from monitors.models import (
     Owner,
     OwnerSource,
     ProvisioningClient,
-    Unverified,
-    UnverifiedReason,
 )
-
-GROUP_SOURCE = "GET /v1.0/groups/{id}"
-OWNERS_SOURCE = "GET /v1.0/groups/{id}/owners"
-SP_SOURCE = "GET /v1.0/servicePrincipals?$filter=appId eq '{provisioning client}'"
-BETA_OWNERS_SOURCE = OwnerSource.BETA_OWNERS.call
-OWNED_OBJECTS_SOURCE = OwnerSource.OWNED_OBJECTS.call
 
 _GROUP_FIELDS = [
     "id",
@@ -51,7 +38,8 @@ _GROUP_FIELDS = [
 ]
 
 
-async def read_group(graph: GraphClient, group_id: str) -> Group | GroupNotFound | Unverified:
+@graph_call("GET /v1.0/groups/{id}", permissions.GROUP_READ)
+async def read_group(graph: GraphClient, group_id: str) -> Group | GroupNotFound:
     config = RequestConfiguration(
         query_parameters=GroupItemRequestBuilder.GroupItemRequestBuilderGetQueryParameters(
             select=_GROUP_FIELDS
@@ -61,10 +49,10 @@ async def read_group(graph: GraphClient, group_id: str) -> Group | GroupNotFound
         group = await graph.typed(graph.sdk.groups.by_group_id(group_id).get(config))
     except GRAPH_ERRORS as exc:
         if status_of(exc) == 404:
-            return GroupNotFound(group_id, GROUP_SOURCE)
-        return unverified(exc, GROUP_SOURCE, permissions.GROUP_READ)
+            return GroupNotFound(group_id, read_group.source)
+        raise
     if group is None or not group.id:
-        return Unverified(GROUP_SOURCE, UnverifiedReason.MALFORMED, "empty group response")
+        raise MalformedResponse("empty group response")
     return Group(
         id=group.id,
         display_name=group.display_name or group.id,
@@ -85,7 +73,8 @@ def _owner(obj: Any) -> Owner:
     )
 
 
-async def _all_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ...]:
+@graph_call(OwnerSource.V1_OWNERS.call, permissions.GROUP_READ)
+async def read_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ...]:
     builder = graph.sdk.groups.by_group_id(group_id).owners
     config = RequestConfiguration(
         query_parameters=OwnersRequestBuilder.OwnersRequestBuilderGetQueryParameters(top=999)
@@ -109,11 +98,9 @@ def _identified(page: Any, what: str) -> list[Any]:
     return list(items)
 
 
-async def read_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ...] | Unverified:
-    return await attempt(_all_owners(graph, group_id), OWNERS_SOURCE, permissions.GROUP_READ)
-
-
-async def _all_beta_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ...]:
+@graph_call(OwnerSource.BETA_OWNERS.call, permissions.GROUP_READ)
+async def read_beta_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ...]:
+    """The beta owners list, which shows service principals that v1.0 may leave out."""
     owners: list[Owner] = []
     async for page in graph.pages(graph.beta(f"groups/{group_id}/owners")):
         for item in page:
@@ -132,14 +119,9 @@ async def _all_beta_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ..
     return tuple(owners)
 
 
-async def read_beta_owners(graph: GraphClient, group_id: str) -> tuple[Owner, ...] | Unverified:
-    """The beta owners list, which shows service principals that v1.0 may leave out."""
-    return await attempt(
-        _all_beta_owners(graph, group_id), BETA_OWNERS_SOURCE, permissions.GROUP_READ
-    )
-
-
-async def _all_owned_object_ids(graph: GraphClient, object_id: str) -> frozenset[str]:
+@graph_call(OwnerSource.OWNED_OBJECTS.call, permissions.SERVICE_PRINCIPALS)
+async def read_owned_object_ids(graph: GraphClient, object_id: str) -> frozenset[str]:
+    """Ids of every object the service principal owns, read once for all ETGs."""
     builder = graph.sdk.service_principals.by_service_principal_id(object_id).owned_objects
     # No $top: the reference page names no maximum page size for this relationship, and an
     # oversized one can be refused; the default page size only costs more pages.
@@ -163,19 +145,14 @@ async def _all_owned_object_ids(graph: GraphClient, object_id: str) -> frozenset
     return frozenset(ids)
 
 
-async def read_owned_object_ids(graph: GraphClient, object_id: str) -> frozenset[str] | Unverified:
-    """Ids of every object the service principal owns, read once for all ETGs."""
-    return await attempt(
-        _all_owned_object_ids(graph, object_id),
-        OWNED_OBJECTS_SOURCE,
-        permissions.SERVICE_PRINCIPALS,
-    )
-
-
-async def _find_provisioning_client(graph: GraphClient) -> ProvisioningClient:
+@graph_call(
+    "GET /v1.0/servicePrincipals?$filter=appId eq '{provisioning client}'",
+    permissions.SERVICE_PRINCIPALS,
+)
+async def find_provisioning_client(graph: GraphClient) -> ProvisioningClient:
     config = RequestConfiguration(
         query_parameters=ServicePrincipalsRequestBuilder.ServicePrincipalsRequestBuilderGetQueryParameters(
-            filter=f"appId eq '{PROVISIONING_CLIENT_APP_ID}'",
+            filter=odata_filter("appId eq @app", app=PROVISIONING_CLIENT_APP_ID),
             select=["id", "appId", "displayName"],
         )
     )
@@ -184,9 +161,3 @@ async def _find_provisioning_client(graph: GraphClient) -> ProvisioningClient:
         if str(sp.app_id or "").lower() == PROVISIONING_CLIENT_APP_ID:
             return ProvisioningClient(object_id=sp.id, display_name=sp.display_name)
     return ProvisioningClient(object_id=None)
-
-
-async def find_provisioning_client(graph: GraphClient) -> ProvisioningClient | Unverified:
-    return await attempt(
-        _find_provisioning_client(graph), SP_SOURCE, permissions.SERVICE_PRINCIPALS
-    )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar
 
 import httpx
 from kiota_abstractions.api_error import APIError
 
 from monitors.models import Unverified, UnverifiedReason
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -83,12 +85,57 @@ def unverified(exc: BaseException, source: str, permission: str | None) -> Unver
     )
 
 
-async def attempt(call: Awaitable[T], source: str, permission: str | None) -> T | Unverified:
-    """Await a Graph read; a Graph failure becomes an Unverified fact instead of an exception."""
-    try:
-        return await call
-    except GRAPH_ERRORS as exc:
-        return unverified(exc, source, permission)
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A Graph endpoint as ``Unverified`` facts name it, with the permission it needs."""
+
+    label: str
+    permission: str | None
+
+    def failed(self, exc: BaseException) -> Unverified:
+        return unverified(exc, self.label, self.permission)
+
+    def unverified(self, reason: UnverifiedReason, detail: str) -> Unverified:
+        return Unverified(self.label, reason, detail)
+
+
+class GraphCall(Generic[P, T]):
+    """A Graph call that answers its value, or an ``Unverified`` fact naming its endpoint and
+    permission when Graph fails it. ``fetch`` is the call itself, which raises instead."""
+
+    def __init__(self, endpoint: Endpoint, fetch: Callable[P, Awaitable[T]]) -> None:
+        self.endpoint = endpoint
+        self.fetch = fetch
+        self.__doc__ = fetch.__doc__
+        self.__name__ = getattr(fetch, "__name__", "graph_call")
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T | Unverified:
+        try:
+            return await self.fetch(*args, **kwargs)
+        except GRAPH_ERRORS as exc:
+            return self.endpoint.failed(exc)
+
+    @property
+    def source(self) -> str:
+        return self.endpoint.label
+
+    def failed(self, exc: BaseException) -> Unverified:
+        return self.endpoint.failed(exc)
+
+    def unverified(self, reason: UnverifiedReason, detail: str) -> Unverified:
+        return self.endpoint.unverified(reason, detail)
+
+
+def graph_call(
+    label: str, permission: str | None
+) -> Callable[[Callable[P, Awaitable[T]]], GraphCall[P, T]]:
+    """Declare, where a Graph call is defined, the endpoint it is reported as and the
+    permission it needs: callers get the value or an ``Unverified`` and spell neither."""
+
+    def declare(fetch: Callable[P, Awaitable[T]]) -> GraphCall[P, T]:
+        return GraphCall(Endpoint(label, permission), fetch)
+
+    return declare
 
 
 def object_items(items: Any, what: str) -> list[dict[str, Any]]:

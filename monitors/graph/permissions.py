@@ -8,4 +8,5 @@ REPORT_EXPORT = "DeviceManagementManagedDevices.ReadWrite.All"
 DEVICES = "Device.Read.All"
 AUDIT_LOGS = "AuditLog.Read.All"
 USERS = "User.Read.All"  # with GroupMember.Read.All: a user's groups (checkMemberGroups)
+USER_GROUPS = f"{USERS} and {GROUP_READ}"
 GROUP_SUBSCRIPTIONS = "Group.Read.All"

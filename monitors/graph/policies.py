@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -12,12 +13,14 @@ from monitors.graph.batch import BatchItem, BatchResult, send_batch
 from monitors.graph.client import GraphClient
 from monitors.graph.errors import (
     GRAPH_ERRORS,
+    Endpoint,
     GraphCallError,
     MalformedResponse,
+    graph_call,
     object_items,
     status_of,
-    unverified,
 )
+from monitors.graph.odata import odata_filter
 from monitors.models import (
     ETG_SOURCE_ACTION,
     ETG_SOURCE_JIT,
@@ -37,10 +40,10 @@ DEVICE_PREPARATION_TEMPLATES = {
 }
 TEMPLATE_FAMILY = "enrollmentConfiguration"
 SETTING_PREFIX = "enrollment_autopilot_dpp_"
-LIST_SOURCE = "GET /beta/deviceManagement/configurationPolicies"
-ASSIGNMENTS_SOURCE = "GET /beta/deviceManagement/configurationPolicies/{id}/assignments"
 ETG_ACTION = ETG_SOURCE_ACTION
 JIT_ACTION = ETG_SOURCE_JIT
+# A policy with the ETG lookup of its own: the ETG, or why it could not be read.
+PolicyWithEtg = tuple[Policy, EtgLookup | Unverified]
 # The validation code that means the monitor's own Intune scope does not cover the group: the
 # ETG exists, the monitor just may not see it (documented in enrollmentTimeDeviceMembershipTarget
 # ValidationErrorCode, beta resource intune-deviceconfigv2-...validationerrorcode.md).
@@ -97,8 +100,12 @@ def parse_policy(item: Mapping[str, Any]) -> Policy:
     policy_id = item.get("id")
     if not isinstance(policy_id, str) or not policy_id:
         raise MalformedResponse("configuration policy without an id")
+    raw_settings = item.get("settings") or ()
+    ref = item.get("templateReference") or {}
+    if not isinstance(raw_settings, list | tuple) or not isinstance(ref, Mapping):
+        raise MalformedResponse(f"configuration policy {policy_id[:64]!r} has malformed settings")
     settings: dict[str, list[Any]] = {}
-    for setting in item.get("settings") or ():
+    for setting in raw_settings:
         instance = setting.get("settingInstance") if isinstance(setting, Mapping) else None
         if isinstance(instance, Mapping):
             definition = str(instance.get("settingDefinitionId") or "").lower()
@@ -111,7 +118,6 @@ def parse_policy(item: Mapping[str, Any]) -> Policy:
         except (TypeError, ValueError):
             continue
         break
-    ref = item.get("templateReference") or {}
     return Policy(
         id=policy_id,
         name=str(item.get("name") or policy_id),
@@ -126,12 +132,15 @@ def parse_policy(item: Mapping[str, Any]) -> Policy:
     )
 
 
+@graph_call("GET /beta/deviceManagement/configurationPolicies", permissions.CONFIGURATION_POLICIES)
 async def list_device_preparation_policies(graph: GraphClient) -> list[Policy]:
     """All device preparation policies, whether or not the service honours the filter."""
     filtered = graph.beta(
         "deviceManagement/configurationPolicies",
         **{
-            "$filter": f"templateReference/templateFamily eq '{TEMPLATE_FAMILY}'",
+            "$filter": odata_filter(
+                "templateReference/templateFamily eq @family", family=TEMPLATE_FAMILY
+            ),
             "$expand": "settings",
         },
     )
@@ -147,6 +156,13 @@ async def list_device_preparation_policies(graph: GraphClient) -> list[Policy]:
         (parse_policy(item) for item in items if is_device_preparation(item)),
         key=lambda p: p.name.lower(),
     )
+
+
+def _target_id(item: object, source: str, what: str) -> str:
+    target = item.get("targetId") if isinstance(item, Mapping) else None
+    if not isinstance(target, str) or not is_guid(target):
+        raise MalformedResponse(f"{source}: {what} without a group id")
+    return target
 
 
 def parse_etg_response(payload: Any, source: str) -> EtgLookup:
@@ -168,27 +184,18 @@ def parse_etg_response(payload: Any, source: str) -> EtgLookup:
         errors: list[tuple[str, str]] = []
         validated: list[str] = []
         for status in statuses:
-            target = status.get("targetId") if isinstance(status, Mapping) else None
-            if not is_guid(target):
-                raise MalformedResponse(f"{source}: validation status without a group id")
-            assert isinstance(target, str)
-            ids.append(target)
+            group_id = _target_id(status, source, "validation status")
+            ids.append(group_id)
             code = status.get("targetValidationErrorCode")
             if status.get("validationSucceeded") is False and isinstance(code, str):
-                errors.append((target, code))
+                errors.append((group_id, code))
             elif status.get("validationSucceeded") is True:
-                validated.append(target)
+                validated.append(group_id)
         return EtgLookup(tuple(ids), source, tuple(errors), validated_group_ids=tuple(validated))
 
     targets = payload.get("enrollmentTimeDeviceMembershipTargets")
     if isinstance(targets, list):
-        ids = []
-        for target in targets:
-            target_id = target.get("targetId") if isinstance(target, Mapping) else None
-            if not is_guid(target_id):
-                raise MalformedResponse(f"{source}: membership target without a group id")
-            assert isinstance(target_id, str)
-            ids.append(target_id)
+        ids = [_target_id(item, source, "membership target") for item in targets]
         return EtgLookup(tuple(ids), source)
 
     if "target" in payload:
@@ -209,8 +216,15 @@ def _action_path(policy_id: str, action: str) -> str:
     return f"deviceManagement/configurationPolicies('{policy_id}')/{action}"
 
 
-def _action_source(action: str) -> str:
-    return f"POST /beta/deviceManagement/configurationPolicies/{{id}}/{action}"
+def _action_endpoint(action: str) -> Endpoint:
+    return Endpoint(
+        f"POST /beta/deviceManagement/configurationPolicies/{{id}}/{action}",
+        permissions.CONFIGURATION_POLICIES,
+    )
+
+
+ETG_READ = _action_endpoint(ETG_ACTION)
+JIT_READ = _action_endpoint(JIT_ACTION)
 
 
 def is_unrouted(exc: BaseException) -> bool:
@@ -236,12 +250,14 @@ def _checked(lookup: EtgLookup) -> EtgLookup | Unverified:
     """A lookup whose target Intune says is outside the monitor's scope is not an answer."""
     hidden = [gid for gid, code in lookup.validation_errors if code == OUT_OF_SCOPE_CODE]
     if hidden:
+        endpoint = JIT_READ if lookup.source == JIT_ACTION else ETG_READ
         return Unverified(
-            _action_source(lookup.source),
+            endpoint.label,
             UnverifiedReason.OUT_OF_SCOPE,
             f"Intune reports {OUT_OF_SCOPE_CODE} for group {hidden[0]}: the monitor's identity "
             "lacks the Intune scope (scope tags) to read this policy's ETG",
-            permission=permissions.CONFIGURATION_POLICIES,
+            # Not a missing permission as such, but the grant whose scope is too narrow.
+            permission=endpoint.permission,
         )
     return lookup
 
@@ -261,8 +277,7 @@ def _from_settings(policy: Policy, detail: str) -> EtgLookup | Unverified:
     if policy.settings_group_ids:
         return EtgLookup(policy.settings_group_ids, ETG_SOURCE_SETTINGS)
     # Neither action is routed and the setting is empty: that is not "no ETG configured".
-    return Unverified(
-        _action_source(ETG_ACTION),
+    return ETG_READ.unverified(
         UnverifiedReason.REJECTED,
         f"this tenant routes neither {ETG_ACTION} nor {JIT_ACTION}, and the policy's "
         f"devicesecuritygroupids setting is empty; set ETG_POLICY_GROUPS for it ({detail})",
@@ -286,7 +301,7 @@ async def _jit_and_settings(
         payload = await _post_action(graph, policy.id, JIT_ACTION)
         return _checked(parse_etg_response(payload, JIT_ACTION))
     except GRAPH_ERRORS as exc:
-        second = unverified(exc, _action_source(JIT_ACTION), permissions.CONFIGURATION_POLICIES)
+        second = JIT_READ.failed(exc)
         if first_unrouted and is_unrouted(exc):
             return _from_settings(policy, f"{first.detail}; {second.detail}")
     # Name the first failure: it is the call the operator should look at.
@@ -305,7 +320,7 @@ async def retrieve_etg(graph: GraphClient, policy: Policy) -> EtgLookup | Unveri
         payload = await _post_action(graph, policy.id, ETG_ACTION)
         return _checked(parse_etg_response(payload, ETG_ACTION))
     except GRAPH_ERRORS as exc:
-        first = unverified(exc, _action_source(ETG_ACTION), permissions.CONFIGURATION_POLICIES)
+        first = ETG_READ.failed(exc)
         return await _jit_and_settings(graph, policy, first, is_unrouted(exc))
 
 
@@ -336,7 +351,7 @@ async def retrieve_etgs(
         error = _result_error(result)
         if error.status in (429, 503, 504):
             return await retrieve_etg(graph, policy)
-        first = unverified(error, _action_source(ETG_ACTION), permissions.CONFIGURATION_POLICIES)
+        first = ETG_READ.failed(error)
         return await _jit_and_settings(graph, policy, first, is_unrouted(error))
 
     answers = iter(await asyncio.gather(*(one(p, r) for p, r in zip(asked, results, strict=True))))
@@ -366,20 +381,21 @@ def _assignment(items: list[dict[str, Any]]) -> PolicyAssignment:
     return PolicyAssignment(tuple(dict.fromkeys(include)), tuple(dict.fromkeys(exclude)), all_users)
 
 
+@graph_call(
+    "GET /beta/deviceManagement/configurationPolicies/{id}/assignments",
+    permissions.CONFIGURATION_POLICIES,
+)
 async def policy_assignments(
     graph: GraphClient, policy_ids: Sequence[str]
 ) -> dict[str, PolicyAssignment | Unverified]:
-    """Who each policy is assigned to, asked in beta $batch requests of 20."""
+    """Who each policy is assigned to, asked in beta $batch requests of 20; a policy whose
+    answer cannot be read has the reason in its place."""
     items = [
         BatchItem("GET", f"/deviceManagement/configurationPolicies('{p}')/assignments")
         for p in policy_ids
     ]
     out: dict[str, PolicyAssignment | Unverified] = {}
-    try:
-        results = await send_batch(graph, items, beta=True)
-    except GRAPH_ERRORS as exc:
-        failed = unverified(exc, ASSIGNMENTS_SOURCE, permissions.CONFIGURATION_POLICIES)
-        return dict.fromkeys(policy_ids, failed)
+    results = await send_batch(graph, items, beta=True)
     for policy_id, result in zip(policy_ids, results, strict=True):
         try:
             body = result.json()
@@ -388,5 +404,25 @@ async def policy_assignments(
                 raise MalformedResponse("policy assignments unexpectedly paged")
             out[policy_id] = assignment
         except GRAPH_ERRORS as exc:
-            out[policy_id] = unverified(exc, ASSIGNMENTS_SOURCE, permissions.CONFIGURATION_POLICIES)
+            out[policy_id] = policy_assignments.failed(exc)
     return out
+
+
+async def policies_with_etgs(
+    graph: GraphClient, operator_map: Mapping[str, str] | None = None
+) -> list[PolicyWithEtg] | Unverified:
+    """Every device preparation policy with its ETG lookup (group ids in lower case) or the
+    reason it could not be read: one policy's failure stays with that policy."""
+    listed = await list_device_preparation_policies(graph)
+    if isinstance(listed, Unverified):
+        return listed
+    lookups = await retrieve_etgs(graph, listed, operator_map)
+    return [
+        (
+            p,
+            lookup
+            if isinstance(lookup, Unverified)
+            else dataclasses.replace(lookup, group_ids=tuple(g.lower() for g in lookup.group_ids)),
+        )
+        for p, lookup in zip(listed, lookups, strict=True)
+    ]

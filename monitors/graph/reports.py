@@ -12,14 +12,22 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from monitors.graph import permissions
 from monitors.graph.client import GraphClient
-from monitors.graph.errors import GraphCallError, MalformedResponse, single_object
-from monitors.models import Deployment, DeploymentStatus, InstallItem
+from monitors.graph.errors import (
+    Endpoint,
+    GraphCallError,
+    MalformedResponse,
+    graph_call,
+    single_object,
+)
+from monitors.models import Deployment, DeploymentStatus, InstallItem, Unverified, UnverifiedReason
 from monitors.retry import finite_number
 
 DEPLOYMENT_REPORT = "AutopilotV2DeploymentStatus"
@@ -131,7 +139,20 @@ def parse_export(payload: bytes) -> list[dict[str, str]]:
         info = archive.getinfo(names[0])
         if info.file_size > MAX_REPORT_BYTES:
             raise MalformedResponse("report file is implausibly large")
-        raw = archive.read(names[0])
+        try:
+            raw = archive.read(names[0])
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            NotImplementedError,
+            RuntimeError,
+            ValueError,
+            OSError,
+        ) as exc:
+            # A damaged member (bad CRC, truncated or unknown compression, encryption) is
+            # an answer we cannot read, not a bug: the export is unverified this run.
+            raise MalformedResponse(f"report zip is damaged: {type(exc).__name__}") from exc
     text = raw.decode("utf-8-sig", errors="replace")
     try:
         if names[0].lower().endswith(".json") or text.lstrip().startswith(("{", "[")):
@@ -320,3 +341,51 @@ def parse_install_rows(
             )
         )
     return out
+
+
+# A row of the deployment report that cannot be read: named by the report, not an endpoint.
+DEPLOYMENT_ROW = Endpoint(f"{DEPLOYMENT_REPORT} row", None)
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentReport:
+    rows: int  # rows in the export, readable or not
+    deployments: dict[str, Deployment]  # by deployment key
+    malformed: tuple[Unverified, ...]  # one per row that could not be read
+
+
+def parse_deployment_rows(rows: Sequence[Mapping[str, str]]) -> DeploymentReport:
+    """Every readable row as a deployment; an unreadable row is reported, never skipped
+    silently, and does not hide the others."""
+    out: dict[str, Deployment] = {}
+    bad: list[Unverified] = []
+    for row in rows:
+        try:
+            deployment = parse_deployment_row(row)
+        except ValueError as exc:  # MalformedResponse included
+            bad.append(DEPLOYMENT_ROW.unverified(UnverifiedReason.MALFORMED, str(exc)[:200]))
+            continue
+        out[deployment.key] = deployment
+    return DeploymentReport(len(rows), out, tuple(bad))
+
+
+@graph_call(
+    f"POST /beta/deviceManagement/reports/exportJobs ({DEPLOYMENT_REPORT})",
+    permissions.REPORT_EXPORT,
+)
+async def deployment_report(graph: GraphClient) -> DeploymentReport:
+    """The device preparation deployments Intune reports (AutopilotV2DeploymentStatus)."""
+    return parse_deployment_rows(await export_report(graph, DEPLOYMENT_REPORT, DEPLOYMENT_COLUMNS))
+
+
+@graph_call("POST exportJobs (detailed app and script reports)", permissions.REPORT_EXPORT)
+async def install_items(graph: GraphClient) -> dict[str, tuple[InstallItem, ...]]:
+    """Per managed device id, the apps and scripts of its deployment and how each installed."""
+    app_rows, script_rows = await asyncio.gather(
+        export_report(graph, APP_REPORT), export_report(graph, SCRIPT_REPORT)
+    )
+    merged: dict[str, list[InstallItem]] = {}
+    for source in (parse_install_rows(app_rows, "app"), parse_install_rows(script_rows, "script")):
+        for device, items in source.items():
+            merged.setdefault(device, []).extend(items)
+    return {k: tuple(v) for k, v in merged.items()}

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from monitors.graph import directory, permissions, policies
+from monitors.graph import directory, policies
 from monitors.graph.client import GraphClient
-from monitors.graph.errors import attempt
 from monitors.jobs.alerting import save_transitions
 from monitors.jobs.context import JobContext, missing_permissions, recorded_run
 from monitors.jobs.suppressions import settle_suppressions
@@ -63,12 +62,7 @@ async def gather_config_facts(
     graph: GraphClient, now: datetime, operator_map: Mapping[str, str] | None = None
 ) -> TenantConfigFacts:
     listed, pc = await asyncio.gather(
-        attempt(
-            policies.list_device_preparation_policies(graph),
-            policies.LIST_SOURCE,
-            permissions.CONFIGURATION_POLICIES,
-        ),
-        directory.find_provisioning_client(graph),
+        policies.list_device_preparation_policies(graph), directory.find_provisioning_client(graph)
     )
     if isinstance(listed, Unverified):
         return TenantConfigFacts(now, listed, pc)

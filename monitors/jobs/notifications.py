@@ -11,17 +11,10 @@ from typing import Any
 
 import structlog
 
-from monitors.graph import permissions
 from monitors.graph.delta import DeltaExpired, member_delta
-from monitors.graph.errors import GRAPH_ERRORS, unverified
-from monitors.graph.subscriptions import (
-    PERMISSION,
-    REAUTHORIZE_SOURCE,
-    reauthorize_subscription,
-    renew_subscription,
-)
+from monitors.graph.subscriptions import keep_authorized
 from monitors.jobs.context import JobContext, recorded_run
-from monitors.models import Unverified
+from monitors.models import JSON, Unverified, fields_json
 from monitors.notifications.webhook import (
     Notification,
     Rejected,
@@ -117,15 +110,8 @@ class ProcessReport:
     lifecycle: list[str] = field(default_factory=list)
     unverified: list[Unverified] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "processed": self.processed,
-            "groups": self.groups,
-            "observations": self.observations,
-            "resynced": self.resynced,
-            "lifecycle": self.lifecycle,
-            "unverified": [u.to_json() for u in self.unverified],
-        }
+    def to_json(self) -> dict[str, JSON]:
+        return fields_json(self)
 
 
 def _group_of(state: SubscriptionState | None) -> str | None:
@@ -169,15 +155,14 @@ async def process_inbox(ctx: JobContext) -> ProcessReport:
             handled.add(item.id)
         failed_groups: set[str] = set()
         for group_id in sorted(groups):
-            try:
-                report.observations += await _catch_up(ctx, notes, group_id, now, report)
-                await notes.touch(group_id, now)
-                report.groups.append(group_id)
-            except GRAPH_ERRORS as exc:
-                report.unverified.append(
-                    unverified(exc, "GET /v1.0/groups/delta", permissions.GROUP_READ)
-                )
+            added = await _catch_up(ctx, notes, group_id, now, report)
+            if isinstance(added, Unverified):
+                report.unverified.append(added)
                 failed_groups.add(group_id)
+                continue
+            report.observations += added
+            await notes.touch(group_id, now)
+            report.groups.append(group_id)
         # Rows for groups whose delta failed stay in the inbox and are retried next run.
         done = [i.id for i in items if i.id in handled and group_of[i.id] not in failed_groups]
         await notes.done(done)
@@ -192,7 +177,8 @@ async def process_inbox(ctx: JobContext) -> ProcessReport:
 
 async def _catch_up(
     ctx: JobContext, notes: NotificationStore, group_id: str, now: datetime, report: ProcessReport
-) -> int:
+) -> int | Unverified:
+    """Record what joined and left the group since its saved link; how many were new."""
     link = await notes.delta_link(group_id)
     try:
         result = await member_delta(ctx.graph, group_id, link)
@@ -203,6 +189,8 @@ async def _catch_up(
         report.resynced.append(group_id)
         link = None
         result = await member_delta(ctx.graph, group_id, None)
+    if isinstance(result, Unverified):
+        return result
     added = 0
     if result.changes:
         added = await notes.observe(group_id, result.changes, _page_key(link), now)
@@ -228,15 +216,11 @@ async def _lifecycle(
         return True
     if event != "reauthorizationRequired":
         return True
-    try:
-        await reauthorize_subscription(ctx.graph, subscription_id)
-    except GRAPH_ERRORS:
-        try:
-            expires = await renew_subscription(ctx.graph, subscription_id, now)
-        except GRAPH_ERRORS as exc:
-            report.unverified.append(unverified(exc, REAUTHORIZE_SOURCE, PERMISSION))
-            return False
-        if state is not None:
-            state.expires_at, state.renewed_at = expires, now
-            await notes.save_subscription(state)
+    expires = await keep_authorized(ctx.graph, subscription_id, now)
+    if isinstance(expires, Unverified):
+        report.unverified.append(expires)
+        return False
+    if expires is not None and state is not None:
+        state.expires_at, state.renewed_at = expires, now
+        await notes.save_subscription(state)
     return True

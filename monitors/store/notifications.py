@@ -139,7 +139,7 @@ class NotificationStore:
     async def subscriptions(self) -> dict[str, SubscriptionState]:
         table = await self._store.table(SUBSCRIPTIONS)
         out = {}
-        async for e in table.query_entities("PartitionKey eq 'sub'"):
+        async for e in table.query_entities("PartitionKey eq @pk", parameters={"pk": "sub"}):
             out[e["RowKey"]] = SubscriptionState(
                 e["RowKey"],
                 e["SubscriptionId"],

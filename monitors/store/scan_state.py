@@ -30,9 +30,11 @@ from monitors.models import (
 from monitors.store.tables import BATCH_LIMIT, TableStore, dumps_json, escape_key, loads_json
 
 CHECKPOINTS = "checkpoints"
+SCAN_PARTITION = "scan"
 AUDIT_CHECKPOINT = "audit:"  # + ETG group id: the audit log of that ETG was read up to then
 DEPLOYMENTS = "deployments"
 PENDING = "pending"
+PENDING_PARTITION = "pending"
 
 
 def day_of(when: datetime) -> str:
@@ -44,9 +46,10 @@ def day_of_key(deployment_key: str) -> str:
     return deployment_key.rsplit("_", 1)[-1][:8]
 
 
-@dataclass
+@dataclass(slots=True)
 class DeploymentRecord:
-    """A deployment as last judged, with the facts that were collected for it."""
+    """A deployment as last judged, with the facts that were collected for it: the row of the
+    deployments table as an object. What the scan makes of it lives in ``monitors.scan``."""
 
     deployment: Deployment
     policy: PolicyMatch | None = None
@@ -69,22 +72,6 @@ class DeploymentRecord:
     # The policies assigned to the enrolling user, once known in full.
     user_policies: UserPolicies | None = None
 
-    def audit_needed_from(self, floor: datetime) -> datetime:
-        """Where this device's audit events must be read from: a little before enrollment,
-        but never before ``floor`` (the scan's look-back), which no read can reach past."""
-        return max(self.deployment.enrolled_at - timedelta(minutes=10), floor)
-
-    def covered(self, group_ids: Iterable[str], floor: datetime) -> bool:
-        """The audit log of every one of these ETGs was read back to this device's enrollment."""
-        needed = self.audit_needed_from(floor)
-        return all(
-            (start := self.audit_from.get(g)) is not None and start <= needed for g in group_ids
-        )
-
-    def mark_read(self, group_id: str, since: datetime) -> None:
-        known = self.audit_from.get(group_id)
-        self.audit_from[group_id] = since if known is None else min(known, since)
-
     @property
     def key(self) -> str:
         return self.deployment.key
@@ -92,14 +79,6 @@ class DeploymentRecord:
     @property
     def day(self) -> str:
         return day_of(self.deployment.enrolled_at)
-
-    def merge_events(self, events: Iterable[MembershipEvent]) -> None:
-        known = {e.event_id for e in self.events}
-        for event in events:
-            if event.event_id not in known:
-                self.events.append(event)
-                known.add(event.event_id)
-        self.events.sort(key=lambda e: (e.at, e.event_id))
 
     def to_json(self) -> dict[str, JSON]:
         d = self.deployment
@@ -202,7 +181,9 @@ class ScanState:
     async def checkpoints(self) -> dict[str, datetime]:
         table = await self._store.table(CHECKPOINTS)
         out: dict[str, datetime] = {}
-        async for entity in table.query_entities("PartitionKey eq 'scan'"):
+        async for entity in table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": SCAN_PARTITION}
+        ):
             value = entity.get("At")
             if isinstance(value, datetime):
                 out[entity["RowKey"]] = value
@@ -212,7 +193,8 @@ class ScanState:
         table = await self._store.table(CHECKPOINTS)
         for name, when in values.items():
             await table.upsert_entity(
-                {"PartitionKey": "scan", "RowKey": name, "At": when}, mode=UpdateMode.REPLACE
+                {"PartitionKey": SCAN_PARTITION, "RowKey": name, "At": when},
+                mode=UpdateMode.REPLACE,
             )
 
     # deployments -----------------------------------------------------------------------------
@@ -269,16 +251,6 @@ class ScanState:
                 out.update((r.key, r) for r in batch)
         return out
 
-    async def records_in_range(self, start: datetime, end: datetime) -> list[DeploymentRecord]:
-        table = await self._store.table(DEPLOYMENTS)
-        query = "PartitionKey ge @a and PartitionKey le @b"
-        return [
-            self._record_from(e)
-            async for e in table.query_entities(
-                query, parameters={"a": day_of(start), "b": day_of(end)}
-            )
-        ]
-
     async def save_records(self, records: Sequence[DeploymentRecord], now: datetime) -> None:
         table = await self._store.table(DEPLOYMENTS)
         by_day: dict[str, list[DeploymentRecord]] = {}
@@ -321,7 +293,9 @@ class ScanState:
         table = await self._store.table(PENDING)
         return {
             e["RowKey"]: e.get("Day", "")
-            async for e in table.query_entities("PartitionKey eq 'pending'")
+            async for e in table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": PENDING_PARTITION}
+            )
         }
 
     async def set_pending(self, add: Sequence[DeploymentRecord], remove: Iterable[str]) -> None:
@@ -329,12 +303,14 @@ class ScanState:
         ops: list[Any] = [
             (
                 "upsert",
-                {"PartitionKey": "pending", "RowKey": escape_key(r.key), "Day": r.day},
+                {"PartitionKey": PENDING_PARTITION, "RowKey": escape_key(r.key), "Day": r.day},
                 {"mode": UpdateMode.REPLACE},
             )
             for r in add
         ]
-        ops += [("delete", {"PartitionKey": "pending", "RowKey": escape_key(k)}) for k in remove]
+        ops += [
+            ("delete", {"PartitionKey": PENDING_PARTITION, "RowKey": escape_key(k)}) for k in remove
+        ]
         for i in range(0, len(ops), BATCH_LIMIT):
             chunk = ops[i : i + BATCH_LIMIT]
             try:
@@ -344,7 +320,7 @@ class ScanState:
                 # one by one, where deleting a missing row succeeds.
                 for op in chunk:
                     if op[0] == "delete":
-                        await table.delete_entity("pending", op[1]["RowKey"])
+                        await table.delete_entity(PENDING_PARTITION, op[1]["RowKey"])
                     else:
                         await table.upsert_entity(op[1], mode=UpdateMode.REPLACE)
 

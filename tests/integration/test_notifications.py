@@ -233,7 +233,7 @@ def test_a_storage_failure_mid_batch_answers_503_and_the_redelivery_stores_each_
 ):
     from azure.core.exceptions import ServiceRequestError
 
-    from tests.integration.test_faults import at_storage_write
+    from tests.helpers import at_storage_write
 
     job(notif_settings, tenant, sync_subscriptions)
 
@@ -282,6 +282,24 @@ def test_expired_delta_token_resyncs_without_losing_recorded_joins(
         notif_settings, lambda n: n.observations(group, tenant.clock.now() - timedelta(days=1))
     )
     assert [e.op.value for e in seen if e.device_object_id == spec.object_id] == ["add"]
+
+
+def test_a_refused_subscription_is_unverified_under_its_endpoint_then_created_next_run(
+    notif_settings, tenant, scenario
+):
+    from devtools.simtenant.faults import FaultRule
+
+    rule = FaultRule(endpoint="subscriptions.create", kind="status", status=403)
+    tenant.faults.add(rule)
+    report = job(notif_settings, tenant, sync_subscriptions)
+    assert report.created == [] and tenant.subscriptions() == []
+    assert {(u.source, u.reason.value, u.permission) for u in report.unverified} == {
+        ("POST /v1.0/subscriptions", "forbidden", "Group.Read.All")
+    }
+    assert len(report.unverified) == len(etgs(scenario))
+    tenant.faults.remove(rule)
+    again = job(notif_settings, tenant, sync_subscriptions)
+    assert sorted(again.created) == etgs(scenario) and again.unverified == []
 
 
 def test_not_configured_sync_does_nothing(settings, tenant):

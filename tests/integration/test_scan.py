@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -303,3 +304,112 @@ def test_all_policy_etgs_are_asked_in_one_batch(scan_settings, tenant, scenario)
     # only a policy that answers through the older action is asked again, on its own
     singles = [v for k, v in report.graph_requests.items() if k.endswith(policies.ETG_ACTION)]
     assert singles == []
+
+
+def test_a_refused_device_read_is_reported_under_its_endpoint_and_permission(scan_settings, tenant):
+    from devtools.simtenant.faults import FaultRule
+
+    tenant.faults.add(FaultRule(endpoint="managedDevices.get", kind="status", status=403))
+    report = scan(scan_settings, tenant)
+    data = report.to_json()
+    label = "GET /v1.0/deviceManagement/managedDevices/{id}"
+    assert data["unverified"][f"{label}: forbidden (needs DeviceManagementManagedDevices.Read.All)"]
+    assert "DeviceManagementManagedDevices.Read.All" in data["missing_permissions"]
+    # Without the devices nothing about ETG membership is decided; the rest still is.
+    kinds = {a.kind for a in anomalies(scan_settings)}
+    assert not kinds & {"etg_missing", "etg_late", "etg_removed"}
+    assert "deployment_failed" in kinds
+
+
+# --- coverage: how far back the scan reads (pure) --------------------------------------------
+
+T0 = datetime(2026, 11, 19, 12, 0, tzinfo=UTC)
+
+
+def _record(enrolled_at, audit_from=None, object_id="obj-1", policy=None):
+    from monitors.models import Deployment, DeploymentStatus
+    from monitors.store.scan_state import DeploymentRecord
+
+    deployment = Deployment("md-1", enrolled_at, DeploymentStatus.SUCCESS, "Success")
+    return DeploymentRecord(
+        deployment, policy=policy, object_id=object_id, audit_from=dict(audit_from or {})
+    )
+
+
+def _window(checkpoints, now=T0, lookback_hours=168):
+    from monitors.scan.coverage import Window
+    from monitors.settings import Settings
+
+    settings = Settings(
+        graph_endpoint="http://127.0.0.1:1",
+        graph_credential="none",
+        storage_connection=None,
+        storage_table_url=None,
+        table_prefix="t",
+        scan_lookback_hours=lookback_hours,
+    )
+    return Window.of(now, settings, checkpoints)
+
+
+def test_the_window_starts_an_overlap_before_the_checkpoint_but_not_before_the_lookback():
+    assert _window({}).start == T0 - timedelta(hours=168)
+    assert _window({"deployments": T0 - timedelta(minutes=10)}).start == T0 - timedelta(
+        hours=2, minutes=10
+    )
+    assert _window({"deployments": T0}, lookback_hours=1).start == T0 - timedelta(hours=1)
+
+
+def test_coverage_is_kept_per_etg_and_the_earliest_read_wins():
+    from monitors.scan.coverage import covered, marked_read
+
+    floor = T0 - timedelta(days=7)
+    record = _record(T0, {"g1": T0 - timedelta(hours=1)})
+    assert covered(record, ("g1",), floor) and not covered(record, ("g1", "g2"), floor)
+    read = marked_read(record.audit_from, {"g1": T0, "g2": T0 - timedelta(minutes=5)})
+    assert read == {"g1": T0 - timedelta(hours=1), "g2": T0 - timedelta(minutes=5)}
+    # Read from five minutes before enrollment: short of the ten the scan wants.
+    assert not covered(dataclasses.replace(record, audit_from=read), ("g2",), floor)
+    assert record.audit_from == {"g1": T0 - timedelta(hours=1)}  # the record is not changed
+
+
+def test_events_seen_again_are_kept_once_and_oldest_first():
+    from monitors.models import MembershipEvent, MembershipOp
+    from monitors.scan.coverage import merged_events
+
+    def event(event_id, minutes):
+        at = T0 + timedelta(minutes=minutes)
+        return MembershipEvent(MembershipOp.ADD, "g1", "obj-1", at, True, "audit", event_id)
+
+    known = [event("b", 5)]
+    merged = merged_events(known, [event("a", 9), event("b", 5), event("c", 1)])
+    assert [e.event_id for e in merged] == ["c", "b", "a"]
+    assert [e.event_id for e in known] == ["b"]
+
+
+def test_each_etg_is_read_from_its_own_checkpoint_widened_only_for_its_uncovered_devices():
+    from monitors.models import EtgLookup, Policy, PolicyMatch
+    from monitors.scan.coverage import audit_since
+
+    p1, p2 = Policy("p1", "P1", "t"), Policy("p2", "P2", "t")
+    policy_list = [(p1, EtgLookup(("g1",), "x")), (p2, EtgLookup(("g2",), "x"))]
+    checkpoints = {
+        "deployments": T0,
+        "audit:g1": T0 - timedelta(hours=1),
+        "audit:g2": T0 - timedelta(hours=3),
+    }
+    window = _window(checkpoints)
+    old = T0 - timedelta(hours=30)
+    records = {
+        # policy p1, never covered: g1 is read from before its enrollment, g2 is not widened
+        "a": _record(old, policy=PolicyMatch(p1, ("g1",), "x")),
+        # covered already: widens nothing
+        "b": _record(old - timedelta(hours=5), {"g1": old - timedelta(hours=6)}),
+        # no Entra object yet: nothing to look for
+        "c": _record(old - timedelta(days=1), object_id=None),
+    }
+    since = audit_since(records, policy_list, window, checkpoints)
+    assert since["g1"] == old - timedelta(minutes=10)
+    # b's policy is unknown, so every ETG may hold its events: g2 was widened for it (g1 covers it)
+    assert since["g2"] == old - timedelta(hours=5, minutes=10)
+    never = audit_since({}, policy_list, _window({}), {"audit": T0})
+    assert never == {"g1": T0 - timedelta(hours=2), "g2": T0 - timedelta(hours=2)}

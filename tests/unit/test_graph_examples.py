@@ -26,7 +26,14 @@ from monitors.graph import audit, batch, delta, devices, directory, policies, re
 from monitors.graph import subscriptions as subs
 from monitors.graph.client import GraphClient
 from monitors.graph.errors import GraphCallError, MalformedResponse, single_object
-from monitors.models import Group, MembershipOp, Owner, ProvisioningClient
+from monitors.models import (
+    Group,
+    MembershipOp,
+    Owner,
+    ProvisioningClient,
+    Unverified,
+    UnverifiedReason,
+)
 from monitors.notifications.webhook import Rejected, parse_notifications
 from monitors.settings import Settings
 
@@ -217,10 +224,19 @@ def test_managed_device_get_is_read_bare_or_wrapped_in_value(wrapped):
 
 def test_managed_device_get_answered_with_a_collection_is_malformed():
     listing = example("managed-list.json")
+    answer = run(
+        {("POST", "/v1.0/$batch"): batch_of(listing)},
+        lambda g: devices.managed_devices_by_id(g, [MANAGED_ID]),
+    )
+    assert answer == Unverified(
+        "GET /v1.0/deviceManagement/managedDevices/{id}",
+        UnverifiedReason.MALFORMED,
+        "managed device: a collection where one object was expected",
+    )
     with pytest.raises(MalformedResponse):
         run(
             {("POST", "/v1.0/$batch"): batch_of(listing)},
-            lambda g: devices.managed_devices_by_id(g, [MANAGED_ID]),
+            lambda g: devices.managed_devices_by_id.fetch(g, [MANAGED_ID]),
         )
 
 
@@ -229,11 +245,13 @@ def test_managed_device_get_answered_with_a_collection_is_malformed():
 
 def test_device_list_example_placeholder_id_is_not_an_entra_object():
     answer = example("device-list.json")
-    with pytest.raises(MalformedResponse):
-        run(
-            {("POST", "/v1.0/$batch"): batch_of(answer)},
-            lambda g: devices.entra_object_ids(g, ["4c299165-6e8f-4b45-a5ba-c5d250a707ff"]),
-        )
+    found = run(
+        {("POST", "/v1.0/$batch"): batch_of(answer)},
+        lambda g: devices.entra_object_ids(g, ["4c299165-6e8f-4b45-a5ba-c5d250a707ff"]),
+    )
+    assert isinstance(found, Unverified) and found.reason is UnverifiedReason.MALFORMED
+    assert found.source == devices.entra_object_ids.source
+    assert "deviceId" in found.detail
 
 
 def test_check_member_groups_example_gives_the_groups_it_lists():
@@ -671,6 +689,103 @@ def test_single_object_unwraps_only_an_object_value():
     ):
         with pytest.raises(MalformedResponse):
             single_object(payload, "job")
+
+
+# --- what a call that fails reports, and filters -------------------------------------------
+
+
+def test_a_failed_graph_call_is_unverified_under_the_endpoint_and_permission_it_declares():
+    # No route: the loopback answers 404 to the batch itself.
+    answer = run({}, lambda g: devices.managed_devices_by_id(g, [MANAGED_ID]))
+    assert answer == Unverified(
+        "GET /v1.0/deviceManagement/managedDevices/{id}",
+        UnverifiedReason.REJECTED,
+        "no such route",
+        status=404,
+    )
+    assert devices.managed_devices_by_id.endpoint.permission == (
+        "DeviceManagementManagedDevices.Read.All"
+    )
+    # The permission is named only when it is the permission that was missing.
+    assert answer.permission is None
+    forbidden = devices.managed_devices_by_id.failed(GraphCallError(403, None, "denied"))
+    assert forbidden.to_json() == {
+        "source": "GET /v1.0/deviceManagement/managedDevices/{id}",
+        "reason": "forbidden",
+        "detail": "denied",
+        "permission": "DeviceManagementManagedDevices.Read.All",
+        "status": 403,
+    }
+
+
+def test_the_call_itself_still_raises_for_callers_that_combine_calls():
+    from kiota_abstractions.api_error import APIError
+
+    with pytest.raises(APIError):
+        run({}, lambda g: devices.managed_devices_by_id.fetch(g, [MANAGED_ID]))
+
+
+def _renewed(request: web.Request, body: Any) -> Any:
+    return {
+        "id": SUBSCRIPTION,
+        "resource": f"groups/{GROUP}",
+        "notificationUrl": "https://example.invalid/api/notify",
+        "expirationDateTime": "2026-12-30T10:00:00Z",
+    }
+
+
+def test_a_refused_reauthorization_falls_back_to_renewing():
+    renewed = run(
+        {("PATCH", f"/v1.0/subscriptions/{SUBSCRIPTION}"): _renewed},
+        lambda g: subs.keep_authorized(g, SUBSCRIPTION, datetime(2026, 12, 1, tzinfo=UTC)),
+    )
+    assert renewed == datetime(2026, 12, 30, 10, 0, tzinfo=UTC)
+    assert [m for m, _, _ in last_server().seen] == ["POST", "PATCH"]
+    reauthorized = run(
+        {("POST", f"/v1.0/subscriptions/{SUBSCRIPTION}/reauthorize"): {}},
+        lambda g: subs.keep_authorized(g, SUBSCRIPTION, datetime(2026, 12, 1, tzinfo=UTC)),
+    )
+    assert reauthorized is None and len(last_server().seen) == 1
+
+
+def test_reauthorization_and_renewal_both_refused_is_named_after_the_reauthorization():
+    failed = run(
+        {}, lambda g: subs.keep_authorized(g, SUBSCRIPTION, datetime(2026, 12, 1, tzinfo=UTC))
+    )
+    assert isinstance(failed, Unverified)
+    assert (failed.source, failed.reason, failed.status) == (
+        "POST /v1.0/subscriptions/{id}/reauthorize",
+        UnverifiedReason.REJECTED,
+        404,
+    )
+
+
+def test_filter_values_are_substituted_as_odata_literals():
+    from monitors.graph.odata import odata_filter
+
+    when = datetime(2026, 11, 19, 10, 0, 5, 123, tzinfo=UTC)
+    assert (
+        odata_filter("activityDateTime ge @t and id eq @id", t=when, id="o'brien")
+        == "activityDateTime ge 2026-11-19T10:00:05Z and id eq 'o''brien'"
+    )
+    assert odata_filter("deviceId in @ids", ids=["a", "b"]) == "deviceId in ('a','b')"
+    with pytest.raises(KeyError):
+        odata_filter("id eq @id")
+    with pytest.raises(ValueError):
+        odata_filter("activityDateTime ge @t", t=datetime(2026, 11, 19))
+
+
+def test_the_audit_filter_names_the_group_and_the_time_it_reads_from():
+    found = run(
+        {("GET", "/v1.0/auditLogs/directoryAudits"): {"value": []}},
+        lambda g: audit.membership_events(g, GROUP, datetime(2026, 11, 19, 8, 0, tzinfo=UTC)),
+    )
+    assert found == []
+    ((_, path, _),) = last_server().seen
+    assert "activityDateTime+ge+2026-11-19T08:00:00Z" in path.replace("%20", "+")
+    assert f"targetResources/any(t:t/id+eq+'{GROUP}')" in path.replace("%20", "+").replace(
+        "%27", "'"
+    )
 
 
 COVERED = {

@@ -1,0 +1,1 @@
+"""The enrollment scan, one module per step; ``pipeline`` runs them in order."""

@@ -1,0 +1,85 @@
+"""Storing a scan, in the one order that lets a crash at any point lose and double nothing:
+anomaly changes (each with its alert), then the deployment records, then the pending set, and
+only then the checkpoints. A rerun reads the same window again; reconcile turns findings it
+repeats into updates, never new anomalies."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+
+from monitors.jobs.alerting import save_transitions
+from monitors.jobs.context import JobContext
+from monitors.jobs.suppressions import settle_suppressions
+from monitors.models import Finding
+from monitors.rules.enrollment import Judgement, JudgementState, etg_outcome
+from monitors.rules.kinds import DEVICE_KINDS, ETG_MISSING
+from monitors.rules.lifecycle import Change, Transition, reconcile
+from monitors.rules.suppression import checker
+from monitors.scan.coverage import DEPLOYMENTS_CHECKPOINT
+from monitors.scan.stored import StoredState
+from monitors.store.scan_state import AUDIT_CHECKPOINT, DeploymentRecord, ScanState
+
+# A deployment that is still not conclusive after this long is given up (reported, not alerted).
+GIVE_UP_AFTER = timedelta(days=30)
+SETTLED = ("conclusive", "expired")
+
+
+def judged_record(record: DeploymentRecord, j: Judgement, now: datetime) -> DeploymentRecord:
+    """The record as stored after this judgement."""
+    expired = (
+        j.state is not JudgementState.CONCLUSIVE
+        and now - record.deployment.enrolled_at > GIVE_UP_AFTER
+    )
+    findings = {v.kind for v in j.verdicts if isinstance(v, Finding)}
+    return dataclasses.replace(
+        record,
+        state="expired" if expired else j.state,
+        summary=j.summary,
+        outcome=etg_outcome(j),
+        joined_at=j.joined_at,
+        findings=tuple(sorted(findings)),
+        previously_missing=record.previously_missing or ETG_MISSING.name in findings,
+    )
+
+
+async def write(
+    ctx: JobContext,
+    stored: StoredState,
+    records: Mapping[str, DeploymentRecord],
+    judgements: Mapping[str, Judgement],
+    audit_read: Iterable[str],
+    now: datetime,
+) -> list[Transition]:
+    """``records`` are as judged (see judged_record); ``audit_read`` the ETGs whose audit log
+    this run read, the only ones whose checkpoint moves."""
+    verdicts = [v for j in judgements.values() for v in j.verdicts]
+    transitions = reconcile(
+        stored.anomalies,
+        verdicts,
+        now,
+        checker(stored.suppressions, now),
+        refresh_after=timedelta(hours=1),
+    )
+    await save_transitions(ctx.store, transitions, ctx.run_id, now)
+    for transition in transitions:
+        if transition.change is not Change.UPDATED:
+            ctx.log.info(
+                "anomaly." + transition.change.value,
+                kind=transition.anomaly.kind,
+                device=transition.anomaly.subject.device_name,
+                deployment=transition.anomaly.subject.deployment_key,
+            )
+    # Expired or lifted suppressions also touch anomalies this run did not judge.
+    transitions += await settle_suppressions(ctx.store, now, DEVICE_KINDS, ctx.run_id)
+    state = ScanState(ctx.store)
+    await state.save_records(list(records.values()), now)
+    await state.set_pending(
+        [r for r in records.values() if r.state not in SETTLED],
+        [k for k, r in records.items() if r.state in SETTLED and k in stored.pending],
+    )
+    await state.advance(
+        {DEPLOYMENTS_CHECKPOINT: now} | {AUDIT_CHECKPOINT + g: now for g in audit_read}
+    )
+    return transitions
