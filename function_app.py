@@ -1,7 +1,8 @@
 """Azure Functions entry points (v2 programming model). Wiring only: the work lives in monitors.
 
-A timer that finds its job already running (another instance, or the CLI) skips quietly: the
-lease in monitors.jobs.context guarantees one run at a time.
+Every timer runs its job through the service layer (monitors.service): under the job's lease,
+with its run recorded, then the alerts it queued are dispatched. A timer that finds its job
+already running (another instance, or the CLI) skips quietly.
 """
 
 import json
@@ -9,6 +10,7 @@ import json
 import azure.functions as func
 
 from monitors import entry
+from monitors.service import Job
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -16,25 +18,25 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 @app.function_name("config_check")
 @app.timer_trigger(arg_name="timer", schedule="%CONFIG_CHECK_SCHEDULE%", use_monitor=True)
 async def config_check(timer: func.TimerRequest) -> None:
-    await entry.run_config_check()
+    await entry.run_job(Job.CONFIG_CHECK)
 
 
 @app.function_name("scan")
 @app.timer_trigger(arg_name="timer", schedule="%SCAN_SCHEDULE%", use_monitor=True)
 async def scan(timer: func.TimerRequest) -> None:
-    await entry.run_scan()
+    await entry.run_job(Job.SCAN)
 
 
 @app.function_name("alerts")
 @app.timer_trigger(arg_name="timer", schedule="%ALERTS_SCHEDULE%", use_monitor=True)
 async def alerts(timer: func.TimerRequest) -> None:
-    await entry.run_alerts()
+    await entry.run_job(Job.ALERTS)
 
 
 @app.function_name("weekly_summary")
 @app.timer_trigger(arg_name="timer", schedule="%SUMMARY_SCHEDULE%", use_monitor=True)
 async def weekly_summary(timer: func.TimerRequest) -> None:
-    await entry.run_weekly_summary()
+    await entry.run_job(Job.WEEKLY_SUMMARY)
 
 
 @app.function_name("weekly_report")
@@ -48,13 +50,13 @@ async def weekly_report(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name("subscriptions")
 @app.timer_trigger(arg_name="timer", schedule="%SUBSCRIPTIONS_SCHEDULE%", use_monitor=True)
 async def subscriptions(timer: func.TimerRequest) -> None:
-    await entry.run_subscriptions()
+    await entry.run_job(Job.SUBSCRIPTIONS)
 
 
 @app.function_name("notifications")
 @app.timer_trigger(arg_name="timer", schedule="%NOTIFICATIONS_SCHEDULE%", use_monitor=True)
 async def notifications(timer: func.TimerRequest) -> None:
-    await entry.run_notifications()
+    await entry.run_job(Job.NOTIFICATIONS)
 
 
 @app.function_name("graph_notifications")

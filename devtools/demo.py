@@ -1,33 +1,56 @@
-"""`etg-monitor demo`: the monitor against the bundled simulated tenant and a private Azurite.
+"""`make demo`: the monitor against the bundled simulated tenant and a private Azurite.
 
-Everything started here is stopped here, so the demo leaves nothing running behind it.
+It runs the jobs through the same service layer as the function app and the CLI, and prints
+what the matching `etg-monitor` command would. Everything started here is stopped here, so the
+demo leaves nothing running behind it.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import json
+import logging
+import sys
 import tempfile
 from pathlib import Path
 
+from devtools.simtenant.azurite import Azurite
+from devtools.simtenant.clock import SimClock
+from devtools.simtenant.scenario import demo_scenario
+from devtools.simtenant.server import SimulatedTenant
+from monitors import render, service
+from monitors.models import Anomaly, Status
 from monitors.settings import Settings
-from monitors.summary.compute import IsoWeek
+from monitors.store.tables import TableStore
+from monitors.summary.compute import IsoWeek, headline
+from monitors.summary.html import render_html
 
 
 def _banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 72 - len(text)))
 
 
-def run_demo() -> int:
-    try:
-        from devtools.simtenant.azurite import Azurite
-        from devtools.simtenant.scenario import demo_scenario
-        from devtools.simtenant.server import SimulatedTenant
-    except ImportError:
-        print("etg-monitor demo needs the development tools: run `make demo` from a clone.")
-        return 2
-    from monitors.cli import _anomalies, _check_config, _scan, _summary
+def _check_config(settings: Settings, clock: SimClock) -> None:
+    ran = asyncio.run(service.check_config(settings, clock=clock))
+    assert ran.report is not None
+    print(render.config_report_text(ran.report.to_json()))
 
+
+def _scan(settings: Settings, clock: SimClock) -> None:
+    ran = asyncio.run(service.scan(settings, clock=clock))
+    assert ran.report is not None
+    print(render.scan_report_text(ran.report.to_json()))
+
+
+def _anomalies(settings: Settings, status: Status) -> list[Anomaly]:
+    async def read(store: TableStore) -> list[Anomaly]:
+        rows = [a async for a in store.anomalies.iter(status=status)]
+        return sorted(rows, key=lambda a: (a.first_seen, a.kind, a.subject.key))
+
+    return asyncio.run(service.read_store(settings, read))
+
+
+def run_demo() -> int:
     scenario = demo_scenario()
     with Azurite() as azurite, SimulatedTenant(scenario) as tenant:
         env = {
@@ -38,7 +61,7 @@ def run_demo() -> int:
             "ETG_DETAILED_REPORTS": "true",
             "ETG_TEAMS_WEBHOOK_URL": tenant.teams_url,
         }
-        settings = Settings.from_env(env)
+        settings = service.load_settings(env, log_level=logging.WARNING)
         print("etg-monitor demo: a simulated Intune tenant on", tenant.base_url)
         print("and the Azurite Table Storage emulator on port", azurite.port)
         print("To run any command yourself against such a setup, export:")
@@ -50,17 +73,17 @@ def run_demo() -> int:
             print(f"  {key}={shown}")
 
         _banner("etg-monitor check-config")
-        asyncio.run(_check_config(settings, False, clock=tenant.clock))
+        _check_config(settings, tenant.clock)
 
         _banner("etg-monitor scan")
-        asyncio.run(_scan(settings, False, clock=tenant.clock))
+        _scan(settings, tenant.clock)
 
         _banner("two hours later, once late audit events have arrived: etg-monitor scan")
         tenant.clock.advance(2 * 3600)
-        asyncio.run(_scan(settings, False, clock=tenant.clock))
+        _scan(settings, tenant.clock)
 
         _banner("etg-monitor anomalies --json")
-        asyncio.run(_anomalies(settings, True, "open"))
+        print(json.dumps([a.to_json() for a in _anomalies(settings, Status.OPEN)], indent=2))
 
         finance = next((p for p in scenario.policies if "Finance" in p.name), None)
         if finance is not None and finance.etg_group_id:
@@ -69,10 +92,10 @@ def run_demo() -> int:
                 finance.etg_group_id, scenario.provisioning_client.object_id
             )
             tenant.clock.advance(3600)
-            asyncio.run(_check_config(settings, False, clock=tenant.clock))
+            _check_config(settings, tenant.clock)
 
         _banner("etg-monitor anomalies --status resolved")
-        asyncio.run(_anomalies(settings, False, "resolved"))
+        print(render.anomalies_text(_anomalies(settings, Status.RESOLVED)))
 
         _banner("what on-call received in Teams")
         for message in tenant.teams_messages():
@@ -84,7 +107,15 @@ def run_demo() -> int:
         week = str(IsoWeek.of(tenant.clock.now()))
         _banner(f"etg-monitor summary --week {week} --html ...")
         report = Path(tempfile.gettempdir()) / "etg-monitor-demo-weekly.html"
-        args = argparse.Namespace(week=week, json=False, html=str(report))
-        asyncio.run(_summary(settings, args, clock=tenant.clock))
+        summary = asyncio.run(
+            service.summary_of_week(settings, IsoWeek.parse(week), clock=tenant.clock)
+        )
+        report.write_text(render_html(summary), encoding="utf-8")
+        print(headline(summary))
+        print(f"  report written to {report}")
     print("\nDemo finished; the simulated tenant and Azurite have been stopped.")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo())

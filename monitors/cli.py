@@ -8,21 +8,25 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from monitors import service
 from monitors.clock import Clock, SystemClock
-from monitors.logs import configure_logging, register_secret
-from monitors.models import Status
+from monitors.failures import Unavailable
+from monitors.models import Anomaly, Status
 from monitors.rules.kinds import KINDS
 from monitors.settings import Settings, SettingsError
-from monitors.store.tables import LeaseHeld
+
+if TYPE_CHECKING:
+    from monitors.store.tables import TableStore
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # bad usage or bad settings
 EXIT_UNVERIFIED = 3
+EXIT_UNAVAILABLE = 4  # the state store (or another dependency) could not be reached
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,53 +101,76 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_json(value: Any) -> None:
+    """The one JSON document a ``--json`` command writes to standard output."""
     print(json.dumps(value, indent=2, sort_keys=False, default=str))
 
 
+def _note(text: str) -> None:
+    """Anything besides a command's result goes to standard error, so `--json | jq` works."""
+    print(text, file=sys.stderr)
+
+
+def _report_dispatch(ran: service.Ran[Any]) -> None:
+    sent = ran.dispatched.report if ran.dispatched is not None else None
+    if sent is not None and (sent.messages_sent or sent.retry_scheduled):
+        _note(
+            f"Teams: {sent.messages_sent} messages sent ({sent.items_sent} alerts), "
+            f"{sent.retry_scheduled} to retry, {sent.pending} pending"
+        )
+
+
+def _skipped(ran: service.Ran[Any]) -> int | None:
+    if ran.skipped is None:
+        return None
+    _note(f"etg-monitor: {ran.skipped}; nothing done")
+    return EXIT_UNVERIFIED
+
+
+def _job_result(
+    ran: service.Ran[Any], as_json: bool, text: Callable[[dict[str, Any]], str]
+) -> dict[str, Any] | None:
+    """A job command's result printed (JSON or text); None when the job did not run."""
+    if ran.skipped is not None or ran.report is None:
+        _note(f"etg-monitor: {ran.skipped or 'the job did not run'}; nothing done")
+        return None
+    _report_dispatch(ran)
+    data: dict[str, Any] = ran.report.to_json()
+    print(json.dumps(data, indent=2, default=str) if as_json else text(data))
+    return data
+
+
 async def _check_config(settings: Settings, as_json: bool, clock: Clock | None = None) -> int:
-    from monitors.jobs.config_check import check_config
-    from monitors.jobs.context import open_context
     from monitors.render import config_report_text
 
-    async with open_context(settings, clock=clock) as ctx:
-        report = await check_config(ctx)
-    await _dispatch_after(settings, clock)
-    data = report.to_json()
-    if as_json:
-        _print_json(data)
-    else:
-        print(config_report_text(data))
+    data = _job_result(
+        await service.check_config(settings, clock=clock), as_json, config_report_text
+    )
+    if data is None:
+        return EXIT_UNVERIFIED
     if any(p["status"] == "broken" for p in data["policies"] or []) or data["tenant_findings"]:
         return EXIT_FINDINGS
     return EXIT_UNVERIFIED if data["unverified"] else EXIT_OK
 
 
 async def _scan(settings: Settings, as_json: bool, clock: Clock | None = None) -> int:
-    from monitors.jobs.context import open_context
-    from monitors.jobs.scan import run_scan
     from monitors.render import scan_report_text
 
-    async with open_context(settings, clock=clock) as ctx:
-        report = await run_scan(ctx)
-    await _dispatch_after(settings, clock)
-    data = report.to_json()
-    if as_json:
-        _print_json(data)
-    else:
-        print(scan_report_text(data))
+    data = _job_result(await service.scan(settings, clock=clock), as_json, scan_report_text)
+    if data is None:
+        return EXIT_UNVERIFIED
     if data["findings"]:
         return EXIT_FINDINGS
     return EXIT_UNVERIFIED if data["outcome"] != "ok" else EXIT_OK
 
 
 async def _anomalies(settings: Settings, as_json: bool, status: str) -> int:
-    from monitors.jobs.context import open_store
     from monitors.render import anomalies_text
 
-    async with open_store(settings) as store:
-        rows = [
-            a async for a in store.anomalies.iter() if status == "all" or a.status is Status(status)
-        ]
+    async def read(store: TableStore) -> list[Anomaly]:
+        wanted = None if status == "all" else Status(status)
+        return [a async for a in store.anomalies.iter(status=wanted)]
+
+    rows = await service.read_store(settings, read)
     rows.sort(key=lambda a: (a.first_seen, a.kind, a.subject.key))
     if as_json:
         _print_json([a.to_json() for a in rows])
@@ -153,7 +180,6 @@ async def _anomalies(settings: Settings, as_json: bool, status: str) -> int:
 
 
 async def _suppress(settings: Settings, args: argparse.Namespace) -> int:
-    from monitors.jobs.context import open_store
     from monitors.jobs.suppressions import new_suppression, settle_suppressions
     from monitors.rules.suppression import SuppressionScope
 
@@ -166,34 +192,37 @@ async def _suppress(settings: Settings, args: argparse.Namespace) -> int:
     try:
         suppression = new_suppression(scope, value, args.reason, now, args.expires, args.by)
     except ValueError as exc:
-        print(f"etg-monitor: {exc}", file=sys.stderr)
+        _note(f"etg-monitor: {exc}")
         return EXIT_USAGE
-    async with open_store(settings) as store:
+
+    async def write(store: TableStore) -> int:
         await store.suppressions.add(suppression)
-        changed = await settle_suppressions(store, now)
+        return len(await settle_suppressions(store, now))
+
+    changed = await service.read_store(settings, write)
     print(f"suppression {suppression.id}: {suppression.describe()}")
-    print(f"{len(changed)} anomalies now suppressed")
+    print(f"{changed} anomalies now suppressed")
     return EXIT_OK
 
 
 async def _unsuppress(settings: Settings, suppression_id: str) -> int:
-    from monitors.jobs.context import open_store
     from monitors.jobs.suppressions import settle_suppressions
 
-    async with open_store(settings) as store:
+    async def write(store: TableStore) -> int | None:
         if not await store.suppressions.remove(suppression_id):
-            print(f"etg-monitor: no suppression {suppression_id}", file=sys.stderr)
-            return EXIT_USAGE
-        changed = await settle_suppressions(store, SystemClock().now())
-    print(f"suppression {suppression_id} lifted; {len(changed)} anomalies open again")
+            return None
+        return len(await settle_suppressions(store, SystemClock().now()))
+
+    changed = await service.read_store(settings, write)
+    if changed is None:
+        _note(f"etg-monitor: no suppression {suppression_id}")
+        return EXIT_USAGE
+    print(f"suppression {suppression_id} lifted; {changed} anomalies open again")
     return EXIT_OK
 
 
 async def _suppressions(settings: Settings, as_json: bool) -> int:
-    from monitors.jobs.context import open_store
-
-    async with open_store(settings) as store:
-        rows = await store.suppressions.all()
+    rows = await service.read_store(settings, lambda store: store.suppressions.all())
     now = SystemClock().now()
     if as_json:
         _print_json([{**s.to_json(), "active": s.active(now)} for s in rows])
@@ -206,30 +235,19 @@ async def _suppressions(settings: Settings, as_json: bool) -> int:
     return EXIT_OK
 
 
-async def _dispatch_after(settings: Settings, clock: Clock | None) -> None:
-    if not settings.teams_webhook_url:
-        return
-    from monitors.jobs.context import open_store
-    from monitors.jobs.dispatch import dispatch_alerts
-
-    async with open_store(settings) as store:
-        result = await dispatch_alerts(store, settings, (clock or SystemClock()).now())
-    if result.messages_sent or result.retry_scheduled:
-        print(
-            f"Teams: {result.messages_sent} messages sent ({result.items_sent} alerts), "
-            f"{result.retry_scheduled} to retry, {result.pending} pending"
-        )
-
-
 async def _alerts(settings: Settings, args: argparse.Namespace) -> int:
-    from monitors.jobs.context import open_store
     from monitors.store.outbox import OutboxRepository
 
     if args.action == "send":
-        await _dispatch_after(settings, None)
+        ran = await service.send_alerts(settings)
+        if (code := _skipped(ran)) is not None or ran.report is None:
+            return code or EXIT_UNVERIFIED
+        if args.json:
+            _print_json(ran.report.to_json())
+        else:
+            _report_dispatch(service.Ran(ran.job, None, dispatched=ran))
         return EXIT_OK
-    async with open_store(settings) as store:
-        items = await OutboxRepository(store).items()
+    items = await service.read_store(settings, lambda store: OutboxRepository(store).items())
     if args.json:
         _print_json([i.to_json() for i in items])
         return EXIT_OK
@@ -238,9 +256,9 @@ async def _alerts(settings: Settings, args: argparse.Namespace) -> int:
     for i in items:
         row = i.to_json()
         print(
-            f"{row['status']:<8} {row['created_at'][:19]}  {row['change']:<12} "
-            f"{row['kind']:<28} {row['subject'] or ''}"
-            + (f"  (attempts {row['attempts']}, {row['last_error']})" if row["last_error"] else "")
+            f"{i.status:<8} {i.created_at.isoformat()[:19]}  {i.change:<12} "
+            f"{row['kind']!s:<28} {row['subject'] or ''}"
+            + (f"  (attempts {i.attempts}, {i.last_error})" if i.last_error else "")
         )
     return EXIT_OK
 
@@ -249,86 +267,87 @@ def _preview(kind: str | None, graph_endpoint: str) -> int:
     from monitors.alerts.cards import anomaly_card, message, size_of
     from monitors.alerts.samples import sample_anomaly
 
-    if kind not in KINDS:
-        print(
-            f"etg-monitor: alerts preview needs a kind: {', '.join(sorted(KINDS))}", file=sys.stderr
-        )
+    if kind is None or kind not in KINDS:
+        _note(f"etg-monitor: alerts preview needs a kind: {', '.join(sorted(KINDS))}")
         return EXIT_USAGE
     payload = message(anomaly_card(sample_anomaly(kind).to_json(), "opened", graph_endpoint))
     _print_json(payload)
-    print(f"# {size_of(payload)} bytes", file=sys.stderr)
+    _note(f"# {size_of(payload)} bytes")
     return EXIT_OK
 
 
 async def _summary(settings: Settings, args: argparse.Namespace, clock: Clock | None = None) -> int:
-    from monitors.jobs.context import open_store
-    from monitors.jobs.summary import weekly_summary
-    from monitors.summary.compute import IsoWeek, headline
+    from monitors.summary.compute import IsoWeek
     from monitors.summary.html import render_html
 
     now = (clock or SystemClock()).now()
     try:
         week = IsoWeek.parse(args.week) if args.week else IsoWeek.last_complete(now)
     except ValueError as exc:
-        print(f"etg-monitor: {exc}", file=sys.stderr)
+        _note(f"etg-monitor: {exc}")
         return EXIT_USAGE
-    async with open_store(settings) as store:
-        data = await weekly_summary(store, week, now, queue_card=False)
+    data = await service.summary_of_week(settings, week, clock=clock)
     if args.html:
         Path(args.html).write_text(render_html(data), encoding="utf-8")  # noqa: ASYNC240
     if args.json:
         _print_json(data)
-    else:
-        c, d = data["compliance"], data["deployments"]
-        print(headline(data))
-        print(
-            f"  deployments {d['total']}: {d['success']} succeeded, {d['failed']} failed, "
-            f"{d['in_progress']} in progress"
-        )
-        print(
-            f"  on time {c['on_time']}, late {c['late']}, missing {c['missing']}, "
-            f"no ETG {c['no_etg']}, pending {c['pending']}, unverified {c['unverified']}"
-        )
-        lead = data["lead_time_minutes"]
-        print(
-            f"  joined before completion by {lead['median']} min (median), "
-            f"{lead['p95']} min (95th percentile)"
-        )
-        print(
-            f"  anomalies opened {data['anomalies_opened']['total']}, resolved "
-            f"{data['anomalies_resolved']['total']}, open {data['open_anomalies']['total']}"
-        )
-        if args.html:
-            print(f"  report written to {args.html}")
+        return EXIT_OK
+    print(_summary_text(data))
+    if args.html:
+        print(f"  report written to {args.html}")
     return EXIT_OK
+
+
+def _summary_text(data: dict[str, Any]) -> str:
+    from monitors.summary.compute import headline
+
+    c, d, lead = data["compliance"], data["deployments"], data["lead_time_minutes"]
+    return "\n".join(
+        [
+            headline(data),
+            f"  deployments {d['total']}: {d['success']} succeeded, {d['failed']} failed, "
+            f"{d['in_progress']} in progress",
+            f"  on time {c['on_time']}, late {c['late']}, missing {c['missing']}, "
+            f"no ETG {c['no_etg']}, pending {c['pending']}, unverified {c['unverified']}",
+            f"  joined before completion by {lead['median']} min (median), "
+            f"{lead['p95']} min (95th percentile)",
+            f"  anomalies opened {data['anomalies_opened']['total']}, resolved "
+            f"{data['anomalies_resolved']['total']}, open {data['open_anomalies']['total']}",
+        ]
+    )
+
+
+def _health_text(report: dict[str, Any]) -> str:
+    lines = [f"monitor: {report['status']}"]
+    lines += [f"  PROBLEM: {problem}" for problem in report["problems"]]
+    for job, state in report["jobs"].items():
+        outcome = state.get("last_outcome", state.get("state"))
+        lines.append(
+            f"  {job:<15} {outcome:<15} last success {state.get('last_success') or 'never'}"
+            + ("  OVERDUE" if state.get("overdue") else "")
+        )
+    lines.append(f"  open anomalies: {report['open_anomalies'] or 'none'}")
+    if report["missing_permissions"]:
+        lines.append(f"  missing Graph permissions: {', '.join(report['missing_permissions'])}")
+    outbox = report["outbox"]
+    lines.append(f"  alerts: {outbox['pending']} pending, {outbox['failed']} failed")
+    return "\n".join(lines)
 
 
 async def _subscriptions(
     settings: Settings, args: argparse.Namespace, clock: Clock | None = None
 ) -> int:
-    from monitors.jobs.context import open_context, open_store
-    from monitors.jobs.subscriptions import subscription_rows, sync_subscriptions
+    from monitors.jobs.subscriptions import subscription_rows
     from monitors.store.notifications import NotificationStore
 
     now = (clock or SystemClock()).now()
     if args.action == "sync":
-        async with open_context(settings, clock=clock) as ctx:
-            report = await sync_subscriptions(ctx)
-        data = report.to_json()
-        if args.json:
-            _print_json(data)
-        elif not report.configured:
-            print("Not configured: set ETG_NOTIFICATION_URL and ETG_CLIENT_STATE.")
-        else:
-            print(
-                f"created {len(report.created)}, renewed {len(report.renewed)}, "
-                f"removed {len(report.deleted)}, unchanged {len(report.kept)}"
-            )
-            for item in data["unverified"]:
-                print(f"  could not verify: {item['source']}: {item['detail']}")
-        return EXIT_UNVERIFIED if report.unverified else EXIT_OK
-    async with open_store(settings) as store:
-        rows = subscription_rows(await NotificationStore(store).subscriptions(), now)
+        return await _sync(settings, args.json, clock)
+
+    async def read(store: TableStore) -> list[dict[str, Any]]:
+        return subscription_rows(await NotificationStore(store).subscriptions(), now)
+
+    rows = await service.read_store(settings, read)
     if args.json:
         _print_json(rows)
         return EXIT_OK
@@ -342,29 +361,32 @@ async def _subscriptions(
     return EXIT_OK
 
 
-async def _health(settings: Settings, as_json: bool) -> int:
-    from monitors.jobs.context import open_store
-    from monitors.jobs.health import health_report
+async def _sync(settings: Settings, as_json: bool, clock: Clock | None) -> int:
+    ran = await service.sync_subscriptions(settings, clock=clock)
+    if (code := _skipped(ran)) is not None or ran.report is None:
+        return code or EXIT_UNVERIFIED
+    report = ran.report
+    data = report.to_json()
+    if as_json:
+        _print_json(data)
+    elif not report.configured:
+        print("Not configured: set ETG_NOTIFICATION_URL and ETG_CLIENT_STATE.")
+    else:
+        print(
+            f"created {len(report.created)}, renewed {len(report.renewed)}, "
+            f"removed {len(report.deleted)}, unchanged {len(report.kept)}"
+        )
+        for item in report.unverified:
+            print(f"  could not verify: {item.source}: {item.detail}")
+    return EXIT_UNVERIFIED if report.unverified else EXIT_OK
 
-    async with open_store(settings) as store:
-        healthy, report = await health_report(store, SystemClock().now())
+
+async def _health(settings: Settings, as_json: bool) -> int:
+    healthy, report = await service.health(settings)
     if as_json:
         _print_json(report)
     else:
-        print(f"monitor: {report['status']}")
-        for problem in report["problems"]:
-            print(f"  PROBLEM: {problem}")
-        for job, state in report["jobs"].items():
-            outcome = state.get("last_outcome", state.get("state"))
-            print(
-                f"  {job:<15} {outcome:<15} last success {state.get('last_success') or 'never'}"
-                + ("  OVERDUE" if state.get("overdue") else "")
-            )
-        print(f"  open anomalies: {report['open_anomalies'] or 'none'}")
-        if report["missing_permissions"]:
-            print(f"  missing Graph permissions: {', '.join(report['missing_permissions'])}")
-        outbox = report["outbox"]
-        print(f"  alerts: {outbox['pending']} pending, {outbox['failed']} failed")
+        print(_health_text(report))
     return EXIT_OK if healthy else EXIT_UNVERIFIED
 
 
@@ -376,41 +398,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         endpoint = os.environ.get("ETG_GRAPH_ENDPOINT") or "https://graph.microsoft.com"
         return _preview(args.kind, endpoint.rstrip("/"))
     try:
-        settings = Settings.from_env(os.environ)
+        settings = service.load_settings(os.environ, log_level=level)
+        return asyncio.run(_dispatch(args, settings))
     except SettingsError as exc:
-        print(f"etg-monitor: {exc}", file=sys.stderr)
+        _note(f"etg-monitor: {exc}")
         return EXIT_USAGE
-    configure_logging(settings.log_format, level)
-    try:
-        return _dispatch(args, settings)
-    except LeaseHeld as held:
-        print(f"etg-monitor: another {held} run is in progress; nothing done", file=sys.stderr)
-        return EXIT_UNVERIFIED
+    except Unavailable as exc:
+        _note(f"etg-monitor: {exc}")
+        return EXIT_UNAVAILABLE
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    register_secret(settings.storage_connection)
-    register_secret(settings.teams_webhook_url)
-    register_secret(settings.notification_url)
-    register_secret(settings.client_state)
-    if args.command == "check-config":
-        return asyncio.run(_check_config(settings, args.json))
-    if args.command == "scan":
-        return asyncio.run(_scan(settings, args.json))
-    if args.command == "anomalies":
-        return asyncio.run(_anomalies(settings, args.json, args.status))
-    if args.command == "suppress":
-        return asyncio.run(_suppress(settings, args))
-    if args.command == "unsuppress":
-        return asyncio.run(_unsuppress(settings, args.id))
-    if args.command == "suppressions":
-        return asyncio.run(_suppressions(settings, args.json))
-    if args.command == "alerts":
-        return asyncio.run(_alerts(settings, args))
-    if args.command == "summary":
-        return asyncio.run(_summary(settings, args))
-    if args.command == "subscriptions":
-        return asyncio.run(_subscriptions(settings, args))
-    if args.command == "health":
-        return asyncio.run(_health(settings, args.json))
-    raise AssertionError(f"unhandled command {args.command}")
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command = args.command
+    if command == "check-config":
+        return await _check_config(settings, args.json)
+    if command == "scan":
+        return await _scan(settings, args.json)
+    if command == "anomalies":
+        return await _anomalies(settings, args.json, args.status)
+    if command == "suppress":
+        return await _suppress(settings, args)
+    if command == "unsuppress":
+        return await _unsuppress(settings, args.id)
+    if command == "suppressions":
+        return await _suppressions(settings, args.json)
+    if command == "alerts":
+        return await _alerts(settings, args)
+    if command == "summary":
+        return await _summary(settings, args)
+    if command == "subscriptions":
+        return await _subscriptions(settings, args)
+    if command == "health":
+        return await _health(settings, args.json)
+    raise AssertionError(f"unhandled command {command}")

@@ -17,6 +17,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 REDACTED = "[redacted]"
 
@@ -86,18 +87,55 @@ def running_in_azure() -> bool:
     return bool(os.environ.get("WEBSITE_INSTANCE_ID") or os.environ.get("FUNCTIONS_WORKER_RUNTIME"))
 
 
-def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
-    return structlog.PrintLogger(sys.stderr)
+ROOT_LOGGER = "etg_monitor"
+
+
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever stderr is at each record: it may be replaced after configuration
+    (test capture, host redirection), and a log line must never fail a job."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Assigned, not setStream(): that flushes the previous stream, which may be closed.
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _stdlib_logger(*args: Any) -> logging.Logger:
+    """Every structlog logger is a standard logger under ``etg_monitor``, so one place decides
+    where records go: the Functions worker's handler in Azure, stderr locally."""
+    name = str(args[0]) if args and args[0] else ROOT_LOGGER
+    if name != ROOT_LOGGER and not name.startswith(ROOT_LOGGER + "."):
+        name = f"{ROOT_LOGGER}.{name}"
+    return logging.getLogger(name)
 
 
 def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> None:
-    """Idempotent; called from entry points, never at import time."""
-    use_json = log_format == "json" or (log_format == "auto" and running_in_azure())
+    """Idempotent; called from entry points, never at import time.
+
+    Records leave through the standard ``logging`` module. In Azure the Python worker installs
+    a handler on the root logger that forwards each record to the Functions host with its level
+    and the invocation it belongs to, so Application Insights shows the severity and the
+    operation id (Azure Functions Python developer guide, "Logging"); our records propagate to
+    it. Locally (the CLI, tests) they go to stderr instead.
+    """
+    in_azure = running_in_azure()
+    use_json = log_format == "json" or (log_format == "auto" and in_azure)
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=True)
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    base = logging.getLogger(ROOT_LOGGER)
+    base.setLevel(level)
+    for handler in [h for h in base.handlers if isinstance(h, _CurrentStderr)]:
+        base.removeHandler(handler)
+    if in_azure:
+        base.propagate = True
+    else:
+        local = _CurrentStderr()
+        local.setFormatter(logging.Formatter("%(message)s"))
+        base.addHandler(local)
+        base.propagate = False
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -109,12 +147,11 @@ def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> No
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        # Look stderr up at each write: it may be replaced after configuration (test capture,
-        # host redirection), and a log line must never fail a job.
-        logger_factory=_stderr_logger,
+        logger_factory=_stdlib_logger,
         cache_logger_on_first_use=False,
     )
 
 
-def get_logger(name: str) -> Any:
-    return structlog.get_logger(name)
+def get_logger(name: str) -> FilteringBoundLogger:
+    logger: FilteringBoundLogger = structlog.get_logger(name)
+    return logger

@@ -1,7 +1,9 @@
 """The dispatcher: sends pending outbox items to Teams and records what happened.
 
 Delivery is at-least-once: an item is marked sent only after Teams answered 2xx, so a crash
-between the two can repeat that one message, and nothing else can. 429 honours Retry-After and
+between the two can repeat that one message, and nothing else can. Each message's items are
+claimed (an ETag-conditional update) just before the post, so dispatchers that overlap never
+send the same item twice. 429 honours Retry-After and
 stops the round (hammering a throttled webhook only prolongs it); other failures back off
 exponentially; items older than the configured age are given up and recorded as failed.
 """
@@ -17,11 +19,12 @@ import httpx
 import structlog
 
 from monitors.alerts.cards import anomaly_card, digest_card, fit, message
+from monitors.models import JSON, fields_json, json_object
 from monitors.retry import retry_after_seconds
-from monitors.store.outbox import OutboxItem, OutboxRepository
+from monitors.rules.kinds import severity_rank
+from monitors.store.outbox import OutboxItem, OutboxRepository, OutboxStatus
 from monitors.store.tables import TableStore
 
-OPENING = ("opened", "reopened", "unsuppressed")
 MAX_BACKOFF = timedelta(hours=1)
 log = structlog.get_logger("etg_monitor.alerts")
 
@@ -34,18 +37,19 @@ class DispatchResult:
     gave_up: int = 0
     pending: int = 0
     throttled: bool = False
+    # Items another dispatcher had claimed first: it sends them, this run does not.
+    claimed_elsewhere: int = 0
     errors: list[str] = field(default_factory=list)
+    configured: bool = True
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "messages_sent": self.messages_sent,
-            "items_sent": self.items_sent,
-            "retry_scheduled": self.retry_scheduled,
-            "gave_up": self.gave_up,
-            "pending": self.pending,
-            "throttled": self.throttled,
-            "errors": self.errors,
-        }
+    @property
+    def outcome(self) -> str:
+        if not self.configured:
+            return "not configured"
+        return "ok" if not self.errors and not self.gave_up else "degraded"
+
+    def to_json(self) -> dict[str, JSON]:
+        return fields_json(self, omit=["configured"])
 
 
 @dataclass
@@ -55,19 +59,26 @@ class Outgoing:
     label: str
 
 
+def _urgency(item: OutboxItem) -> tuple[int, bool, str]:
+    """Most severe first; then policy-level before device-level; then oldest first."""
+    kind = str(item.payload.get("kind") or "")
+    return severity_rank(kind), item.payload.get("scope") == "device", item.row_key
+
+
 def plan_messages(items: list[OutboxItem], threshold: int, graph_endpoint: str) -> list[Outgoing]:
     """Pure: pending items -> messages. A run that opens (or resolves) more than ``threshold``
-    anomalies becomes one digest; policy-level anomalies go first."""
+    anomalies becomes one digest; the most severe go first, policy-level before device-level."""
     groups: dict[tuple[str, str], list[OutboxItem]] = defaultdict(list)
     out: list[Outgoing] = []
     for item in items:
         if item.change == "summary":
-            out.append(Outgoing([item], message(fit(item.payload["card"])), "weekly summary"))
+            card = json_object(item.payload.get("card"))
+            out.append(Outgoing([item], message(fit(card)), "weekly summary"))
             continue
         direction = "resolved" if item.change == "resolved" else "opened"
         groups[(item.run_id, direction)].append(item)
     for (_run, direction), group in groups.items():
-        group.sort(key=lambda i: (i.payload.get("scope") == "device", i.row_key))
+        group.sort(key=_urgency)
         if len(group) > threshold:
             card = digest_card([i.payload for i in group], direction, graph_endpoint)
             out.append(Outgoing(group, message(card), f"digest of {len(group)} {direction}"))
@@ -80,7 +91,7 @@ def plan_messages(items: list[OutboxItem], threshold: int, graph_endpoint: str) 
                 )
                 for i in group
             )
-    out.sort(key=lambda m: (m.items[0].payload.get("scope") == "device", m.items[0].row_key))
+    out.sort(key=lambda m: _urgency(m.items[0]))
     return out
 
 
@@ -102,19 +113,58 @@ async def dispatch(
     webhook_url: str | None,
     now: datetime,
     *,
+    owner: str,
     graph_endpoint: str,
     threshold: int = 5,
     max_age: timedelta = timedelta(hours=24),
     http: httpx.AsyncClient | None = None,
     timeout_seconds: float = 15.0,
 ) -> DispatchResult:
+    """Deliver what is due. ``owner`` (the run id) claims each message's items just before
+    its post, so two dispatchers that overlap despite the job lease still send it once."""
     outbox = OutboxRepository(store)
     result = DispatchResult()
-    pending = await outbox.items("pending")
+    waiting = await outbox.waiting()
+    due = await _give_up_stale(outbox, waiting, now, max_age, result)
+    result.pending = len(waiting) - result.gave_up
+    if not webhook_url or not due:
+        return result
+    client = http or httpx.AsyncClient(timeout=httpx.Timeout(timeout_seconds, connect=5.0))
+    # A claim outlives the longest a post can take, so it never lapses while its owner waits.
+    hold = timedelta(seconds=2 * timeout_seconds + 60)
+    planned = plan_messages(due, threshold, graph_endpoint)
+    try:
+        for index, outgoing in enumerate(planned):
+            if not await _claim(outbox, outgoing, owner, now, hold):
+                result.claimed_elsewhere += len(outgoing.items)
+                continue
+            stop = await _deliver(client, webhook_url, outbox, outgoing, now, result)
+            if stop is not None:
+                wait, error = stop
+                for later in planned[index + 1 :]:
+                    await _schedule(outbox, later, now, wait, error, result, attempted=False)
+                break
+    finally:
+        if http is None:
+            await client.aclose()
+    return result
+
+
+async def _give_up_stale(
+    outbox: OutboxRepository,
+    waiting: list[OutboxItem],
+    now: datetime,
+    max_age: timedelta,
+    result: DispatchResult,
+) -> list[OutboxItem]:
+    """Items too old to be worth sending are recorded as failed; the rest that are due now."""
     due: list[OutboxItem] = []
-    for item in pending:
+    for item in waiting:
+        if item.status is OutboxStatus.SENDING and not item.due(now):
+            continue  # another dispatcher is delivering it right now
         if now - item.created_at > max_age:
-            item.status, item.last_error = "failed", f"gave up after {max_age} without delivery"
+            item.status = OutboxStatus.FAILED
+            item.last_error = f"gave up after {max_age} without delivery"
             if await outbox.update(item):
                 result.gave_up += 1
                 log.error(
@@ -123,58 +173,67 @@ async def dispatch(
                     kind=item.payload.get("kind"),
                     attempts=item.attempts,
                 )
-        elif item.next_attempt_at is None or item.next_attempt_at <= now:
+        elif item.due(now):
             due.append(item)
-    result.pending = len(pending) - result.gave_up
-    if not webhook_url or not due:
-        return result
+    return due
 
-    client = http or httpx.AsyncClient(timeout=httpx.Timeout(timeout_seconds, connect=5.0))
-    planned = plan_messages(due, threshold, graph_endpoint)
+
+async def _claim(
+    outbox: OutboxRepository, outgoing: Outgoing, owner: str, now: datetime, hold: timedelta
+) -> bool:
+    """Claim every item of one message, or none: a message is sent only by the dispatcher that
+    holds all its items."""
+    claimed: list[OutboxItem] = []
+    for item in outgoing.items:
+        if not await outbox.claim(item, owner, now, hold):
+            for mine in claimed:
+                mine.status, mine.claimed_by, mine.claimed_until = OutboxStatus.PENDING, "", None
+                await outbox.update(mine)
+            log.info("alert.claimed_elsewhere", what=outgoing.label)
+            return False
+        claimed.append(item)
+    return True
+
+
+async def _deliver(
+    client: httpx.AsyncClient,
+    webhook_url: str,
+    outbox: OutboxRepository,
+    outgoing: Outgoing,
+    now: datetime,
+    result: DispatchResult,
+) -> tuple[timedelta, str] | None:
+    """Post one claimed message and record the outcome. Returns (wait, error) when the rest
+    of this round must wait too."""
     try:
-        for index, outgoing in enumerate(planned):
-            try:
-                response = await client.post(webhook_url, json=outgoing.payload)
-            except httpx.HTTPError as exc:
-                # Unreachable or timing out: the next message would wait just as long, so the
-                # rest of this run's messages wait with it. A timed-out post may still have
-                # been delivered; retrying it can repeat that one message, never drop it.
-                wait = _backoff(outgoing.items[0].attempts + 1)
-                error = type(exc).__name__
-                await _schedule(outbox, outgoing, now, wait, error, result)
-                for later in planned[index + 1 :]:
-                    await _schedule(outbox, later, now, wait, error, result, attempted=False)
-                break
-            if 200 <= response.status_code < 300:
-                for item in outgoing.items:
-                    item.status, item.sent_at, item.last_error = "sent", now, ""
-                    item.attempts += 1
-                    await outbox.update(item)
-                result.messages_sent += 1
-                result.items_sent += len(outgoing.items)
-                result.pending -= len(outgoing.items)
-                log.info("alert.sent", what=outgoing.label, items=len(outgoing.items))
-            elif response.status_code == 429:
-                # The webhook as a whole is throttled: everything still queued waits too.
-                wait = timedelta(seconds=_retry_after(response))
-                await _schedule(outbox, outgoing, now, wait, "429", result)
-                for later in planned[index + 1 :]:
-                    await _schedule(outbox, later, now, wait, "429", result, attempted=False)
-                result.throttled = True
-                break
-            else:
-                await _schedule(
-                    outbox,
-                    outgoing,
-                    now,
-                    _backoff(outgoing.items[0].attempts + 1),
-                    f"HTTP {response.status_code}",
-                    result,
-                )
-    finally:
-        if http is None:
-            await client.aclose()
-    return result
+        response = await client.post(webhook_url, json=outgoing.payload)
+    except httpx.HTTPError as exc:
+        # Unreachable or timing out: the next message would wait just as long, so the rest of
+        # this run's messages wait with it. A timed-out post may still have been delivered;
+        # retrying it can repeat that one message, never drop it.
+        wait = _backoff(outgoing.items[0].attempts + 1)
+        await _schedule(outbox, outgoing, now, wait, type(exc).__name__, result)
+        return wait, type(exc).__name__
+    if 200 <= response.status_code < 300:
+        for item in outgoing.items:
+            item.status, item.sent_at, item.last_error = OutboxStatus.SENT, now, ""
+            item.claimed_until = None
+            item.attempts += 1
+            await outbox.update(item)
+        result.messages_sent += 1
+        result.items_sent += len(outgoing.items)
+        result.pending -= len(outgoing.items)
+        log.info("alert.sent", what=outgoing.label, items=len(outgoing.items))
+        return None
+    if response.status_code == 429:
+        # The webhook as a whole is throttled: everything still queued waits too.
+        wait = timedelta(seconds=_retry_after(response))
+        await _schedule(outbox, outgoing, now, wait, "429", result)
+        result.throttled = True
+        return wait, "429"
+    wait = _backoff(outgoing.items[0].attempts + 1)
+    await _schedule(outbox, outgoing, now, wait, f"HTTP {response.status_code}", result)
+    return None
 
 
 async def _schedule(
@@ -189,6 +248,7 @@ async def _schedule(
 ) -> None:
     for item in outgoing.items:
         item.attempts += 1 if attempted else 0
+        item.status, item.claimed_by, item.claimed_until = OutboxStatus.PENDING, "", None
         item.next_attempt_at = now + delay
         item.last_error = error
         await outbox.update(item)

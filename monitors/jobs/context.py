@@ -1,4 +1,5 @@
-"""What every job run gets: settings, clients, the clock, a logger bound to a run id."""
+"""The job runner: what every job run gets (settings, clients, the clock, a logger bound to a
+run id), and the one way a job runs: under its lease, with its outcome recorded for health."""
 
 from __future__ import annotations
 
@@ -7,17 +8,24 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, TypeVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from monitors.clock import Clock, SystemClock
-from monitors.graph.client import GraphClient
+from monitors.failures import is_dependency_failure
 from monitors.logs import scrub
 from monitors.models import Unverified
 from monitors.settings import Settings
+from monitors.store.runs import RunRepository
 from monitors.store.tables import TableStore
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    from monitors.graph.client import GraphClient
 
 T = TypeVar("T")
 
@@ -25,11 +33,21 @@ T = TypeVar("T")
 @dataclass
 class JobContext:
     settings: Settings
-    graph: GraphClient
     store: TableStore
     clock: Clock
     run_id: str
-    log: Any
+    log: FilteringBoundLogger
+    graph_client: GraphClient | None = None
+
+    @property
+    def graph(self) -> GraphClient:
+        if self.graph_client is None:
+            raise RuntimeError("this job was opened without a Graph client")
+        return self.graph_client
+
+    @property
+    def graph_requests(self) -> int:
+        return self.graph_client.request_count if self.graph_client is not None else 0
 
 
 @asynccontextmanager
@@ -37,25 +55,33 @@ async def open_context(
     settings: Settings,
     *,
     clock: Clock | None = None,
-    graph_credential: Any = None,
-    storage_credential: Any = None,
+    graph_credential: AsyncTokenCredential | None = None,
+    storage_credential: AsyncTokenCredential | None = None,
+    with_graph: bool = True,
 ) -> AsyncIterator[JobContext]:
+    """``with_graph=False`` for jobs that only read and write the store (alerts, the weekly
+    summary): they then neither load the Graph SDK nor open its connections."""
     run_id = uuid.uuid4().hex[:12]
-    log = structlog.get_logger("etg_monitor").bind(run_id=run_id)
-    async with (
-        GraphClient(
-            settings,
-            credential=graph_credential,
-            retry_budget_seconds=settings.graph_retry_budget_seconds,
-        ) as graph,
-        TableStore(settings, credential=storage_credential) as store,
-    ):
+    log: FilteringBoundLogger = structlog.get_logger("etg_monitor").bind(run_id=run_id)
+    async with TableStore(settings, credential=storage_credential) as store:
         with structlog.contextvars.bound_contextvars(run_id=run_id):
-            yield JobContext(settings, graph, store, clock or SystemClock(), run_id, log)
+            if not with_graph:
+                yield JobContext(settings, store, clock or SystemClock(), run_id, log)
+                return
+            from monitors.graph.client import GraphClient
+
+            async with GraphClient(
+                settings,
+                credential=graph_credential,
+                retry_budget_seconds=settings.graph_retry_budget_seconds,
+            ) as graph:
+                yield JobContext(settings, store, clock or SystemClock(), run_id, log, graph)
 
 
 @asynccontextmanager
-async def open_store(settings: Settings, *, credential: Any = None) -> AsyncIterator[TableStore]:
+async def open_store(
+    settings: Settings, *, credential: AsyncTokenCredential | None = None
+) -> AsyncIterator[TableStore]:
     async with TableStore(settings, credential=credential) as store:
         yield store
 
@@ -90,52 +116,52 @@ async def _run(
     job: str,
     body: Callable[[], Awaitable[T]],
     summarize: Callable[[T], tuple[str, dict[str, Any], list[Unverified]]],
-    started: Any,
+    started: datetime,
     began: float,
 ) -> T:
-    await ctx.store.runs.record(job, {"LastStarted": started, "LastRunId": ctx.run_id})
+    runs = RunRepository(ctx.store)
+    await runs.started(job, ctx.run_id, started)
     ctx.log.info("job.started", job=job)
     try:
         result = await body()
     except Exception as exc:
         finished = ctx.clock.now()
-        ctx.log.exception("job.failed", job=job)
         error = scrub(f"{type(exc).__name__}: {exc}")[:500]
+        if is_dependency_failure(exc):
+            # Not a bug: one line says what failed; the caller tells the operator what to check.
+            ctx.log.error("job.failed", job=job, error=error)
+        else:
+            ctx.log.exception("job.failed", job=job)
         try:
-            await ctx.store.runs.record(
-                job, {"LastFinished": finished, "LastOutcome": "failed", "LastError": error}
-            )
+            await runs.failed(job, finished, error)
             await _monitor_anomaly(ctx, job, finished, error)
         except Exception:  # the store itself may be what failed; the original error matters more
             ctx.log.warning("job.failure_not_recorded", job=job)
         raise
     outcome, summary, unverified = summarize(result)
     finished = ctx.clock.now()
-    record: dict[str, Any] = {
-        "LastFinished": finished,
-        "LastOutcome": outcome,
-        "LastError": "",
-        "LastSummary": summary,
-        "LastUnverified": [u.to_json() for u in unverified],
-        "MissingPermissions": missing_permissions(unverified),
-        "GraphRequests": ctx.graph.request_count,
-    }
-    if outcome != "failed":
-        record["LastSuccess"] = finished
-    await ctx.store.runs.record(job, record)
+    await runs.finished(
+        job,
+        finished,
+        outcome,
+        summary,
+        [u.to_json() for u in unverified],
+        missing_permissions(unverified),
+        ctx.graph_requests,
+    )
     await _monitor_anomaly(ctx, job, finished, None)
     ctx.log.info(
         "job.finished",
         job=job,
         outcome=outcome,
-        graph_requests=ctx.graph.request_count,
+        graph_requests=ctx.graph_requests,
         unverified=len(unverified),
         seconds=round(time.monotonic() - began, 3),
     )
     return result
 
 
-async def _monitor_anomaly(ctx: JobContext, job: str, now: Any, error: str | None) -> None:
+async def _monitor_anomaly(ctx: JobContext, job: str, now: datetime, error: str | None) -> None:
     """A failing job is an anomaly of the monitor itself: alerted once when it starts failing
     and once when it recovers, through the same lifecycle and outbox as any other."""
     from monitors.jobs.alerting import save_transitions

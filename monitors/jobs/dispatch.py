@@ -1,30 +1,35 @@
-"""The alert dispatch job: outbox -> Teams, with the monitor's own run record."""
+"""The alerts job: outbox -> Teams, run under its lease like every other job."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Any
 
 from monitors.alerts.dispatch import DispatchResult, dispatch
-from monitors.settings import Settings
-from monitors.store.tables import TableStore
+from monitors.jobs.context import JobContext, recorded_run
+from monitors.models import Unverified
 
 JOB = "alerts"
 
 
-async def dispatch_alerts(store: TableStore, settings: Settings, now: datetime) -> DispatchResult:
-    result = await dispatch(
-        store,
-        settings.teams_webhook_url,
-        now,
-        graph_endpoint=settings.graph_endpoint,
-        threshold=settings.alert_digest_threshold,
-        max_age=timedelta(hours=settings.alert_max_age_hours),
-    )
-    outcome = "ok" if not result.errors and not result.gave_up else "degraded"
-    if not settings.teams_webhook_url:
-        outcome = "not configured"
-    record = {"LastFinished": now, "LastOutcome": outcome, "LastSummary": result.to_json()}
-    if outcome == "ok":
-        record["LastSuccess"] = now
-    await store.runs.record(JOB, record)
-    return result
+def _summarize(result: DispatchResult) -> tuple[str, dict[str, Any], list[Unverified]]:
+    return result.outcome, result.to_json(), []
+
+
+async def dispatch_alerts(ctx: JobContext) -> DispatchResult:
+    settings = ctx.settings
+
+    async def body() -> DispatchResult:
+        result = await dispatch(
+            ctx.store,
+            settings.teams_webhook_url,
+            ctx.clock.now(),
+            owner=ctx.run_id,
+            graph_endpoint=settings.graph_endpoint,
+            threshold=settings.alert_digest_threshold,
+            max_age=timedelta(hours=settings.alert_max_age_hours),
+        )
+        result.configured = bool(settings.teams_webhook_url)
+        return result
+
+    return await recorded_run(ctx, JOB, body, _summarize)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from azure.core import MatchConditions
@@ -23,6 +24,15 @@ OUTBOX_TYPE = "outbox"
 SUMMARY_PARTITION = "_summary"
 
 
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    # Claimed by one dispatcher until ClaimedUntil; an expired claim (its dispatcher died
+    # before recording the outcome) is due again.
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
 @dataclass
 class OutboxItem:
     partition: str
@@ -31,13 +41,15 @@ class OutboxItem:
     created_at: datetime
     payload: dict[str, JSON]  # the anomaly (Anomaly.to_json) or a ready card
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    status: str = "pending"  # pending | sent | failed
+    status: OutboxStatus = OutboxStatus.PENDING
     attempts: int = 0
     next_attempt_at: datetime | None = None
     last_error: str = ""
     sent_at: datetime | None = None
     row_key: str = ""
     etag: str | None = None
+    claimed_by: str = ""
+    claimed_until: datetime | None = None
 
     def __post_init__(self) -> None:
         if not self.row_key:
@@ -59,11 +71,22 @@ class OutboxItem:
             "NextAttemptAt": self.next_attempt_at,
             "LastError": self.last_error[:500],
             "SentAt": self.sent_at.isoformat() if self.sent_at else "",
+            "ClaimedBy": self.claimed_by,
+            "ClaimedUntil": self.claimed_until.isoformat() if self.claimed_until else "",
         }
+
+    def due(self, now: datetime) -> bool:
+        """Waiting for delivery now: pending and past its back-off, or claimed by a dispatcher
+        whose claim has run out."""
+        if self.status is OutboxStatus.SENDING:
+            return self.claimed_until is None or self.claimed_until <= now
+        return self.status is OutboxStatus.PENDING and (
+            self.next_attempt_at is None or self.next_attempt_at <= now
+        )
 
     @classmethod
     def from_entity(cls, e: Any) -> OutboxItem:
-        sent = e.get("SentAt")
+        sent, claimed_until = e.get("SentAt"), e.get("ClaimedUntil")
         return cls(
             partition=e["PartitionKey"],
             change=e["Change"],
@@ -71,20 +94,22 @@ class OutboxItem:
             created_at=e["CreatedAt"],
             payload=loads_json(e.get("Payload"), {}),
             id=e["RowKey"].rsplit("|", 1)[-1],
-            status=e.get("Status", "pending"),
+            status=OutboxStatus(e.get("Status") or OutboxStatus.PENDING),
             attempts=int(e.get("Attempts") or 0),
             next_attempt_at=e.get("NextAttemptAt"),
             last_error=e.get("LastError", ""),
             sent_at=datetime.fromisoformat(sent) if sent else None,
             row_key=e["RowKey"],
             etag=e.metadata.get("etag") if hasattr(e, "metadata") else None,
+            claimed_by=e.get("ClaimedBy") or "",
+            claimed_until=datetime.fromisoformat(claimed_until) if claimed_until else None,
         )
 
     def to_json(self) -> dict[str, JSON]:
         p = self.payload
         return {
             "id": self.id,
-            "status": self.status,
+            "status": self.status.value,
             "change": self.change,
             "kind": p.get("kind") or self.partition,
             "subject": p.get("device_name") or p.get("policy_name") or p.get("title"),
@@ -101,11 +126,27 @@ class OutboxRepository:
     def __init__(self, store: TableStore) -> None:
         self._store = store
 
-    async def items(self, status: str | None = None) -> list[OutboxItem]:
+    async def items(self, *statuses: OutboxStatus | str) -> list[OutboxItem]:
+        """Outbox items in row-key (creation) order, narrowed server-side to some statuses."""
         table = await self._store.table(ANOMALIES)
-        query = "Type eq 'outbox'" + (f" and Status eq '{status}'" if status else "")
-        out = [OutboxItem.from_entity(e) async for e in table.query_entities(query)]
+        names = {f"s{i}": OutboxStatus(status).value for i, status in enumerate(statuses)}
+        query = "Type eq @type"
+        if names:
+            # Spaces around the parentheses: the SDK finds @names by splitting on spaces.
+            query += " and ( " + " or ".join(f"Status eq @{n}" for n in names) + " )"
+        entities = table.query_entities(query, parameters={"type": OUTBOX_TYPE, **names})
+        out = [OutboxItem.from_entity(e) async for e in entities]
         return sorted(out, key=lambda i: i.row_key)
+
+    async def waiting(self) -> list[OutboxItem]:
+        """Items not yet delivered or given up: pending, or claimed by a dispatcher."""
+        return await self.items(OutboxStatus.PENDING, OutboxStatus.SENDING)
+
+    async def claim(self, item: OutboxItem, owner: str, now: datetime, hold: timedelta) -> bool:
+        """Take the item for one delivery attempt, conditional on the ETag it was read with:
+        of two dispatchers that read the same item, exactly one claims it."""
+        item.status, item.claimed_by, item.claimed_until = OutboxStatus.SENDING, owner, now + hold
+        return await self.update(item)
 
     async def add(self, item: OutboxItem) -> bool:
         """False when an item with the same row key exists (a message already queued)."""

@@ -6,7 +6,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -20,7 +20,11 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from monitors.aio import OwnedResources
 from monitors.models import Anomaly, Scope, Status, Subject
 from monitors.rules.suppression import Suppression, SuppressionScope
-from monitors.settings import Settings
+from monitors.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    # Outbox rows live in the anomalies table; the outbox module builds on this one.
+    from monitors.store.outbox import OutboxItem
 
 ANOMALIES = "anomalies"
 # Entities in one Table transaction (entity group transaction), all of one partition.
@@ -68,7 +72,15 @@ class TableStore(OwnedResources):
         self.prefix = settings.table_prefix
         self._owned_credential = None
         if settings.storage_connection:
-            self._service = TableServiceClient.from_connection_string(settings.storage_connection)
+            try:
+                self._service = TableServiceClient.from_connection_string(
+                    settings.storage_connection
+                )
+            except ValueError:
+                # The SDK's message can quote the string, which holds the account key.
+                raise SettingsError(
+                    ["ETG_STORAGE_CONNECTION is not a usable storage connection string"]
+                ) from None
         else:
             if credential is None:
                 from azure.identity.aio import DefaultAzureCredential
@@ -80,7 +92,6 @@ class TableStore(OwnedResources):
             )
         self._ready: set[str] = set()
         self.anomalies = AnomalyRepository(self)
-        self.runs = RunRepository(self)
         self.suppressions = SuppressionRepository(self)
         self.leases = LeaseRepository(self)
 
@@ -169,21 +180,25 @@ class AnomalyRepository:
         """Anomalies (never the outbox rows sharing their partitions), optionally narrowed
         server-side to some kinds and one status."""
         table = await self._store.table(ANOMALIES)
-        where = "Type eq 'anomaly'"
+        where = "Type eq @type"
+        parameters: dict[str, str] = {"type": "anomaly"}
         if kinds is not None:
-            parts = [f"PartitionKey eq '{escape_key(k)}'" for k in kinds]
-            if not parts:
+            names = {f"k{i}": escape_key(k) for i, k in enumerate(kinds)}
+            if not names:
                 return
-            where += " and (" + " or ".join(parts) + ")"
+            # Spaces around the parentheses: the SDK finds @names by splitting on spaces.
+            where += " and ( " + " or ".join(f"PartitionKey eq @{n}" for n in names) + " )"
+            parameters.update(names)
         if status is not None:
-            where += f" and Status eq '{status.value}'"
-        async for entity in table.query_entities(where):
+            where += " and Status eq @status"
+            parameters["status"] = status.value
+        async for entity in table.query_entities(where, parameters=parameters):
             yield self.from_entity(entity)
 
     async def by_key(self, kinds: Iterable[str]) -> dict[str, Anomaly]:
         return {a.key: a async for a in self.iter(kinds)}
 
-    def _ops(self, anomaly: Anomaly, alert: Any) -> list[tuple[Any, ...]]:
+    def _ops(self, anomaly: Anomaly, alert: OutboxItem | None) -> list[tuple[Any, ...]]:
         entity = self.to_entity(anomaly)
         if anomaly.etag is None:
             ops: list[tuple[Any, ...]] = [("create", entity)]
@@ -203,7 +218,7 @@ class AnomalyRepository:
             ops.append(("create", alert.to_entity()))
         return ops
 
-    async def save(self, anomaly: Anomaly, alert: Any = None) -> None:
+    async def save(self, anomaly: Anomaly, alert: OutboxItem | None = None) -> None:
         """Create or replace one anomaly, refusing to overwrite a concurrent change.
 
         ``alert`` (an outbox item) is written in the same transaction: both or neither.
@@ -221,13 +236,13 @@ class AnomalyRepository:
             raise ConcurrentUpdate(anomaly.key) from exc
         anomaly.etag = meta.get("etag")
 
-    async def save_many(self, items: Sequence[tuple[Anomaly, Any]]) -> None:
+    async def save_many(self, items: Sequence[tuple[Anomaly, OutboxItem | None]]) -> None:
         """Save anomalies with their alerts, each pair atomically, in as few requests as the
         store allows: one transaction holds up to 100 entities of one partition (one kind).
 
         A transaction fails as a whole. Then its items are saved one by one, which writes
         everything that can be written and names the anomaly that changed underneath."""
-        by_kind: dict[str, list[tuple[Anomaly, Any]]] = {}
+        by_kind: dict[str, list[tuple[Anomaly, OutboxItem | None]]] = {}
         for anomaly, alert in items:
             by_kind.setdefault(anomaly.kind, []).append((anomaly, alert))
         pairs_per_transaction = BATCH_LIMIT // 2  # an anomaly and its alert
@@ -237,7 +252,7 @@ class AnomalyRepository:
             for i in range(0, len(group), pairs_per_transaction):
                 await self._save_chunk(group[i : i + pairs_per_transaction])
 
-    async def _save_chunk(self, chunk: list[tuple[Anomaly, Any]]) -> None:
+    async def _save_chunk(self, chunk: list[tuple[Anomaly, OutboxItem | None]]) -> None:
         if len(chunk) == 1:
             await self.save(*chunk[0])
             return
@@ -257,34 +272,7 @@ class AnomalyRepository:
             position += 1 if alert is None else 2
 
 
-class RunRepository:
-    """The latest outcome of each job, for /api/health and the CLI."""
-
-    def __init__(self, store: TableStore) -> None:
-        self._store = store
-
-    async def record(self, job: str, record: dict[str, Any]) -> None:
-        table = await self._store.table(RUNS)
-        entity: dict[str, Any] = {"PartitionKey": "job", "RowKey": escape_key(job)}
-        for key, value in record.items():
-            entity[key] = (
-                value
-                if isinstance(value, str | int | float | bool | datetime)
-                else (dumps_json(value))
-            )
-        await table.upsert_entity(entity, mode=UpdateMode.MERGE)
-
-    async def get(self, job: str) -> dict[str, Any] | None:
-        table = await self._store.table(RUNS)
-        async for entity in table.query_entities(
-            "PartitionKey eq 'job' and RowKey eq @job", parameters={"job": escape_key(job)}
-        ):
-            return dict(entity)
-        return None
-
-    async def all(self) -> dict[str, dict[str, Any]]:
-        table = await self._store.table(RUNS)
-        return {e["RowKey"]: dict(e) async for e in table.query_entities("PartitionKey eq 'job'")}
+_SUPPRESSION_PARTITION = "suppression"
 
 
 class SuppressionRepository:
@@ -296,7 +284,9 @@ class SuppressionRepository:
     async def all(self) -> list[Suppression]:
         table = await self._store.table(SUPPRESSIONS)
         out = []
-        async for e in table.query_entities("PartitionKey eq 'suppression'"):
+        async for e in table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": _SUPPRESSION_PARTITION}
+        ):
             out.append(
                 Suppression(
                     id=e["RowKey"],
@@ -314,7 +304,7 @@ class SuppressionRepository:
         table = await self._store.table(SUPPRESSIONS)
         await table.create_entity(
             {
-                "PartitionKey": "suppression",
+                "PartitionKey": _SUPPRESSION_PARTITION,
                 "RowKey": escape_key(suppression.id),
                 "Scope": suppression.scope.value,
                 "Value": suppression.value,
@@ -328,10 +318,10 @@ class SuppressionRepository:
     async def remove(self, suppression_id: str) -> bool:
         table = await self._store.table(SUPPRESSIONS)
         try:
-            await table.get_entity("suppression", escape_key(suppression_id))
+            await table.get_entity(_SUPPRESSION_PARTITION, escape_key(suppression_id))
         except ResourceNotFoundError:
             return False
-        await table.delete_entity("suppression", escape_key(suppression_id))
+        await table.delete_entity(_SUPPRESSION_PARTITION, escape_key(suppression_id))
         return True
 
 

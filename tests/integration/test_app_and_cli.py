@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
-import azure.functions as func
 import pytest
-from azure.functions.timer import TimerRequest
 
 from monitors import cli, entry
-from tests.helpers import user_function
+from tests.helpers import call_route, run_timer
 
 pytestmark = pytest.mark.integration
 
 
 def call_health():
-    request = func.HttpRequest("GET", "/api/health", body=b"")
-    return asyncio.run(user_function("health")(request))
+    return call_route("health", "GET", "health")
 
 
 def test_health_before_any_run_says_never_run(app_env):
@@ -30,7 +26,7 @@ def test_health_before_any_run_says_never_run(app_env):
 
 
 def test_timer_runs_the_check_and_health_reports_it(app_env):
-    asyncio.run(user_function("config_check")(TimerRequest(past_due=False)))
+    run_timer("config_check")
     body = json.loads(call_health().get_body())
     job = body["jobs"]["config_check"]
     assert job["last_outcome"] == "ok"

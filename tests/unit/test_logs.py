@@ -53,3 +53,57 @@ def test_exception_tracebacks_are_scrubbed(capsys):
     err = capsys.readouterr().err
     assert "TOPSECRETSIG" not in err
     assert "send.failed" in err
+
+
+class _Capture(logging.Handler):
+    """Stands where the Functions Python worker puts its handler: on the root logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_in_azure_records_reach_the_root_handler_with_their_severity(monkeypatch, capsys):
+    monkeypatch.setenv("FUNCTIONS_WORKER_RUNTIME", "python")
+    register_secret("worker-secret-value-42")
+    capture = _Capture()
+    root = logging.getLogger()
+    root.addHandler(capture)
+    try:
+        configure_logging("auto", logging.INFO)
+        log = structlog.get_logger("etg_monitor.alerts")
+        log.debug("too.quiet")
+        log.info("job.started", job="scan")
+        log.warning("alert.retry_scheduled", error="HTTP 502")
+        log.error("job.failed", error="token worker-secret-value-42 refused")
+    finally:
+        root.removeHandler(capture)
+        monkeypatch.delenv("FUNCTIONS_WORKER_RUNTIME")
+        configure_logging("json", logging.INFO)
+    ours = [r for r in capture.records if r.name.startswith("etg_monitor")]
+    assert [(r.levelno, json.loads(r.getMessage())["event"]) for r in ours] == [
+        (logging.INFO, "job.started"),
+        (logging.WARNING, "alert.retry_scheduled"),
+        (logging.ERROR, "job.failed"),
+    ]
+    assert all(r.name == "etg_monitor.alerts" for r in ours)
+    assert "worker-secret-value-42" not in ours[-1].getMessage()
+    # The worker's handler is the only way out in Azure: nothing is printed besides it.
+    assert capsys.readouterr().err == ""
+
+
+def test_locally_records_go_to_stderr_and_not_to_other_root_handlers(capsys):
+    capture = _Capture()
+    root = logging.getLogger()
+    root.addHandler(capture)
+    try:
+        configure_logging("json", logging.INFO)
+        structlog.get_logger("cli").warning("store.slow", seconds=3)
+    finally:
+        root.removeHandler(capture)
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["event"] == "store.slow" and line["level"] == "warning"
+    assert not [r for r in capture.records if r.name.startswith("etg_monitor")]
