@@ -15,6 +15,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from monitors.settings import Settings
+from tests.helpers import serve_webhook_from_env, settings_for
 
 # `make test` must give the same answer on every run, so its property tests use a fixed
 # derivation of examples; `make fuzz` explores freshly each time with many more examples and
@@ -68,24 +69,11 @@ def tenant(scenario):
 
 @pytest.fixture
 def settings(tenant, azurite, table_prefix) -> Settings:
-    return Settings.from_env(
-        {
-            "ETG_GRAPH_ENDPOINT": tenant.base_url,
-            "ETG_GRAPH_CREDENTIAL": "none",
-            "ETG_STORAGE_CONNECTION": azurite.connection_string,
-            "ETG_TABLE_PREFIX": table_prefix,
-        }
-    )
+    return settings_for(tenant.base_url, azurite.connection_string, table_prefix)
 
 
 @pytest.fixture
 def app_env(monkeypatch, settings) -> Settings:
     """The process environment the function app reads, pointed at this test's tenant/tables."""
-    from monitors import entry
-
-    monkeypatch.setenv("ETG_GRAPH_ENDPOINT", settings.graph_endpoint)
-    monkeypatch.setenv("ETG_GRAPH_CREDENTIAL", "none")
-    monkeypatch.setenv("ETG_STORAGE_CONNECTION", settings.storage_connection)
-    monkeypatch.setenv("ETG_TABLE_PREFIX", settings.table_prefix)
-    monkeypatch.setattr(entry, "_settings", None)
+    serve_webhook_from_env(monkeypatch, settings)
     return settings

@@ -1,10 +1,26 @@
-"""Helpers shared by test modules."""
+"""Helpers shared by test modules: the function app's functions called the way the host calls
+them, and the few ways an integration test drives the monitor (a job run on the simulated
+tenant's clock, a look into the store, a storage write that fails on cue)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
-from typing import Any
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import azure.functions as func
+from azure.functions.timer import TimerRequest
+
+from monitors.settings import Settings
+
+T = TypeVar("T")
+
+
+# --- the function app ------------------------------------------------------------------------
 
 
 @functools.cache
@@ -25,9 +41,31 @@ def user_function(name: str) -> Any:
     return app_functions()[name].get_user_function()
 
 
-def serve_webhook_from_env(monkeypatch: Any, settings: Any) -> None:
+def call_route(
+    name: str,
+    method: str,
+    route: str,
+    *,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    body: bytes = b"",
+) -> func.HttpResponse:
+    """An HTTP function called in process with the request the host would hand it."""
+    request = func.HttpRequest(
+        method, f"/api/{route}", params=dict(params or {}), headers=dict(headers or {}), body=body
+    )
+    response: func.HttpResponse = asyncio.run(user_function(name)(request))
+    return response
+
+
+def run_timer(name: str) -> None:
+    asyncio.run(user_function(name)(TimerRequest(past_due=False)))
+
+
+def serve_webhook_from_env(monkeypatch: Any, settings: Settings) -> None:
     """Point the function app's own settings (read from the environment, as in Azure) at these
-    test settings, so the webhook and the test share one tenant and one table prefix."""
+    test settings, so the app's functions and the test share one tenant and one table prefix.
+    Settings these test settings leave unset are removed from the environment."""
     from monitors import entry
 
     env = {
@@ -37,7 +75,197 @@ def serve_webhook_from_env(monkeypatch: Any, settings: Any) -> None:
         "ETG_TABLE_PREFIX": settings.table_prefix,
         "ETG_NOTIFICATION_URL": settings.notification_url,
         "ETG_CLIENT_STATE": settings.client_state,
+        "ETG_TEAMS_WEBHOOK_URL": settings.teams_webhook_url,
+        "ETG_DETAILED_REPORTS": "true" if settings.detailed_reports else None,
     }
     for key, value in env.items():
-        monkeypatch.setenv(key, value)
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
     monkeypatch.setattr(entry, "_settings", None)
+
+
+# --- settings, jobs and the store ------------------------------------------------------------
+
+
+def settings_for(
+    graph_endpoint: str, storage_connection: str, table_prefix: str, **env: str
+) -> Settings:
+    """Settings of one test: the simulated tenant, one Azurite, the test's own tables."""
+    return Settings.from_env(
+        {
+            "ETG_GRAPH_ENDPOINT": graph_endpoint,
+            "ETG_GRAPH_CREDENTIAL": "none",
+            "ETG_STORAGE_CONNECTION": storage_connection,
+            "ETG_TABLE_PREFIX": table_prefix,
+            **env,
+        }
+    )
+
+
+def run_job(
+    settings: Settings,
+    tenant: Any,
+    job: Callable[[Any], Awaitable[T]],
+    *,
+    with_graph: bool = True,
+) -> T:
+    """One run of a job (``job(ctx)``) on the simulated tenant's clock."""
+    from monitors.jobs.context import open_context
+
+    async def go() -> T:
+        async with open_context(settings, clock=tenant.clock, with_graph=with_graph) as ctx:
+            return await job(ctx)
+
+    return asyncio.run(go())
+
+
+def scan(settings: Settings, tenant: Any) -> Any:
+    from monitors.jobs.scan import run_scan
+
+    return run_job(settings, tenant, run_scan)
+
+
+def send_alerts(settings: Settings, tenant: Any) -> Any:
+    from monitors.jobs.dispatch import dispatch_alerts
+
+    return run_job(settings, tenant, dispatch_alerts, with_graph=False)
+
+
+def in_store(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """``work(store)`` on the test's tables."""
+    from monitors.jobs.context import open_store
+
+    async def go() -> T:
+        async with open_store(settings) as store:
+            return await work(store)
+
+    return asyncio.run(go())
+
+
+def outbox(settings: Settings, *statuses: str) -> list[Any]:
+    """Outbox items, in creation order, of the given statuses (all when none are given)."""
+    from monitors.store.outbox import OutboxRepository
+
+    return in_store(settings, lambda store: OutboxRepository(store).items(*statuses))
+
+
+def device_anomalies(settings: Settings) -> list[Any]:
+    """Every stored anomaly except the monitor's own (a failing job)."""
+
+    async def read(store: Any) -> list[Any]:
+        return [a async for a in store.anomalies.iter() if a.kind != "monitor_job_failing"]
+
+    return in_store(settings, read)
+
+
+def pairs(anomalies: list[Any]) -> set[tuple[str, str]]:
+    return {(a.kind, a.subject.device_name) for a in anomalies}
+
+
+# --- storage writes --------------------------------------------------------------------------
+
+# The Table client calls that write; a transaction is one call, however many entities it holds.
+STORAGE_WRITES = (
+    "create_entity",
+    "update_entity",
+    "upsert_entity",
+    "submit_transaction",
+    "delete_entity",
+)
+
+
+def on_storage_writes(monkeypatch: Any, before: Callable[[int, str], None]) -> Callable[[], int]:
+    """Call ``before(n, name)`` ahead of every storage write, ``n`` counting from 1. Returns a
+    function that removes the hook and answers how many writes there were."""
+    from azure.data.tables.aio import TableClient
+
+    calls = {"n": 0}
+    originals = {name: getattr(TableClient, name) for name in STORAGE_WRITES}
+
+    def wrap(name: str) -> Any:
+        async def write(self: Any, *args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            before(calls["n"], name)
+            return await originals[name](self, *args, **kwargs)
+
+        return write
+
+    for name in STORAGE_WRITES:
+        monkeypatch.setattr(TableClient, name, wrap(name))
+
+    def restore() -> int:
+        for name, original in originals.items():
+            monkeypatch.setattr(TableClient, name, original)
+        return calls["n"]
+
+    return restore
+
+
+def at_storage_write(
+    monkeypatch: Any, write_no: int, action: Callable[[str], None]
+) -> Callable[[], None]:
+    """Call ``action(name)`` just before the run's ``write_no``-th storage write. Returns a
+    function that removes the hook and checks that the write was reached, so a case can never
+    pass without its fault."""
+
+    def before(n: int, name: str) -> None:
+        if n == write_no:
+            action(name)
+
+    remove = on_storage_writes(monkeypatch, before)
+
+    def restore() -> None:
+        assert remove() >= write_no, "the fault never happened"
+
+    return restore
+
+
+# --- the demo scenario's first scan, broken and repeated -------------------------------------
+
+# Storage writes of a first scan of the demo scenario, pinned by test_faults' counting test so
+# the fault cases there break every one of them.
+DEMO_FIRST_SCAN_WRITES = 20
+
+
+def alerts_queued(settings: Settings) -> Counter[tuple[str, Any, Any]]:
+    return Counter(
+        (i.change, i.payload.get("kind"), i.payload.get("device_name"))
+        for i in outbox(settings)
+        if i.payload.get("kind") != "monitor_job_failing"
+    )
+
+
+def assert_matches_a_clean_run(settings: Settings) -> None:
+    """What a fault-free scan of the demo scenario ends with: exactly the ground-truth
+    anomalies, each stored once and opened once, and exactly one queued alert for each."""
+    from tests.integration.test_scan import GROUND_TRUTH
+
+    rows = device_anomalies(settings)
+    assert pairs(rows) == GROUND_TRUTH  # nothing lost, nothing invented
+    assert len(rows) == len({a.key for a in rows})
+    assert all(len(a.history) == 1 for a in rows)  # never reopened or doubled
+    assert alerts_queued(settings) == Counter(("opened", k, d) for k, d in GROUND_TRUTH)
+
+
+def scan_broken_at_write_then_rerun(
+    settings: Settings,
+    tenant: Any,
+    monkeypatch: Any,
+    write_no: int,
+    action: Callable[[str], None],
+    errors: type[BaseException] | tuple[type[BaseException], ...],
+    before_rerun: Callable[[], object] | None = None,
+) -> None:
+    """A scan broken by ``action`` at its ``write_no``-th storage write, failing with
+    ``errors``, then a complete scan once a dead run's lease has expired; the caller checks
+    where the second one ends."""
+    restore = at_storage_write(monkeypatch, write_no, action)
+    with contextlib.suppress(errors):
+        scan(settings, tenant)
+    restore()
+    if before_rerun is not None:
+        before_rerun()
+    tenant.clock.advance(16 * 60)
+    scan(settings, tenant)

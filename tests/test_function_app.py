@@ -12,73 +12,44 @@ import function_app
 from tests.helpers import app_functions, trigger_of
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-_functions = app_functions
-_trigger = trigger_of
+TIMERS = {
+    "config_check": "CONFIG_CHECK_SCHEDULE",
+    "scan": "SCAN_SCHEDULE",
+    "alerts": "ALERTS_SCHEDULE",
+    "weekly_summary": "SUMMARY_SCHEDULE",
+    "subscriptions": "SUBSCRIPTIONS_SCHEDULE",
+    "notifications": "NOTIFICATIONS_SCHEDULE",
+}
+ROUTES = {
+    "health": ("health", ["GET"]),
+    "weekly_report": ("reports/weekly", ["GET"]),
+    "graph_notifications": ("graph/notifications", ["POST"]),
+}
 
 
 def test_app_declares_exactly_the_documented_functions():
-    assert set(_functions()) == {
-        "config_check",
-        "scan",
-        "alerts",
-        "weekly_summary",
-        "subscriptions",
-        "notifications",
-        "health",
-        "weekly_report",
-        "graph_notifications",
-    }
+    assert set(app_functions()) == set(TIMERS) | set(ROUTES)
 
 
-def test_config_check_is_a_timer_on_the_schedule_setting():
-    trigger = _trigger("config_check")
-    assert trigger["type"] == "timerTrigger"
-    assert trigger["schedule"] == "%CONFIG_CHECK_SCHEDULE%"
-    assert trigger.get("runOnStartup", False) is False
-
-
-def test_scan_is_a_timer_on_the_scan_schedule_setting():
-    trigger = _trigger("scan")
-    assert trigger["type"] == "timerTrigger"
-    assert trigger["schedule"] == "%SCAN_SCHEDULE%"
-    assert trigger.get("runOnStartup", False) is False
-
-
-@pytest.mark.parametrize(
-    "name,setting",
-    [
-        ("config_check", "CONFIG_CHECK_SCHEDULE"),
-        ("scan", "SCAN_SCHEDULE"),
-        ("alerts", "ALERTS_SCHEDULE"),
-        ("weekly_summary", "SUMMARY_SCHEDULE"),
-        ("subscriptions", "SUBSCRIPTIONS_SCHEDULE"),
-        ("notifications", "NOTIFICATIONS_SCHEDULE"),
-    ],
-)
-def test_timers_take_their_schedule_from_a_documented_setting(name, setting):
+@pytest.mark.parametrize("name,setting", sorted(TIMERS.items()))
+def test_timers_take_their_schedule_from_a_documented_setting_and_never_run_on_startup(
+    name, setting
+):
     from monitors.settings import SCHEDULE_SETTINGS
 
-    assert _trigger(name)["schedule"] == f"%{setting}%"
+    trigger = trigger_of(name)
+    assert trigger["type"] == "timerTrigger"
+    assert trigger["schedule"] == f"%{setting}%"
     assert setting in SCHEDULE_SETTINGS
+    assert trigger.get("runOnStartup", False) is False
 
 
-def test_health_is_get_only_with_a_function_key():
-    trigger = _trigger("health")
+@pytest.mark.parametrize("name", sorted(ROUTES))
+def test_routes_answer_only_their_methods_and_only_with_a_function_key(name):
+    trigger = trigger_of(name)
     assert trigger["type"] == "httpTrigger"
-    assert trigger["route"] == "health"
-    assert trigger["methods"] == ["GET"]
+    assert (trigger["route"], trigger["methods"]) == ROUTES[name]
     assert trigger["authLevel"] == "FUNCTION"
-
-
-def test_weekly_report_is_get_only_with_a_function_key():
-    trigger = _trigger("weekly_report")
-    assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (
-        "reports/weekly",
-        ["GET"],
-        "FUNCTION",
-    )
 
 
 def test_app_default_auth_level_is_function_so_new_routes_are_never_anonymous():

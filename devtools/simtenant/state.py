@@ -36,6 +36,7 @@ from devtools.simtenant.scenario import (
     Scenario,
     ScenarioError,
     User,
+    WrappedObject,
 )
 
 EntraDevice = DeviceSpec | DirectoryDevice
@@ -696,7 +697,7 @@ class TenantState:
                 if not g.deleted and owner_id in g.owners
             ]
 
-    def set_wrapped_single_objects(self, kinds: Iterable[str]) -> None:
+    def set_wrapped_single_objects(self, kinds: Iterable[WrappedObject]) -> None:
         with self._lock:
             self.wrapped_single_objects = frozenset(kinds)
 

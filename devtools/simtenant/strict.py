@@ -25,6 +25,7 @@ from devtools.simtenant.scenario import (
     DeviceSpec,
     Group,
     InstallItem,
+    InstallStatus,
     MembershipEvent,
     Policy,
     ProvisioningClient,
@@ -102,8 +103,8 @@ class _Builder:
         late_by_s: float | None = None,
         removed_after_s: float | None = None,
         audit_delay_s: float = 300.0,
-        app_status: str = "Installed",
-        script_status: str = "Installed",
+        app_status: InstallStatus = "Installed",
+        script_status: InstallStatus = "Installed",
         truth: tuple[str, ...] = (),
     ) -> None:
         upn_user = self.user_for(user or f"user.{name.lower()}", *(() if user else (policy,)))

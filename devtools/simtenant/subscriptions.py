@@ -300,7 +300,7 @@ class SubscriptionService:
 
     def register(self, api: GraphApi) -> None:
         key = r"/subscriptions" + _key_segment("id")
-        api.add_route("subscriptions.list", "GET", BOTH, r"/subscriptions", self.list)
+        api.add_route("subscriptions.list", "GET", BOTH, r"/subscriptions", self.list_all)
         api.add_route("subscriptions.create", "POST", BOTH, r"/subscriptions", self.create)
         api.add_route("subscriptions.get", "GET", BOTH, key, self.get)
         api.add_route("subscriptions.update", "PATCH", BOTH, key, self.update)
@@ -400,7 +400,7 @@ class SubscriptionService:
             self._rewatch()
         return GraphResponse(status=201, body=self._entity(req, sub))
 
-    def list(self, req: GraphRequest) -> GraphResponse:
+    def list_all(self, req: GraphRequest) -> GraphResponse:
         self._purge(self.state.now_ts())
         with self._lock:
             value = [s.to_json() for s in self._subs.values()]

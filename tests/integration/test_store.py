@@ -3,16 +3,15 @@ together and never overwrite a change made by someone else."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitors.jobs.context import open_store
 from monitors.models import Anomaly, Scope, Status, Subject
 from monitors.store.outbox import OutboxItem, OutboxRepository
 from monitors.store.tables import ConcurrentUpdate
+from tests.helpers import in_store
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -37,14 +36,6 @@ def alert(a: Anomaly) -> OutboxItem:
     )
 
 
-def run(settings, work):
-    async def go():
-        async with open_store(settings) as store:
-            return await work(store)
-
-    return asyncio.run(go())
-
-
 def test_many_anomalies_of_several_kinds_are_saved_with_their_alerts(settings):
     items = [anomaly(n) for n in range(130)] + [anomaly(n, "etg_late") for n in range(3)]
 
@@ -54,7 +45,7 @@ def test_many_anomalies_of_several_kinds_are_saved_with_their_alerts(settings):
         queued = await OutboxRepository(store).items()
         return stored, queued
 
-    stored, queued = run(settings, work)
+    stored, queued = in_store(settings, work)
     assert set(stored) == {a.key for a in items}
     assert len(queued) == len(items)
     assert all(a.etag for a in items)  # the caller can update them next
@@ -74,7 +65,7 @@ def test_a_batch_never_overwrites_a_concurrent_change_and_names_it(settings):
             await store.anomalies.save_many([(a, alert(a)) for a in ours])
         return raised.value, await store.anomalies.by_key(["etg_missing"]), ours
 
-    conflict, stored, ours = run(settings, work)
+    conflict, stored, ours = in_store(settings, work)
     assert items[2].key in str(conflict)
     assert stored[items[2].key].status is Status.SUPPRESSED  # theirs survives
     assert all(stored[a.key].last_seen == ours[0].last_seen for a in ours[:2])  # before it: ours

@@ -4,7 +4,6 @@ documented error, never a crash, and never accept what they should refuse."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import string
@@ -12,16 +11,23 @@ import zipfile
 from datetime import timedelta
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from monitors.graph.audit import parse_audit_event
 from monitors.graph.devices import parse_managed_device
 from monitors.graph.errors import MalformedResponse
 from monitors.graph.policies import parse_etg_response, parse_policy
-from monitors.graph.reports import parse_deployment_row, parse_export, parse_report_time
+from monitors.graph.reports import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_DEPLOYMENT_SECONDS,
+    parse_deployment_row,
+    parse_export,
+    parse_report_time,
+)
 from monitors.logs import REDACTED, redact_secrets, register_secret
-from monitors.models import DeploymentStatus
+from monitors.models import DeploymentStatus, is_guid
 from monitors.notifications.webhook import (
     MAX_TOKEN_CHARS,
     Rejected,
@@ -32,6 +38,8 @@ from monitors.notifications.webhook import (
 pytestmark = pytest.mark.hostile
 STATE = "correct-client-state-0123456789"
 SUB = "6f0c2a4e-1b3d-4e5f-8a9b-0c1d2e3f4a5b"
+SUBS = [SUB, "0d7a3b5c-9e1f-4a2b-8c6d-5e4f3a2b1c0d", "e1f2a3b4-c5d6-4e7f-8a9b-0c1d2e3f4a5b"]
+GROUPS = ["19b343bb-8a01-457a-9de5-a8811aafd366", "76886726-9581-4675-9260-8ba953623b53"]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
     lambda children: (
@@ -44,22 +52,64 @@ json_values = st.recursive(
 FAST = settings(max_examples=max(300, settings.default.max_examples))
 
 
+def webhook_item(state: str | None, subscription: str, group: str) -> dict[str, object]:
+    return {
+        "subscriptionId": subscription,
+        "clientState": state,
+        "tenantId": "t",
+        "changeType": "updated",
+        "resource": f"Groups/{group}",
+        "resourceData": {"id": group},
+    }
+
+
+# Bodies that reach the per-item checks as well as bodies refused whole: the real state and
+# subscription are drawn often enough that some items are accepted.
+webhook_items = (
+    st.builds(
+        webhook_item,
+        st.sampled_from([STATE, STATE, STATE[:-1], STATE + " ", "", None]),
+        st.sampled_from([SUB, SUB, SUB.upper(), "0" * 36, "not-a-guid"]),
+        st.sampled_from([*GROUPS, "not-a-group"]),
+    )
+    | json_values
+)
+webhook_bodies = st.binary(max_size=4096) | st.builds(
+    lambda items: json.dumps({"value": items}).encode(), st.lists(webhook_items, max_size=8)
+)
+JSON_TYPES = ["application/json", "application/json; charset=utf-8"]
+
+
 @FAST
 @given(
-    body=st.binary(max_size=4096),
-    ctype=st.sampled_from(
-        [None, "", "application/json", "application/json; charset=utf-8", "text/plain", "\x00"]
-    ),
+    body=webhook_bodies,
+    ctype=st.sampled_from([None, "", *JSON_TYPES, "text/plain", "\x00"]),
 )
-def test_webhook_body_never_crashes(body, ctype):
+@example(
+    body=json.dumps({"value": [webhook_item(STATE, SUB, GROUPS[0])]}).encode(), ctype=JSON_TYPES[1]
+)
+@example(
+    body=json.dumps({"value": [webhook_item(STATE, SUB, GROUPS[0]), 1, None]}).encode(),
+    ctype="application/json",
+)
+def test_webhook_body_is_refused_whole_or_each_item_is_accepted_or_counted_refused(body, ctype):
     try:
         accepted, refused = parse_notifications(
             body, ctype, client_state=STATE, known_subscriptions={SUB}, tenant_id=None
         )
     except Rejected as exc:
-        assert 400 <= exc.status < 600 and len(exc.reason) < 80
-    else:
-        assert accepted and refused >= 0
+        assert exc.status in {400, 403, 413, 415} and len(exc.reason) < 80
+        if ctype not in JSON_TYPES:
+            assert exc.status == 415
+        return
+    assert ctype in JSON_TYPES
+    items = json.loads(body)["value"]
+    without_the_state = [
+        i for i in items if not isinstance(i, dict) or i.get("clientState") != STATE
+    ]
+    # Every item is either accepted (repeats of one item count once) or counted as refused.
+    assert 1 <= len(accepted) <= len(items) - refused
+    assert refused >= len(without_the_state)
 
 
 @FAST
@@ -98,10 +148,6 @@ def test_webhook_accepts_only_items_with_the_exact_client_state_and_known_subscr
     ]
     assert accepted and len(accepted) <= len(valid)
     assert all(n.subscription_id == SUB for n in accepted)
-
-
-SUBS = [SUB, "0d7a3b5c-9e1f-4a2b-8c6d-5e4f3a2b1c0d", "e1f2a3b4-c5d6-4e7f-8a9b-0c1d2e3f4a5b"]
-GROUPS = ["19b343bb-8a01-457a-9de5-a8811aafd366", "76886726-9581-4675-9260-8ba953623b53"]
 
 
 def batch_item(kind, sub, group, n):
@@ -179,17 +225,64 @@ def test_etg_response_of_any_shape_is_parsed_or_malformed(payload):
     assert all(isinstance(g, str) and g for g in lookup.group_ids)
 
 
+def items_with(fields: list[str]) -> st.SearchStrategy[dict[str, object]]:
+    """Objects whose keys are mostly the fields a parser reads, with values of any shape: keys
+    of random text alone would almost never reach past the parser's first check."""
+    return st.dictionaries(st.sampled_from(fields) | st.text(max_size=20), json_values, max_size=8)
+
+
+POLICY_FIELDS = ["id", "name", "settings", "templateReference", "priority", "assignments"]
+DEVICE_FIELDS = ["id", "azureADDeviceId", "enrolledDateTime", "deviceName", "value", "@odata.type"]
+AUDIT_FIELDS = [
+    "id",
+    "activityDateTime",
+    "activityDisplayName",
+    "result",
+    "targetResources",
+    "initiatedBy",
+]
+GUID = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+
+
 @FAST
-@given(item=st.dictionaries(st.text(max_size=20), json_values, max_size=8))
-def test_policy_audit_and_device_items_never_crash(item):
-    for parse in (parse_policy, parse_managed_device):
-        with contextlib.suppress(MalformedResponse):
-            parse(item)
+@given(item=items_with(POLICY_FIELDS))
+@example(item={"id": "p1", "settings": 5})
+def test_policy_items_of_any_shape_parse_or_are_malformed(item):
+    try:
+        policy = parse_policy(item)
+    except MalformedResponse:
+        return
+    assert policy.id == item["id"] and isinstance(policy.name, str)
+
+
+@FAST
+@given(item=items_with(DEVICE_FIELDS))
+@example(item={"id": GUID, "azureADDeviceId": "00000000-0000-0000-0000-000000000000"})
+def test_managed_device_items_of_any_shape_parse_or_are_malformed(item):
+    try:
+        device = parse_managed_device(item)
+    except MalformedResponse:
+        return
+    assert is_guid(device.id) and device.id == device.id.lower()
+    assert device.azure_ad_device_id is None or is_guid(device.azure_ad_device_id)
+
+
+@FAST
+@given(item=items_with(AUDIT_FIELDS))
+@example(
+    item={
+        "id": "e1",
+        "activityDateTime": "2026-11-20T09:00:00Z",
+        "activityDisplayName": "Add member to group",
+        "targetResources": [{"type": "Device", "id": GUID}, {"type": "Group", "id": GUID}],
+    }
+)
+def test_audit_items_of_any_shape_give_an_event_none_or_are_malformed(item):
     try:
         event = parse_audit_event(item)
     except MalformedResponse:
         return
-    assert event is None or (event.group_id and event.device_object_id)
+    assert event is None or (is_guid(event.group_id) and is_guid(event.device_object_id))
 
 
 @FAST
@@ -223,10 +316,10 @@ def test_report_rows_in_odd_encodings_parse_or_are_malformed(row):
     except ValueError:  # MalformedResponse is a ValueError
         return
     assert deployment.status in DeploymentStatus
-    assert deployment.enrolled_at.tzinfo is not None
+    assert deployment.enrolled_at.utcoffset() == timedelta(0)
     if deployment.duration_seconds is not None:
-        # the completion time derived from it must stay representable
-        assert deployment.enrolled_at + timedelta(seconds=deployment.duration_seconds)
+        # bounded, so the completion time derived from it stays representable
+        assert 0 <= deployment.duration_seconds <= MAX_DEPLOYMENT_SECONDS
 
 
 # Every time format Graph and the report exports use, over the whole datetime range, with and
@@ -250,25 +343,29 @@ def test_report_times_parse_to_utc_or_are_malformed(text):
         parsed = parse_report_time(text)
     except MalformedResponse:
         return
-    assert parsed.utcoffset().total_seconds() == 0
-    # a parsed time leaves room for any deployment duration and audit window after it
-    assert parsed + timedelta(days=400) > parsed - timedelta(days=400)
+    assert parsed.utcoffset() == timedelta(0)
+    # inside the accepted range (give or take a zone offset), which leaves room for any
+    # deployment duration and audit window around it
+    assert EARLIEST_TIME - timedelta(days=1) < parsed < LATEST_TIME + timedelta(days=1)
+
+
+def zipped(name: str, content: bytes, compression: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        archive.writestr(name, content)
+    return buffer.getvalue()
 
 
 @FAST
-@given(blob=st.binary(max_size=2048))
-def test_report_download_that_is_not_a_zip_is_malformed(blob):
-    try:
+@given(blob=st.binary(max_size=2048) | st.binary(max_size=64).map(lambda b: b"PK\x03\x04" + b))
+@example(blob=b"")
+@example(blob=b"PK\x03\x04")
+@example(blob=b"DeviceId,DeviceName\r\nd1,PC-1\r\n")  # a bare CSV, not the documented zip
+@example(blob=b'{"value": []}')
+def test_report_download_that_is_not_a_zip_is_refused_as_malformed(blob):
+    assume(not zipfile.is_zipfile(io.BytesIO(blob)))
+    with pytest.raises(MalformedResponse, match="not a zip archive"):
         parse_export(blob)
-    except (MalformedResponse, ValueError):
-        return
-
-
-def zipped(name: str, content: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(name, content)
-    return buffer.getvalue()
 
 
 @FAST
@@ -287,6 +384,37 @@ def test_any_report_file_inside_the_zip_gives_rows_or_is_malformed(content, name
     except MalformedResponse:
         return
     assert all(isinstance(k, str) and isinstance(v, str) for r in rows for k, v in r.items())
+
+
+REPORT_ZIP = zipped(
+    "AutopilotV2DeploymentStatus.csv",
+    b"DeviceId,DeviceName\r\n" + b"".join(b"d%d,PC-%d\r\n" % (n, n) for n in range(40)),
+    zipfile.ZIP_DEFLATED,
+)
+
+
+def damaged(blob: bytes, cut: int | None, edits: list[tuple[int, int]]) -> bytes:
+    out = bytearray(blob[:cut])
+    for position, value in edits:
+        if out:
+            out[position % len(out)] = value
+    return bytes(out)
+
+
+@FAST
+@given(
+    cut=st.none() | st.integers(0, len(REPORT_ZIP)),
+    edits=st.lists(st.tuples(st.integers(0, len(REPORT_ZIP)), st.integers(0, 255)), max_size=4),
+)
+@example(cut=None, edits=[(60, 0)])  # inside the deflated data
+@example(cut=len(REPORT_ZIP) // 2, edits=[])  # the download cut short
+def test_a_damaged_report_zip_gives_rows_or_is_malformed(cut, edits):
+    try:
+        rows = parse_export(damaged(REPORT_ZIP, cut, edits))
+    except MalformedResponse:
+        return
+    # a damage the archive survives (a timestamp, say) must still give every row
+    assert len(rows) == 40 and all(r["DeviceId"] for r in rows)
 
 
 @FAST
