@@ -572,3 +572,5 @@ class DeploymentFacts:
     audit_settled_until: datetime | Unverified
     is_member_now: bool | Unverified | None = None  # None: not asked
     payload: tuple[InstallItem, ...] | Unverified | None = None  # None: reports not enabled
+    # The read the join events come from, as an unverified join time names it.
+    audit_source: str = "audit log"

@@ -236,8 +236,9 @@ _POLICY_UNRESOLVED = Unverified(
     UnverifiedReason.UNRESOLVED,
     "cannot tell which device preparation policy applied",
 )
+# The scan names the read that found no device; this stands in when no reason was given.
 _NO_ENTRA_DEVICE = Unverified(
-    "GET /v1.0/devices",
+    "Entra device",
     UnverifiedReason.NOT_YET_VISIBLE,
     "no Entra device found for this deployment",
 )
@@ -273,11 +274,12 @@ def _unknown_status(d: Deployment) -> Unverified:
     )
 
 
-_JOIN_UNSEEN = Unverified(
-    "GET /v1.0/auditLogs/directoryAudits",
-    UnverifiedReason.RETENTION,
-    "the device is in the ETG but no audit event shows when it joined",
-)
+def _join_unseen(facts: DeploymentFacts) -> Unverified:
+    return Unverified(
+        facts.audit_source,
+        UnverifiedReason.RETENTION,
+        "the device is in the ETG but no audit event shows when it joined",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,7 +516,9 @@ def _timing_undecided(case: Case, kind: str, timing: JoinTiming) -> Ruling | Non
     if timing is JoinTiming.MEMBERSHIP_UNREADABLE and isinstance(member_now, Unverified):
         return Ruling(case.unknown(kind, (member_now,)), "could not check current membership")
     if timing is JoinTiming.JOIN_UNSEEN:
-        return Ruling(case.unknown(kind, (_JOIN_UNSEEN,)), "in the ETG, join time unknown")
+        return Ruling(
+            case.unknown(kind, (_join_unseen(case.facts),)), "in the ETG, join time unknown"
+        )
     return None
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from monitors.graph import audit
+from monitors.graph import audit, devices
 from monitors.graph.policies import PolicyWithEtg
 from monitors.models import (
     Anomaly,
@@ -104,9 +104,12 @@ def prepare(key: str, record: DeploymentRecord, ev: Evidence) -> Prepared:
         audit_from=audit_from,
         policy=match if isinstance(match, PolicyMatch) else record.policy,
     )
-    object_id: str | Unverified | None = record.object_id
-    if key in ev.device_problems and not record.object_id:
-        object_id = ev.device_problems[key]
+    object_id: str | Unverified = record.object_id or ev.device_problems.get(
+        key,
+        devices.entra_object_ids.unverified(
+            UnverifiedReason.NOT_YET_VISIBLE, "no Entra device found for this deployment"
+        ),
+    )
     items: tuple[InstallItem, ...] | Unverified | None = None
     if isinstance(ev.payload, Unverified):
         items = ev.payload
@@ -119,6 +122,7 @@ def prepare(key: str, record: DeploymentRecord, ev: Evidence) -> Prepared:
         events=_events(record, match, ev),
         audit_settled_until=ev.window.now - timedelta(minutes=ev.settings.audit_latency_minutes),
         payload=items,
+        audit_source=audit.membership_events.source,
     )
     return Prepared(record, facts)
 
