@@ -60,7 +60,7 @@ def _cycle_from(graph: dict[str, set[str]], start: str) -> list[str] | None:
 
     def visit(node: str) -> list[str] | None:
         if node in path:
-            return path[path.index(node) :] + [node]
+            return [*path[path.index(node) :], node]
         if node in seen:
             return None
         seen.add(node)
