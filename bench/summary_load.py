@@ -70,7 +70,7 @@ async def populate(settings: Settings, week: Any, n: int) -> None:
 
 async def measure(settings: Settings, week: Any, runs: int) -> dict[str, Any]:
     from monitors.jobs.context import open_store
-    from monitors.jobs.summary import weekly_summary
+    from monitors.jobs.summary import keep_summary
     from monitors.store.scan_state import ScanState
     from monitors.summary.compute import compute_summary
 
@@ -79,9 +79,7 @@ async def measure(settings: Settings, week: Any, runs: int) -> dict[str, Any]:
     for _ in range(runs):
         async with open_store(settings) as store:
             start = time.perf_counter()
-            summary = await weekly_summary(
-                store, week, week.end + timedelta(hours=7), queue_card=False
-            )
+            summary = await keep_summary(store, week, week.end + timedelta(hours=7))
             totals.append(time.perf_counter() - start)
             start = time.perf_counter()
             rows = await ScanState(store).summary_rows(week.start, week.end)

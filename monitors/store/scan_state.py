@@ -173,6 +173,21 @@ class DeploymentRecord:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class DeploymentRow:
+    """One stored deployment, as the weekly summary reads it back (five columns, for speed at
+    100,000 rows): the values are
+    those of DeploymentStatus and rules.enrollment.EtgOutcome, kept as stored."""
+
+    key: str
+    enrolled_at: datetime
+    status: str
+    outcome: str
+    policy_name: str
+    joined_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
 class ScanState:
     def __init__(self, store: TableStore) -> None:
         self._store = store
@@ -345,8 +360,6 @@ class ScanState:
 
         Each day is its own partition, read concurrently; only five columns are fetched, since
         turning table rows into Python objects is most of the cost at 100,000 rows."""
-        from monitors.summary.compute import DeploymentRow
-
         table = await self._store.table(DEPLOYMENTS)
         days = []
         day = start

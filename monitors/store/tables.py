@@ -6,7 +6,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -22,9 +22,13 @@ from monitors.models import Anomaly, Scope, Status, Subject
 from monitors.rules.suppression import Suppression, SuppressionScope
 from monitors.settings import Settings, SettingsError
 
-if TYPE_CHECKING:
-    # Outbox rows live in the anomalies table; the outbox module builds on this one.
-    from monitors.store.outbox import OutboxItem
+
+class Row(Protocol):
+    """A row written beside an anomaly in its transaction: the outbox item announcing it
+    (monitors.store.outbox, which builds on this module)."""
+
+    def to_entity(self) -> dict[str, Any]: ...
+
 
 ANOMALIES = "anomalies"
 # Entities in one Table transaction (entity group transaction), all of one partition.
@@ -198,7 +202,7 @@ class AnomalyRepository:
     async def by_key(self, kinds: Iterable[str]) -> dict[str, Anomaly]:
         return {a.key: a async for a in self.iter(kinds)}
 
-    def _ops(self, anomaly: Anomaly, alert: OutboxItem | None) -> list[tuple[Any, ...]]:
+    def _ops(self, anomaly: Anomaly, alert: Row | None) -> list[tuple[Any, ...]]:
         entity = self.to_entity(anomaly)
         if anomaly.etag is None:
             ops: list[tuple[Any, ...]] = [("create", entity)]
@@ -218,7 +222,7 @@ class AnomalyRepository:
             ops.append(("create", alert.to_entity()))
         return ops
 
-    async def save(self, anomaly: Anomaly, alert: OutboxItem | None = None) -> None:
+    async def save(self, anomaly: Anomaly, alert: Row | None = None) -> None:
         """Create or replace one anomaly, refusing to overwrite a concurrent change.
 
         ``alert`` (an outbox item) is written in the same transaction: both or neither.
@@ -236,13 +240,13 @@ class AnomalyRepository:
             raise ConcurrentUpdate(anomaly.key) from exc
         anomaly.etag = meta.get("etag")
 
-    async def save_many(self, items: Sequence[tuple[Anomaly, OutboxItem | None]]) -> None:
+    async def save_many(self, items: Sequence[tuple[Anomaly, Row | None]]) -> None:
         """Save anomalies with their alerts, each pair atomically, in as few requests as the
         store allows: one transaction holds up to 100 entities of one partition (one kind).
 
         A transaction fails as a whole. Then its items are saved one by one, which writes
         everything that can be written and names the anomaly that changed underneath."""
-        by_kind: dict[str, list[tuple[Anomaly, OutboxItem | None]]] = {}
+        by_kind: dict[str, list[tuple[Anomaly, Row | None]]] = {}
         for anomaly, alert in items:
             by_kind.setdefault(anomaly.kind, []).append((anomaly, alert))
         pairs_per_transaction = BATCH_LIMIT // 2  # an anomaly and its alert
@@ -252,7 +256,7 @@ class AnomalyRepository:
             for i in range(0, len(group), pairs_per_transaction):
                 await self._save_chunk(group[i : i + pairs_per_transaction])
 
-    async def _save_chunk(self, chunk: list[tuple[Anomaly, OutboxItem | None]]) -> None:
+    async def _save_chunk(self, chunk: list[tuple[Anomaly, Row | None]]) -> None:
         if len(chunk) == 1:
             await self.save(*chunk[0])
             return

@@ -14,6 +14,7 @@ from monitors.models import JSON, Anomaly, DeploymentStatus, Scope, Status, json
 from monitors.rules.enrollment import EtgOutcome
 from monitors.rules.kinds import severity_rank
 from monitors.rules.suppression import Suppression
+from monitors.store.scan_state import DeploymentRow
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 # The outcomes that count towards the compliance rate: the deployment's ETG was judged.
@@ -69,20 +70,6 @@ class IsoWeek:
 
     def __str__(self) -> str:
         return f"{self.year}-W{self.week:02d}"
-
-
-@dataclass(frozen=True, slots=True)
-class DeploymentRow:
-    """One stored deployment, as the summary reads it back: the values are those of
-    DeploymentStatus and rules.enrollment.EtgOutcome, kept as stored."""
-
-    key: str
-    enrolled_at: datetime
-    status: str
-    outcome: str
-    policy_name: str
-    joined_at: datetime | None = None
-    completed_at: datetime | None = None
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:

@@ -7,8 +7,9 @@ import pytest
 
 from monitors.models import Anomaly, Scope, Status, Subject
 from monitors.rules.suppression import Suppression, SuppressionScope
+from monitors.store.scan_state import DeploymentRow
 from monitors.summary.card import sparkline, summary_card
-from monitors.summary.compute import DeploymentRow, IsoWeek, compute_summary
+from monitors.summary.compute import IsoWeek, compute_summary
 from monitors.summary.html import render_html, trend_svg
 
 WEEK = IsoWeek(2026, 47)  # Monday 2026-11-16 to Monday 2026-11-23
