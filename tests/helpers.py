@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 from collections import Counter
@@ -86,6 +87,46 @@ def serve_webhook_from_env(monkeypatch: Any, settings: Settings) -> None:
     monkeypatch.setattr(entry, "_settings", None)
 
 
+def with_webhook(monkeypatch: Any, settings: Settings, host: Any, client_state: str) -> Settings:
+    """``settings`` with Graph's change notifications sent to the webhook ``host`` serves,
+    under ``client_state``, and the function app reading these same settings."""
+    served = dataclasses.replace(
+        settings, notification_url=host.url("graph/notifications"), client_state=client_state
+    )
+    serve_webhook_from_env(monkeypatch, served)
+    return served
+
+
+# --- the demo scenario ----------------------------------------------------------------------
+
+# What the demo scenario's notes say each broken device demonstrates.
+GROUND_TRUTH = {
+    ("etg_missing", "CTSO-J5NB1GX"),
+    ("etg_missing", "CTSO-FT9R9ZU"),
+    ("etg_missing", "CTSO-1606069"),
+    ("etg_missing", "ENG-9PR4P42"),
+    ("etg_missing", "ENG-6124HUH"),
+    ("etg_late", "CTSO-9968945"),
+    ("etg_removed", "CTSO-2046MYB"),
+    ("deployment_failed", "CTSO-Y5RZ32B"),
+    ("deployment_failed", "CTSO-2734CGA"),
+    ("deployment_stuck", "CTSO-F85ML45"),
+    ("payload_incomplete", "CTSO-6510KGR"),
+    ("payload_incomplete", "CTSO-5738CKS"),
+}
+
+
+def scenario_device(scenario: Any, name: str) -> Any:
+    """A scenario's device by its name."""
+    return next(d for d in scenario.devices if d.device_name == name)
+
+
+def etg_of(scenario: Any, device: Any) -> str:
+    """The ETG of the policy a scenario's device enrolled with."""
+    group: str = next(p.etg_group_id for p in scenario.policies if p.id == device.policy_id)
+    return group
+
+
 # --- settings, jobs and the store ------------------------------------------------------------
 
 
@@ -122,9 +163,15 @@ def run_job(
 
 
 def scan(settings: Settings, tenant: Any) -> Any:
-    from monitors.jobs.scan import run_scan
+    from monitors.scan.pipeline import run_scan
 
     return run_job(settings, tenant, run_scan)
+
+
+def config_check(settings: Settings, tenant: Any) -> Any:
+    from monitors.jobs.config_check import check_config
+
+    return run_job(settings, tenant, check_config)
 
 
 def send_alerts(settings: Settings, tenant: Any) -> Any:
@@ -160,8 +207,31 @@ def device_anomalies(settings: Settings) -> list[Any]:
     return in_store(settings, read)
 
 
+def stored_anomalies(settings: Settings, status: Any = None) -> list[Any]:
+    """Every stored anomaly, the monitor's own included, or only those of ``status``."""
+
+    async def read(store: Any) -> list[Any]:
+        return [a async for a in store.anomalies.iter() if status is None or a.status is status]
+
+    return in_store(settings, read)
+
+
 def pairs(anomalies: list[Any]) -> set[tuple[str, str]]:
     return {(a.kind, a.subject.device_name) for a in anomalies}
+
+
+def checkpoints(settings: Settings) -> dict[str, Any]:
+    """The scan's checkpoints by name."""
+    from monitors.store.scan_state import ScanState
+
+    return in_store(settings, lambda store: ScanState(store).checkpoints())
+
+
+def notification_inbox(settings: Settings) -> list[Any]:
+    """Change notifications stored by the webhook and not yet processed."""
+    from monitors.store.notifications import NotificationStore
+
+    return in_store(settings, lambda store: NotificationStore(store).inbox())
 
 
 # --- storage writes --------------------------------------------------------------------------
@@ -240,8 +310,6 @@ def alerts_queued(settings: Settings) -> Counter[tuple[str, Any, Any]]:
 def assert_matches_a_clean_run(settings: Settings) -> None:
     """What a fault-free scan of the demo scenario ends with: exactly the ground-truth
     anomalies, each stored once and opened once, and exactly one queued alert for each."""
-    from tests.integration.test_scan import GROUND_TRUTH
-
     rows = device_anomalies(settings)
     assert pairs(rows) == GROUND_TRUTH  # nothing lost, nothing invented
     assert len(rows) == len({a.key for a in rows})

@@ -6,7 +6,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitors.jobs.config_check import check_config
-from monitors.jobs.scan import run_scan
+from monitors.scan.pipeline import run_scan
 from monitors.store.outbox import OutboxRepository
 from tests.helpers import in_store, outbox, run_job, send_alerts
 

@@ -3,31 +3,12 @@ Azurite. Assertions are on what is stored, as an operator would see it."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from monitors.jobs.config_check import check_config
-from monitors.jobs.context import open_context, open_store
 from monitors.models import Status
+from tests.helpers import config_check, stored_anomalies
 
 pytestmark = pytest.mark.integration
-
-
-def run_check(settings, tenant):
-    async def go():
-        async with open_context(settings, clock=tenant.clock) as ctx:
-            return await check_config(ctx)
-
-    return asyncio.run(go())
-
-
-def stored(settings, status=None):
-    async def go():
-        async with open_store(settings) as store:
-            return [a async for a in store.anomalies.iter() if status is None or a.status is status]
-
-    return asyncio.run(go())
 
 
 def policy_named(scenario, fragment):
@@ -39,11 +20,11 @@ def by_policy(anomalies):
 
 
 def test_demo_scenario_flags_exactly_the_broken_policies(settings, tenant, scenario):
-    report = run_check(settings, tenant)
+    report = config_check(settings, tenant)
     finance = policy_named(scenario, "Finance").name
     kiosk = policy_named(scenario, "Kiosk").name
     engineering = policy_named(scenario, "Engineering").name
-    assert by_policy(stored(settings, Status.OPEN)) == {
+    assert by_policy(stored_anomalies(settings, Status.OPEN)) == {
         ("etg_owner_missing", finance),
         ("etg_not_configured", kiosk),
         ("etg_invalid_group", engineering),
@@ -56,8 +37,8 @@ def test_demo_scenario_flags_exactly_the_broken_policies(settings, tenant, scena
 
 
 def test_each_anomaly_carries_evidence_explanation_and_fix(settings, tenant, scenario):
-    run_check(settings, tenant)
-    owner = next(a for a in stored(settings) if a.kind == "etg_owner_missing")
+    config_check(settings, tenant)
+    owner = next(a for a in stored_anomalies(settings) if a.kind == "etg_owner_missing")
     group_id = policy_named(scenario, "Finance").etg_group_id
     assert owner.subject.group_id == group_id
     assert owner.evidence["etg_group_ids"] == [group_id]
@@ -67,11 +48,11 @@ def test_each_anomaly_carries_evidence_explanation_and_fix(settings, tenant, sce
 
 
 def test_running_twice_records_each_anomaly_once(settings, tenant):
-    run_check(settings, tenant)
-    first = {a.key: a for a in stored(settings)}
+    config_check(settings, tenant)
+    first = {a.key: a for a in stored_anomalies(settings)}
     tenant.clock.advance(3600)
-    second_report = run_check(settings, tenant)
-    second = {a.key: a for a in stored(settings)}
+    second_report = config_check(settings, tenant)
+    second = {a.key: a for a in stored_anomalies(settings)}
     assert second.keys() == first.keys()
     for key, anomaly in second.items():
         assert anomaly.first_seen == first[key].first_seen
@@ -81,12 +62,12 @@ def test_running_twice_records_each_anomaly_once(settings, tenant):
 
 
 def test_fixing_the_cause_resolves_the_anomaly_and_keeps_its_history(settings, tenant, scenario):
-    run_check(settings, tenant)
+    config_check(settings, tenant)
     finance = policy_named(scenario, "Finance")
     tenant.state.add_group_owner(finance.etg_group_id, scenario.provisioning_client.object_id)
     tenant.clock.advance(600)
-    report = run_check(settings, tenant)
-    resolved = stored(settings, Status.RESOLVED)
+    report = config_check(settings, tenant)
+    resolved = stored_anomalies(settings, Status.RESOLVED)
     assert [(a.kind, a.subject.policy_name) for a in resolved] == [
         ("etg_owner_missing", finance.name)
     ]
@@ -98,8 +79,8 @@ def test_missing_permission_is_unverified_never_an_anomaly(settings, tenant):
     from devtools.simtenant.faults import FaultRule
 
     tenant.faults.add(FaultRule(endpoint=r"/groups/[^/]+/owners", kind="status", status=403))
-    report = run_check(settings, tenant)
-    kinds = {a.kind for a in stored(settings)}
+    report = config_check(settings, tenant)
+    kinds = {a.kind for a in stored_anomalies(settings)}
     assert "etg_owner_missing" not in kinds
     assert report.outcome == "unverified"
     assert report.to_json()["missing_permissions"] == ["GroupMember.Read.All"]
@@ -108,15 +89,15 @@ def test_missing_permission_is_unverified_never_an_anomaly(settings, tenant):
 def test_a_graph_outage_does_not_resolve_what_was_already_open(settings, tenant):
     from devtools.simtenant.faults import FaultRule
 
-    run_check(settings, tenant)
-    open_before = {a.key for a in stored(settings, Status.OPEN)}
+    config_check(settings, tenant)
+    open_before = {a.key for a in stored_anomalies(settings, Status.OPEN)}
     tenant.faults.add(FaultRule(endpoint=r"/groups/", kind="status", status=500))
     tenant.faults.add(FaultRule(endpoint=r"retrieve", kind="status", status=500))
-    report = run_check(settings, tenant)
-    assert {a.key for a in stored(settings, Status.OPEN)} == open_before
+    report = config_check(settings, tenant)
+    assert {a.key for a in stored_anomalies(settings, Status.OPEN)} == open_before
     assert all(t.change.value == "updated" for t in report.transitions)
     assert report.outcome == "unverified"
-    assert stored(settings, Status.RESOLVED) == []
+    assert stored_anomalies(settings, Status.RESOLVED) == []
 
 
 def test_throttling_with_retry_after_is_ridden_out(settings, tenant):
@@ -125,27 +106,33 @@ def test_throttling_with_retry_after_is_ridden_out(settings, tenant):
     tenant.faults.add(
         FaultRule(endpoint=r".", kind="status", status=429, retry_after=1, probability=0.33, seed=7)
     )
-    report = run_check(settings, tenant)
+    report = config_check(settings, tenant)
     assert report.outcome == "ok", report.to_json()["unverified"]
-    assert len(stored(settings, Status.OPEN)) == 3
+    assert len(stored_anomalies(settings, Status.OPEN)) == 3
 
 
 def test_missing_provisioning_client_is_one_tenant_anomaly(settings, tenant):
     tenant.state.set_provisioning_client_present(False)
-    run_check(settings, tenant)
-    tenant_level = [a for a in stored(settings) if a.kind == "provisioning_client_missing"]
+    config_check(settings, tenant)
+    tenant_level = [
+        a for a in stored_anomalies(settings) if a.kind == "provisioning_client_missing"
+    ]
     assert len(tenant_level) == 1
     assert tenant_level[0].subject.policy_id is None
     assert len(tenant_level[0].evidence["affected_policies"]) >= 4
     # Ownership is not judged while the service principal itself is gone.
-    assert "etg_owner_missing" not in {a.kind for a in stored(settings)}
+    assert "etg_owner_missing" not in {a.kind for a in stored_anomalies(settings)}
 
 
 def test_deleted_etg_group_is_an_invalid_group(settings, tenant, scenario):
     standard = policy_named(scenario, "Standard")
     tenant.state.update_group(standard.etg_group_id, deleted=True)
-    run_check(settings, tenant)
-    invalid = {a.subject.policy_name: a for a in stored(settings) if a.kind == "etg_invalid_group"}
+    config_check(settings, tenant)
+    invalid = {
+        a.subject.policy_name: a
+        for a in stored_anomalies(settings)
+        if a.kind == "etg_invalid_group"
+    }
     assert "does not exist" in invalid[standard.name].explanation
 
 
@@ -170,13 +157,13 @@ def test_malformed_answers_are_unverified_and_never_open_an_anomaly(
         ("etg_invalid_group", policy_named(scenario, "Engineering").name),
     }
     rule = tenant.faults.add(FaultRule(endpoint=endpoint, kind="corrupt"))
-    report = run_check(settings, tenant)
+    report = config_check(settings, tenant)
     assert rule.fired >= 1
     assert report.outcome == "unverified"  # reported as a gap in what is known
-    assert by_policy(stored(settings, Status.OPEN)) <= clean  # nothing invented
+    assert by_policy(stored_anomalies(settings, Status.OPEN)) <= clean  # nothing invented
     tenant.faults.remove(rule)
-    run_check(settings, tenant)
-    assert by_policy(stored(settings, Status.OPEN)) == clean
+    config_check(settings, tenant)
+    assert by_policy(stored_anomalies(settings, Status.OPEN)) == clean
 
 
 # --- ownership: v1.0 owners may omit service principals (group-list-owners.md, staged rollout)
@@ -191,9 +178,9 @@ def test_staged_rollout_omission_from_v1_owners_raises_no_false_alarm(settings, 
     from monitors.render import config_report_text
 
     tenant.state.set_v1_owners_omit_service_principals(True)
-    report = run_check(settings, tenant)
+    report = config_check(settings, tenant)
     finance = policy_named(scenario, "Finance").name
-    assert by_policy(stored(settings, Status.OPEN)) == {
+    assert by_policy(stored_anomalies(settings, Status.OPEN)) == {
         ("etg_owner_missing", finance),  # its ETG really lacks the owner
         ("etg_not_configured", policy_named(scenario, "Kiosk").name),
         ("etg_invalid_group", policy_named(scenario, "Engineering").name),
@@ -220,7 +207,7 @@ def test_staged_rollout_omission_from_v1_owners_raises_no_false_alarm(settings, 
 def test_owners_present_in_v1_cost_no_second_source(settings, tenant, scenario):
     finance = policy_named(scenario, "Finance")
     tenant.state.add_group_owner(finance.etg_group_id, scenario.provisioning_client.object_id)
-    report = run_check(settings, tenant)
+    report = config_check(settings, tenant)
     assert "servicePrincipals.ownedObjects" not in tenant.stats()
     assert owner_checks(report, finance.name)[0]["confirmed_by"] == ["v1.0 owners"]
 
@@ -229,8 +216,12 @@ def test_owner_removed_everywhere_still_raises_etg_owner_missing(settings, tenan
     tenant.state.set_v1_owners_omit_service_principals(True)
     standard = policy_named(scenario, "Standard")
     tenant.state.remove_group_owner(standard.etg_group_id, scenario.provisioning_client.object_id)
-    run_check(settings, tenant)
-    owner = {a.subject.policy_name: a for a in stored(settings) if a.kind == "etg_owner_missing"}
+    config_check(settings, tenant)
+    owner = {
+        a.subject.policy_name: a
+        for a in stored_anomalies(settings)
+        if a.kind == "etg_owner_missing"
+    }
     anomaly = owner[standard.name]
     assert anomaly.status is Status.OPEN
     sources = anomaly.evidence["groups"][0]["owner_sources"]
@@ -270,11 +261,11 @@ def test_sources_that_disagree_leave_ownership_unverified(settings, tenant, scen
 
     helper = threading.Thread(target=restore_when_throttled)
     helper.start()
-    report = run_check(settings, tenant)
+    report = config_check(settings, tenant)
     helper.join()
     assert restored.is_set()
     assert "etg_owner_missing" not in {
-        a.kind for a in stored(settings) if a.subject.policy_name == standard.name
+        a.kind for a in stored_anomalies(settings) if a.subject.policy_name == standard.name
     }
     [check] = owner_checks(report, standard.name)
     assert check["status"] == "unverified"
@@ -298,10 +289,10 @@ def test_unreadable_second_source_is_unverified_naming_its_permission(
 
     tenant.state.set_v1_owners_omit_service_principals(True)
     rule = tenant.faults.add(FaultRule(endpoint=endpoint, kind="status", status=403))
-    report = run_check(settings, tenant)
+    report = config_check(settings, tenant)
     assert rule.fired >= 1
     finance = policy_named(scenario, "Finance").name
-    assert ("etg_owner_missing", finance) not in by_policy(stored(settings))
+    assert ("etg_owner_missing", finance) not in by_policy(stored_anomalies(settings))
     assert report.outcome == "unverified"
     assert report.to_json()["missing_permissions"] == [permission]
     [check] = owner_checks(report, finance)

@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers import (
     DEMO_FIRST_SCAN_WRITES,
+    GROUND_TRUTH,
     assert_matches_a_clean_run,
     device_anomalies,
     on_storage_writes,
@@ -17,7 +18,6 @@ from tests.helpers import (
     scan,
     scan_broken_at_write_then_rerun,
 )
-from tests.integration.test_scan import GROUND_TRUTH
 
 pytestmark = pytest.mark.integration
 

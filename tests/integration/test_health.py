@@ -9,13 +9,10 @@ from datetime import timedelta
 import pytest
 
 from monitors.clock import FixedClock
-from monitors.jobs.context import open_context, open_store
 from monitors.jobs.health import health_report, interval
-from monitors.jobs.scan import run_scan
 from monitors.models import Status
-from monitors.settings import Settings
-from monitors.store.outbox import OutboxRepository
 from monitors.store.scan_state import ScanState
+from tests.helpers import in_store, outbox, scan, settings_for, stored_anomalies
 
 pytestmark = pytest.mark.integration
 
@@ -52,19 +49,7 @@ def test_interval_refuses_what_the_functions_host_would_refuse(schedule):
 
 
 def report(settings, now):
-    async def go():
-        async with open_store(settings) as store:
-            return await health_report(store, now, settings.schedules)
-
-    return asyncio.run(go())
-
-
-def scan(settings, tenant):
-    async def go():
-        async with open_context(settings, clock=tenant.clock) as ctx:
-            return await run_scan(ctx)
-
-    return asyncio.run(go())
+    return in_store(settings, lambda store: health_report(store, now, settings.schedules))
 
 
 def test_healthy_after_a_scan_and_unhealthy_after_three_missed_intervals(settings, tenant):
@@ -81,14 +66,8 @@ def test_healthy_after_a_scan_and_unhealthy_after_three_missed_intervals(setting
 
 def with_env(settings, **env):
     """The test's settings read again from the environment, with `env` set as well."""
-    return Settings.from_env(
-        {
-            "ETG_GRAPH_ENDPOINT": settings.graph_endpoint,
-            "ETG_GRAPH_CREDENTIAL": "none",
-            "ETG_STORAGE_CONNECTION": settings.storage_connection,
-            "ETG_TABLE_PREFIX": settings.table_prefix,
-            **env,
-        }
+    return settings_for(
+        settings.graph_endpoint, settings.storage_connection, settings.table_prefix, **env
     )
 
 
@@ -151,22 +130,17 @@ def test_failing_job_alerts_once_and_again_on_recovery(settings, tenant, monkeyp
             scan(settings, tenant)
         tenant.clock.advance(600)
 
-    async def state():
-        async with open_store(settings) as store:
-            anomalies = [a async for a in store.anomalies.iter(["monitor_job_failing"])]
-            alerts = [
-                i
-                for i in await OutboxRepository(store).items()
-                if i.payload.get("kind") == "monitor_job_failing"
-            ]
-            return anomalies, alerts
+    def state():
+        anomalies = [a for a in stored_anomalies(settings) if a.kind == "monitor_job_failing"]
+        alerts = [i for i in outbox(settings) if i.payload.get("kind") == "monitor_job_failing"]
+        return anomalies, alerts
 
-    [failing], alerts = asyncio.run(state())
+    [failing], alerts = state()
     assert failing.status is Status.OPEN and failing.subject.job == "scan"
     assert "tables unreachable" in failing.explanation
     assert [a.change for a in alerts] == ["opened"]
     monkeypatch.setattr(ScanState, "checkpoints", original)
     scan(settings, tenant)
-    [recovered], alerts = asyncio.run(state())
+    [recovered], alerts = state()
     assert recovered.status is Status.RESOLVED
     assert sorted(a.change for a in alerts) == ["opened", "resolved"]

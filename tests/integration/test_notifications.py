@@ -4,13 +4,10 @@ and the scan using what was observed."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import json
 from collections import Counter
 from datetime import timedelta
 
-import azure.functions as func
 import httpx
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -18,49 +15,34 @@ from hypothesis import strategies as st
 
 import function_app
 from monitors import entry
-from monitors.jobs.context import open_context, open_store
 from monitors.jobs.notifications import process_inbox
-from monitors.jobs.scan import run_scan
 from monitors.jobs.subscriptions import sync_subscriptions
+from monitors.scan.pipeline import run_scan
 from monitors.store.notifications import NotificationStore
 from monitors.store.scan_state import ScanState
-from tests.helpers import app_functions, serve_webhook_from_env, user_function
+from tests.helpers import (
+    at_storage_write,
+    call_route,
+    etg_of,
+    in_store,
+    notification_inbox,
+    run_job,
+    scenario_device,
+    trigger_of,
+    with_webhook,
+)
 
 pytestmark = pytest.mark.integration
 CLIENT_STATE = "kT7v2Q9xLm4pZr8sWb3nYc6h"
 
 
 @pytest.fixture
-def host():
-    from devtools.simtenant.funchost import FunctionHost
-
-    with FunctionHost(list(app_functions().values())) as h:
-        yield h
+def notif_settings(settings, function_host, monkeypatch):
+    return with_webhook(monkeypatch, settings, function_host, CLIENT_STATE)
 
 
-@pytest.fixture
-def notif_settings(settings, host, monkeypatch):
-    s = dataclasses.replace(
-        settings, notification_url=host.url("graph/notifications"), client_state=CLIENT_STATE
-    )
-    serve_webhook_from_env(monkeypatch, s)
-    return s
-
-
-def job(settings, tenant, fn):
-    async def go():
-        async with open_context(settings, clock=tenant.clock) as ctx:
-            return await fn(ctx)
-
-    return asyncio.run(go())
-
-
-def notes(settings, what):
-    async def go():
-        async with open_store(settings) as store:
-            return await what(NotificationStore(store))
-
-    return asyncio.run(go())
+def observations(settings, group, since):
+    return in_store(settings, lambda store: NotificationStore(store).observations(group, since))
 
 
 def etgs(scenario):
@@ -70,14 +52,14 @@ def etgs(scenario):
 def test_sync_creates_one_subscription_per_etg_after_the_handshake(
     notif_settings, tenant, scenario
 ):
-    report = job(notif_settings, tenant, sync_subscriptions)
+    report = run_job(notif_settings, tenant, sync_subscriptions)
     assert sorted(report.created) == etgs(scenario)
     live = tenant.subscriptions()
     assert len(live) == len(etgs(scenario))
     assert all(s["clientState"] == CLIENT_STATE for s in live)
     expiry = min(s["expirationDateTime"] for s in live)
     assert expiry.startswith(str((tenant.clock.now() + timedelta(minutes=41_700)).date()))
-    again = job(notif_settings, tenant, sync_subscriptions)
+    again = run_job(notif_settings, tenant, sync_subscriptions)
     assert again.created == [] and sorted(again.kept) == etgs(scenario)
 
 
@@ -86,77 +68,78 @@ def test_join_is_notified_recorded_with_its_time_and_used_by_the_scan(
 ):
     from devtools.simtenant.generate import add_deployments
 
-    job(notif_settings, tenant, sync_subscriptions)
+    run_job(notif_settings, tenant, sync_subscriptions)
     [device] = add_deployments(scenario, 1, at=tenant.clock.now())
     tenant.state.add_devices([device])
     tenant.clock.advance(300)  # the ETG join happens a minute or two into enrollment
     tenant.wait_for_deliveries()
-    inbox = notes(notif_settings, lambda n: n.inbox())
+    inbox = notification_inbox(notif_settings)
     assert inbox and all(i.group_id for i in inbox)
     processed_at = tenant.clock.now()
-    report = job(notif_settings, tenant, process_inbox)
+    report = run_job(notif_settings, tenant, process_inbox)
     assert report.observations >= 1
-    group = next(p.etg_group_id for p in scenario.policies if p.id == device.policy_id)
-    seen = notes(notif_settings, lambda n: n.observations(group, processed_at - timedelta(1)))
+    group = etg_of(scenario, device)
+    seen = observations(notif_settings, group, processed_at - timedelta(1))
     mine = [e for e in seen if e.device_object_id == device.object_id]
     assert [(e.op.value, e.at, e.exact) for e in mine] == [("add", processed_at, False)]
-    assert notes(notif_settings, lambda n: n.inbox()) == []
-    job(notif_settings, tenant, run_scan)
+    assert notification_inbox(notif_settings) == []
+    run_job(notif_settings, tenant, run_scan)
 
-    async def record():
-        async with open_store(notif_settings) as store:
-            pending = await ScanState(store).pending()
-            key = next((k for k in pending if k.startswith(device.managed_device_id)), None)
-            return (await ScanState(store).records_by_keys([key]))[key] if key else None
+    async def record(store):
+        pending = await ScanState(store).pending()
+        key = next((k for k in pending if k.startswith(device.managed_device_id)), None)
+        return (await ScanState(store).records_by_keys([key]))[key] if key else None
 
-    judged = asyncio.run(record())
+    judged = in_store(notif_settings, record)
     assert judged is not None and any(e.source == "delta" for e in judged.events)
 
 
 def test_subscription_removed_by_graph_is_recreated(notif_settings, tenant, scenario):
-    job(notif_settings, tenant, sync_subscriptions)
+    run_job(notif_settings, tenant, sync_subscriptions)
     victim = tenant.subscriptions()[0]
     tenant.drop_subscription(victim["id"])  # for groups Graph says nothing: only the list shows it
-    again = job(notif_settings, tenant, sync_subscriptions)
+    again = run_job(notif_settings, tenant, sync_subscriptions)
     assert again.created == [victim["resource"].split("/")[1]]
     assert len(tenant.subscriptions()) == len(etgs(scenario))
 
 
-def test_reauthorization_required_is_answered_by_reauthorizing(notif_settings, tenant, host):
-    job(notif_settings, tenant, sync_subscriptions)
+def test_reauthorization_required_is_answered_by_reauthorizing(
+    notif_settings, tenant, function_host
+):
+    run_job(notif_settings, tenant, sync_subscriptions)
     sub = tenant.subscriptions()[0]
     tenant.send_lifecycle(sub["id"], "reauthorizationRequired")
     tenant.wait_for_deliveries()
     [sent] = tenant.notifications_sent()
     assert (sent["kind"], sent["status"]) == ("lifecycle", 202)
-    [row] = notes(notif_settings, lambda n: n.inbox())
+    [row] = notification_inbox(notif_settings)
     assert (row.lifecycle_event, row.group_id) == ("reauthorizationRequired", None)
-    report = job(notif_settings, tenant, process_inbox)
+    report = run_job(notif_settings, tenant, process_inbox)
     assert report.lifecycle == ["reauthorizationRequired"] and not report.unverified
     assert report.groups == [sub["resource"].split("/")[1]]  # caught up on its group's delta
     [after] = [s for s in tenant.subscriptions() if s["id"] == sub["id"]]
     assert after["reauthorizationRequired"] is False
-    assert notes(notif_settings, lambda n: n.inbox()) == []
-    assert host.errors == []
+    assert notification_inbox(notif_settings) == []
+    assert function_host.errors == []
 
 
 def test_a_lifecycle_row_stays_queued_while_its_groups_delta_fails(notif_settings, tenant):
     from devtools.simtenant.faults import FaultRule
 
-    job(notif_settings, tenant, sync_subscriptions)
+    run_job(notif_settings, tenant, sync_subscriptions)
     sub = tenant.subscriptions()[0]
     tenant.send_lifecycle(sub["id"], "reauthorizationRequired")
     tenant.wait_for_deliveries()
     refused = FaultRule(endpoint="groups.delta", status=403, retry_after=None)
     tenant.faults.add(refused)
-    failed = job(notif_settings, tenant, process_inbox)
+    failed = run_job(notif_settings, tenant, process_inbox)
     assert failed.processed == 0 and failed.unverified
     # The row names no group, yet it is kept: the catch-up it asks for has not happened.
-    assert len(notes(notif_settings, lambda n: n.inbox())) == 1
+    assert len(notification_inbox(notif_settings)) == 1
     tenant.faults.remove(refused)
-    report = job(notif_settings, tenant, process_inbox)
+    report = run_job(notif_settings, tenant, process_inbox)
     assert report.processed == 1 and report.groups == [sub["resource"].split("/")[1]]
-    assert notes(notif_settings, lambda n: n.inbox()) == []
+    assert notification_inbox(notif_settings) == []
 
 
 # --- batched deliveries -------------------------------------------------------------------------
@@ -181,9 +164,9 @@ def batched_delivery(tenant, scenario):
 
 
 def test_a_post_of_twenty_mixed_notifications_is_stored_once_each_and_processed(
-    notif_settings, tenant, scenario, host
+    notif_settings, tenant, scenario, function_host
 ):
-    job(notif_settings, tenant, sync_subscriptions)
+    run_job(notif_settings, tenant, sync_subscriptions)
     tenant.clock.advance(1)  # the simulator's delta watermark is time-based
     joined = batched_delivery(tenant, scenario)
     tenant.wait_for_deliveries()
@@ -191,7 +174,7 @@ def test_a_post_of_twenty_mixed_notifications_is_stored_once_each_and_processed(
     items = sent["body"]["value"]
     assert (len(items), sent["kind"], sent["status"], sent["attempt"]) == (20, "mixed", 202, 1)
     assert len(sent["subscription_ids"]) == len(etgs(scenario))
-    inbox = notes(notif_settings, lambda n: n.inbox())
+    inbox = notification_inbox(notif_settings)
     assert len(inbox) == 20 == len({i.id for i in inbox})
     assert len({i.id[:2] for i in inbox}) > 1  # the batch did span partitions
     assert Counter(i.lifecycle_event for i in inbox) == {
@@ -199,43 +182,41 @@ def test_a_post_of_twenty_mixed_notifications_is_stored_once_each_and_processed(
         "reauthorizationRequired": len(etgs(scenario)),
     }
     assert sorted(i.group_id for i in inbox if i.group_id) == sorted(joined.values())
-    assert host.errors == []
+    assert function_host.errors == []
 
-    report = job(notif_settings, tenant, process_inbox)
+    report = run_job(notif_settings, tenant, process_inbox)
     assert report.processed == 20 and not report.unverified
     assert sorted(report.groups) == etgs(scenario)
     assert report.lifecycle == ["reauthorizationRequired"] * len(etgs(scenario))
     assert not any(s["reauthorizationRequired"] for s in tenant.subscriptions())
-    assert notes(notif_settings, lambda n: n.inbox()) == []
+    assert notification_inbox(notif_settings) == []
     since = tenant.clock.now() - timedelta(days=1)
     for group in etgs(scenario):
-        seen = notes(notif_settings, lambda n, g=group: n.observations(g, since))
+        seen = observations(notif_settings, group, since)
         mine = {e.device_object_id for e in seen if e.op.value == "add"}
         assert mine >= {m for m, g in joined.items() if g == group}
 
 
-def test_a_repeated_batch_stores_nothing_new(notif_settings, tenant, scenario, host):
-    job(notif_settings, tenant, sync_subscriptions)
+def test_a_repeated_batch_stores_nothing_new(notif_settings, tenant, scenario, function_host):
+    run_job(notif_settings, tenant, sync_subscriptions)
     batched_delivery(tenant, scenario)
     tenant.wait_for_deliveries()
     [sent] = tenant.notifications_sent()
-    before = notes(notif_settings, lambda n: n.inbox())
+    before = notification_inbox(notif_settings)
     # Graph redelivers the same body when it missed the answer.
-    response = httpx.post(host.url("graph/notifications"), json=sent["body"], timeout=10)
+    response = httpx.post(function_host.url("graph/notifications"), json=sent["body"], timeout=10)
     assert response.status_code == 202
-    after = notes(notif_settings, lambda n: n.inbox())
+    after = notification_inbox(notif_settings)
     assert sorted(i.id for i in after) == sorted(i.id for i in before) and len(after) == 20
-    assert host.errors == []
+    assert function_host.errors == []
 
 
 def test_a_storage_failure_mid_batch_answers_503_and_the_redelivery_stores_each_once(
-    notif_settings, tenant, scenario, host, monkeypatch
+    notif_settings, tenant, scenario, function_host, monkeypatch
 ):
     from azure.core.exceptions import ServiceRequestError
 
-    from tests.helpers import at_storage_write
-
-    job(notif_settings, tenant, sync_subscriptions)
+    run_job(notif_settings, tenant, sync_subscriptions)
 
     def refuse(_name):
         raise ServiceRequestError("connection reset by the storage account")
@@ -247,15 +228,15 @@ def test_a_storage_failure_mid_batch_answers_503_and_the_redelivery_stores_each_
     attempts = tenant.notifications_sent()
     assert [(a["attempt"], a["status"]) for a in attempts] == [(1, 503), (2, 202)]
     assert attempts[0]["body"] == attempts[1]["body"]
-    inbox = notes(notif_settings, lambda n: n.inbox())
+    inbox = notification_inbox(notif_settings)
     assert len(inbox) == 20 == len({i.id for i in inbox})
-    assert host.errors == []  # the failure was an answer, not an exception
+    assert function_host.errors == []  # the failure was an answer, not an exception
 
 
 def test_renewal_across_simulated_days(notif_settings, tenant):
-    job(notif_settings, tenant, sync_subscriptions)
+    run_job(notif_settings, tenant, sync_subscriptions)
     tenant.clock.advance(28.5 * 86400)
-    report = job(notif_settings, tenant, sync_subscriptions)
+    report = run_job(notif_settings, tenant, sync_subscriptions)
     assert report.renewed and not report.created
     tenant.clock.advance(20 * 86400)  # past the renewed expiry only if renewal failed
     assert len(tenant.subscriptions()) == len(report.renewed)
@@ -266,21 +247,19 @@ def test_expired_delta_token_resyncs_without_losing_recorded_joins(
 ):
     from devtools.simtenant.faults import FaultRule
 
-    job(notif_settings, tenant, sync_subscriptions)
-    spec = next(d for d in scenario.devices if d.device_name == "CTSO-J5NB1GX")
-    group = next(p.etg_group_id for p in scenario.policies if p.id == spec.policy_id)
+    run_job(notif_settings, tenant, sync_subscriptions)
+    spec = scenario_device(scenario, "CTSO-J5NB1GX")
+    group = etg_of(scenario, spec)
     tenant.clock.advance(1)  # the simulator's delta watermark is time-based
     tenant.state.add_member_now(group, spec.object_id)
     tenant.wait_for_deliveries()
-    job(notif_settings, tenant, process_inbox)
+    run_job(notif_settings, tenant, process_inbox)
     tenant.faults.add(FaultRule(endpoint="groups.delta", kind="expire_delta", first_n=1))
     tenant.state.remove_member_now(group, spec.object_id)
     tenant.wait_for_deliveries()
-    report = job(notif_settings, tenant, process_inbox)
+    report = run_job(notif_settings, tenant, process_inbox)
     assert report.resynced == [group]
-    seen = notes(
-        notif_settings, lambda n: n.observations(group, tenant.clock.now() - timedelta(days=1))
-    )
+    seen = observations(notif_settings, group, tenant.clock.now() - timedelta(days=1))
     assert [e.op.value for e in seen if e.device_object_id == spec.object_id] == ["add"]
 
 
@@ -291,34 +270,36 @@ def test_a_refused_subscription_is_unverified_under_its_endpoint_then_created_ne
 
     rule = FaultRule(endpoint="subscriptions.create", kind="status", status=403)
     tenant.faults.add(rule)
-    report = job(notif_settings, tenant, sync_subscriptions)
+    report = run_job(notif_settings, tenant, sync_subscriptions)
     assert report.created == [] and tenant.subscriptions() == []
     assert {(u.source, u.reason.value, u.permission) for u in report.unverified} == {
         ("POST /v1.0/subscriptions", "forbidden", "Group.Read.All")
     }
     assert len(report.unverified) == len(etgs(scenario))
     tenant.faults.remove(rule)
-    again = job(notif_settings, tenant, sync_subscriptions)
+    again = run_job(notif_settings, tenant, sync_subscriptions)
     assert sorted(again.created) == etgs(scenario) and again.unverified == []
 
 
 def test_not_configured_sync_does_nothing(settings, tenant):
-    report = job(settings, tenant, sync_subscriptions)
+    report = run_job(settings, tenant, sync_subscriptions)
     assert not report.configured and tenant.subscriptions() == []
 
 
 # --- the webhook as the internet sees it ------------------------------------------------------
 
 
-def post(params=None, body=b"", content_type="application/json"):
-    request = func.HttpRequest(
+def post(params=None, body=b"", content_type="application/json", headers=None):
+    """The webhook function called as the host calls it for Graph's POST."""
+    headers = {**(headers or {}), "content-type": content_type}
+    return call_route(
+        "graph_notifications",
         "POST",
-        "/api/graph/notifications",
-        params=params or {},
-        headers={"content-type": content_type},
+        "graph/notifications",
+        params=params,
+        headers=headers,
         body=body,
     )
-    return asyncio.run(user_function("graph_notifications")(request))
 
 
 def notification(sub_id, state=CLIENT_STATE, group="00000000-0000-0000-0000-000000000001"):
@@ -334,12 +315,12 @@ def notification(sub_id, state=CLIENT_STATE, group="00000000-0000-0000-0000-0000
 
 @pytest.fixture
 def known_sub(notif_settings, tenant):
-    job(notif_settings, tenant, sync_subscriptions)
+    run_job(notif_settings, tenant, sync_subscriptions)
     return tenant.subscriptions()[0]["id"]
 
 
 def inbox_size(settings):
-    return len(notes(settings, lambda n: n.inbox()))
+    return len(notification_inbox(settings))
 
 
 def test_validation_token_is_echoed_decoded_as_plain_text(notif_settings):
@@ -394,7 +375,7 @@ def test_a_burst_of_duplicate_deliveries_is_stored_once(notif_settings, known_su
 
 
 def test_function_route_and_auth(notif_settings):
-    trigger = json.loads(app_functions()["graph_notifications"].get_function_json())["bindings"][0]
+    trigger = trigger_of("graph_notifications")
     assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (
         "graph/notifications",
         ["POST"],
@@ -461,11 +442,7 @@ def test_any_request_gets_a_short_4xx_or_an_accept_and_never_leaks_the_secret(
     @example({}, {}, "application/json", b"{broken")
     @example({}, {}, "application/json", json.dumps({"value": [notification("x" * 36)]}).encode())
     def check(params, headers, content_type, body):
-        headers = {**headers, "content-type": content_type}
-        request = func.HttpRequest(
-            "POST", "/api/graph/notifications", params=params, headers=headers, body=body
-        )
-        response = asyncio.run(user_function("graph_notifications")(request))
+        response = post(params, body, content_type, headers)
         answer = response.get_body()
         seen[response.status_code] += 1
         assert response.status_code in ANSWERS, (response.status_code, answer)

@@ -9,75 +9,28 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from monitors.graph import policies
-from monitors.jobs.context import open_context, open_store
-from monitors.jobs.scan import run_scan
+from monitors.jobs.context import open_context
 from monitors.models import Status
+from monitors.scan.pipeline import run_scan
 from monitors.store.scan_state import ScanState
 from monitors.store.tables import AnomalyRepository
+from tests.helpers import (
+    GROUND_TRUTH,
+    checkpoints,
+    etg_of,
+    in_store,
+    pairs,
+    scan,
+    scenario_device,
+    stored_anomalies,
+)
 
 pytestmark = pytest.mark.integration
-
-# What the demo scenario's notes say each broken device demonstrates.
-GROUND_TRUTH = {
-    ("etg_missing", "CTSO-J5NB1GX"),
-    ("etg_missing", "CTSO-FT9R9ZU"),
-    ("etg_missing", "CTSO-1606069"),
-    ("etg_missing", "ENG-9PR4P42"),
-    ("etg_missing", "ENG-6124HUH"),
-    ("etg_late", "CTSO-9968945"),
-    ("etg_removed", "CTSO-2046MYB"),
-    ("deployment_failed", "CTSO-Y5RZ32B"),
-    ("deployment_failed", "CTSO-2734CGA"),
-    ("deployment_stuck", "CTSO-F85ML45"),
-    ("payload_incomplete", "CTSO-6510KGR"),
-    ("payload_incomplete", "CTSO-5738CKS"),
-}
-
-
-@pytest.fixture
-def scan_settings(settings):
-    return dataclasses.replace(settings, detailed_reports=True)
-
-
-def scan(settings, tenant):
-    async def go():
-        async with open_context(settings, clock=tenant.clock) as ctx:
-            return await run_scan(ctx)
-
-    return asyncio.run(go())
-
-
-def anomalies(settings, status=None):
-    async def go():
-        async with open_store(settings) as store:
-            return [a async for a in store.anomalies.iter() if status is None or a.status is status]
-
-    return asyncio.run(go())
-
-
-def device_pairs(rows):
-    return {(a.kind, a.subject.device_name) for a in rows}
-
-
-def checkpoints(settings):
-    async def go():
-        async with open_store(settings) as store:
-            return await ScanState(store).checkpoints()
-
-    return asyncio.run(go())
-
-
-def device(scenario, name):
-    return next(d for d in scenario.devices if d.device_name == name)
-
-
-def etg_of(scenario, spec):
-    return next(p.etg_group_id for p in scenario.policies if p.id == spec.policy_id)
 
 
 def test_first_scan_finds_exactly_the_ground_truth(scan_settings, tenant):
     report = scan(scan_settings, tenant)
-    assert device_pairs(anomalies(scan_settings, Status.OPEN)) == GROUND_TRUTH
+    assert pairs(stored_anomalies(scan_settings, Status.OPEN)) == GROUND_TRUTH
     data = report.to_json()
     assert data["deployments"]["evaluated"] == 36
     assert data["unverified"] == {}
@@ -90,7 +43,7 @@ def test_first_scan_finds_exactly_the_ground_truth(scan_settings, tenant):
 
 def test_late_anomaly_carries_both_times_and_the_gap(scan_settings, tenant):
     scan(scan_settings, tenant)
-    late = next(a for a in anomalies(scan_settings) if a.kind == "etg_late")
+    late = next(a for a in stored_anomalies(scan_settings) if a.kind == "etg_late")
     ev = late.evidence
     assert ev["provisioning_completed_at"] and ev["late_join"]["at"]
     assert ev["gap_seconds"] == 25 * 60
@@ -100,9 +53,9 @@ def test_late_anomaly_carries_both_times_and_the_gap(scan_settings, tenant):
 
 def test_scanning_again_updates_never_duplicates_and_skips_settled_work(scan_settings, tenant):
     scan(scan_settings, tenant)
-    first = {a.key: a for a in anomalies(scan_settings)}
+    first = {a.key: a for a in stored_anomalies(scan_settings)}
     report = scan(scan_settings, tenant)
-    second = {a.key: a for a in anomalies(scan_settings)}
+    second = {a.key: a for a in stored_anomalies(scan_settings)}
     assert second.keys() == first.keys()
     assert all(len(a.history) == 1 for a in second.values())
     assert [t for t in report.transitions if t.change.value != "updated"] == []
@@ -117,18 +70,18 @@ def test_late_audit_event_settles_to_on_time_without_any_anomaly(scan_settings, 
     verdicts = {d["device_name"]: d["verdict"] for d in report.to_json()["devices"]}
     assert verdicts["CTSO-FWN1RZE"] == "ok"
     assert verdicts["CTSO-K50RMTC"] == "ok"
-    assert device_pairs(anomalies(scan_settings)) == GROUND_TRUTH
+    assert pairs(stored_anomalies(scan_settings)) == GROUND_TRUTH
 
 
 def test_missing_device_added_later_resolves_without_a_second_alert(
     scan_settings, tenant, scenario
 ):
     scan(scan_settings, tenant)
-    spec = device(scenario, "CTSO-J5NB1GX")
+    spec = scenario_device(scenario, "CTSO-J5NB1GX")
     tenant.state.add_member_now(etg_of(scenario, spec), spec.object_id, actor="admin")
     tenant.clock.advance(2 * 3600)
     report = scan(scan_settings, tenant)
-    mine = [a for a in anomalies(scan_settings) if a.subject.device_name == "CTSO-J5NB1GX"]
+    mine = [a for a in stored_anomalies(scan_settings) if a.subject.device_name == "CTSO-J5NB1GX"]
     assert [(a.kind, a.status) for a in mine] == [("etg_missing", Status.RESOLVED)]
     assert "after provisioning completed" in mine[0].history[-1]["why"]
     assert [
@@ -140,11 +93,11 @@ def test_missing_device_added_later_resolves_without_a_second_alert(
 
 def test_removal_after_a_conclusive_verdict_opens_etg_removed(scan_settings, tenant, scenario):
     scan(scan_settings, tenant)
-    spec = device(scenario, "CTSO-FYBK4XE")
+    spec = scenario_device(scenario, "CTSO-FYBK4XE")
     tenant.state.remove_member_now(etg_of(scenario, spec), spec.object_id)
     tenant.clock.advance(600)
     scan(scan_settings, tenant)
-    removed = [a for a in anomalies(scan_settings, Status.OPEN) if a.kind == "etg_removed"]
+    removed = [a for a in stored_anomalies(scan_settings, Status.OPEN) if a.kind == "etg_removed"]
     assert {a.subject.device_name for a in removed} == {"CTSO-2046MYB", "CTSO-FYBK4XE"}
 
 
@@ -192,9 +145,9 @@ def test_scan_killed_midway_then_rerun_matches_a_clean_run(
     monkeypatch.setattr(cls, name, original)
     scan(scan_settings, tenant)
 
-    everything = anomalies(scan_settings)
+    everything = stored_anomalies(scan_settings)
     rows = [a for a in everything if a.kind != "monitor_job_failing"]
-    assert device_pairs(rows) == GROUND_TRUTH
+    assert pairs(rows) == GROUND_TRUTH
     assert len(rows) == len({a.key for a in rows})  # nothing duplicated
     assert all(len(a.history) == 1 for a in rows)  # nothing opened twice
     # The crash itself was reported, and cleared by the successful rerun.
@@ -210,7 +163,7 @@ def test_a_third_of_requests_throttled_gives_the_same_result(scan_settings, tena
         FaultRule(endpoint=r".", kind="status", status=429, retry_after=1, probability=0.33, seed=3)
     )
     report = scan(scan_settings, tenant)
-    assert device_pairs(anomalies(scan_settings, Status.OPEN)) == GROUND_TRUTH
+    assert pairs(stored_anomalies(scan_settings, Status.OPEN)) == GROUND_TRUTH
     assert report.outcome == "ok"
 
 
@@ -219,7 +172,7 @@ def test_missing_audit_permission_is_unverified_and_raises_no_etg_anomaly(scan_s
 
     tenant.faults.add(FaultRule(endpoint=r"/auditLogs/", kind="status", status=403))
     report = scan(scan_settings, tenant)
-    kinds = {a.kind for a in anomalies(scan_settings)}
+    kinds = {a.kind for a in stored_anomalies(scan_settings)}
     assert not kinds & {"etg_missing", "etg_late", "etg_removed"}
     assert {"deployment_failed", "deployment_stuck"} <= kinds  # the rest still works
     data = report.to_json()
@@ -232,11 +185,11 @@ def test_report_export_failure_is_unverified_and_holds_the_checkpoint(scan_setti
     tenant.state.set_export_jobs_fail(True)
     report = scan(scan_settings, tenant)
     assert report.outcome == "unverified"
-    assert anomalies(scan_settings) == []
+    assert stored_anomalies(scan_settings) == []
     assert checkpoints(scan_settings) == {}
     tenant.state.set_export_jobs_fail(False)
     scan(scan_settings, tenant)
-    assert device_pairs(anomalies(scan_settings, Status.OPEN)) == GROUND_TRUTH
+    assert pairs(stored_anomalies(scan_settings, Status.OPEN)) == GROUND_TRUTH
 
 
 def test_suppressed_anomalies_stay_recorded_and_return_to_open_on_expiry(scan_settings, tenant):
@@ -248,27 +201,20 @@ def test_suppressed_anomalies_stay_recorded_and_return_to_open_on_expiry(scan_se
         SuppressionScope.KIND, "deployment_failed", "driver rollout, tracked in CHG-1234", now, "1h"
     )
 
-    async def add():
-        async with open_store(scan_settings) as store:
-            await store.suppressions.add(suppression)
-
-    asyncio.run(add())
+    in_store(scan_settings, lambda store: store.suppressions.add(suppression))
     report = scan(scan_settings, tenant)
-    failed = [a for a in anomalies(scan_settings) if a.kind == "deployment_failed"]
+    failed = [a for a in stored_anomalies(scan_settings) if a.kind == "deployment_failed"]
     assert {a.status for a in failed} == {Status.SUPPRESSED}
     assert all("CHG-1234" in a.history[-1]["why"] for a in failed)
     assert not any(t.alerts for t in report.transitions if t.anomaly.kind == "deployment_failed")
 
     tenant.clock.advance(2 * 3600)
     scan(scan_settings, tenant)
-    failed = [a for a in anomalies(scan_settings) if a.kind == "deployment_failed"]
+    failed = [a for a in stored_anomalies(scan_settings) if a.kind == "deployment_failed"]
     assert {a.status for a in failed} == {Status.OPEN}
 
-    async def settle_again():
-        async with open_store(scan_settings) as store:
-            return await settle_suppressions(store, tenant.clock.now())
-
-    assert asyncio.run(settle_again()) == []
+    settled = in_store(scan_settings, lambda store: settle_suppressions(store, tenant.clock.now()))
+    assert settled == []
 
 
 def test_two_scans_started_at_once_give_one_set_of_results(scan_settings, tenant):
@@ -285,8 +231,8 @@ def test_two_scans_started_at_once_give_one_set_of_results(scan_settings, tenant
     held = [r for r in results if isinstance(r, LeaseHeld)]
     done = [r for r in results if not isinstance(r, BaseException)]
     assert len(held) == 1 and len(done) == 1
-    rows = anomalies(scan_settings)
-    assert device_pairs(rows) == GROUND_TRUTH
+    rows = stored_anomalies(scan_settings)
+    assert pairs(rows) == GROUND_TRUTH
     assert len(rows) == len({a.key for a in rows})
     # The lease is released: the next scan runs.
     assert scan(scan_settings, tenant).checkpoint_advanced
@@ -316,7 +262,7 @@ def test_a_refused_device_read_is_reported_under_its_endpoint_and_permission(sca
     assert data["unverified"][f"{label}: forbidden (needs DeviceManagementManagedDevices.Read.All)"]
     assert "DeviceManagementManagedDevices.Read.All" in data["missing_permissions"]
     # Without the devices nothing about ETG membership is decided; the rest still is.
-    kinds = {a.kind for a in anomalies(scan_settings)}
+    kinds = {a.kind for a in stored_anomalies(scan_settings)}
     assert not kinds & {"etg_missing", "etg_late", "etg_removed"}
     assert "deployment_failed" in kinds
 

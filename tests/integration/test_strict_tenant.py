@@ -15,41 +15,37 @@ from typing import Any
 import pytest
 
 from devtools.simtenant.strict import JIT_ONLY, OUT_OF_SCOPE, UNROUTED, policy_name, strict_scenario
-from monitors.jobs.config_check import check_config
-from monitors.jobs.context import open_context, open_store
-from monitors.jobs.scan import run_scan
 from monitors.models import ETG_SOURCE_OPERATOR, ETG_SOURCE_SETTINGS, Status
 from monitors.render import config_report_text
 from monitors.settings import Settings
+from tests.helpers import (
+    checkpoints,
+    config_check,
+    etg_of,
+    pairs,
+    scan,
+    scenario_device,
+    settings_for,
+    stored_anomalies,
+)
 
 pytestmark = pytest.mark.integration
 
 
 def _settings(tenant: Any, azurite: Any, **extra: str) -> Settings:
-    return Settings.from_env(
-        {
-            "ETG_GRAPH_ENDPOINT": tenant.base_url,
-            "ETG_GRAPH_CREDENTIAL": "none",
-            "ETG_STORAGE_CONNECTION": azurite.connection_string,
-            "ETG_TABLE_PREFIX": "s" + uuid.uuid4().hex[:12],
-            "ETG_DETAILED_REPORTS": "true",
-            **extra,
-        }
+    """Settings on a tenant the test starts itself, so on tables of their own."""
+    prefix = "s" + uuid.uuid4().hex[:12]
+    return settings_for(
+        tenant.base_url, azurite.connection_string, prefix, ETG_DETAILED_REPORTS="true", **extra
     )
 
 
 def _run(settings: Settings, tenant: Any) -> dict[str, Any]:
-    async def go() -> dict[str, Any]:
-        async with open_context(settings, clock=tenant.clock) as ctx:
-            config = await check_config(ctx)
-        tenant.reset_stats()
-        async with open_context(settings, clock=tenant.clock) as ctx:
-            scan = await run_scan(ctx)
-        async with open_store(settings) as store:
-            anomalies = [a async for a in store.anomalies.iter()]
-        return {"config": config, "scan": scan, "anomalies": anomalies, "sim": tenant.stats()}
-
-    return asyncio.run(go())
+    config = config_check(settings, tenant)
+    tenant.reset_stats()
+    report = scan(settings, tenant)
+    anomalies = stored_anomalies(settings)
+    return {"config": config, "scan": report, "anomalies": anomalies, "sim": tenant.stats()}
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +62,10 @@ def _open(result: dict[str, Any]) -> list[Any]:
     return [a for a in result["anomalies"] if a.status is Status.OPEN]
 
 
+def _open_on_devices(result: dict[str, Any]) -> set[tuple[str, str]]:
+    return pairs([a for a in _open(result) if a.subject.device_name])
+
+
 def test_the_strict_scenario_has_more_etg_policies_than_one_membership_check_takes(strict):
     scenario, truth, _ = strict
     assert len([p for p in scenario.policies if p.etg_group_id]) >= 25 > 20
@@ -75,7 +75,7 @@ def test_the_strict_scenario_has_more_etg_policies_than_one_membership_check_tak
 
 def test_every_anomaly_of_the_ground_truth_is_found_and_nothing_else(strict):
     _, truth, result = strict
-    devices = {(a.kind, a.subject.device_name) for a in _open(result) if a.subject.device_name}
+    devices = _open_on_devices(result)
     policies = {(a.kind, a.subject.policy_name) for a in _open(result) if not a.subject.device_name}
     assert devices == truth.device_anomalies
     assert policies == truth.policy_anomalies
@@ -192,7 +192,7 @@ def test_the_operator_map_wins_over_graph(azurite):
         result = _run(settings, tenant)
     missing = {a.subject.device_name: a for a in _open(result) if a.kind == "etg_missing"}
     assert missing["MISS-02"].evidence["policy"]["etg_source"] == ETG_SOURCE_OPERATOR
-    devices = {(a.kind, a.subject.device_name) for a in _open(result) if a.subject.device_name}
+    devices = _open_on_devices(result)
     assert devices == truth.device_anomalies
     # The operator's word needs no retrieve action for that policy.
     assert result["sim"].get("configurationPolicies.retrieveJustInTimeConfiguration", 0) == 1
@@ -210,7 +210,7 @@ def test_unverified_reasons_are_counted_for_the_closing_figures(strict):
 def test_an_etg_whose_audit_read_failed_holds_back_only_its_own_policy(azurite):
     from devtools.simtenant.faults import FaultRule
     from devtools.simtenant.server import SimulatedTenant
-    from monitors.store.scan_state import AUDIT_CHECKPOINT, ScanState
+    from monitors.store.scan_state import AUDIT_CHECKPOINT
 
     scenario, truth = strict_scenario()
     policy = next(p for p in scenario.policies if p.name == policy_name(10))
@@ -226,14 +226,10 @@ def test_an_etg_whose_audit_read_failed_holds_back_only_its_own_policy(azurite):
             n for n, j in judged.items() if any(u.reason.value == "forbidden" for u in j.unverified)
         }
         assert forbidden == own
-        found = {(a.kind, a.subject.device_name) for a in _open(first) if a.subject.device_name}
+        found = _open_on_devices(first)
         assert found == {t for t in truth.device_anomalies if t[1] not in own}
 
-        async def marks() -> dict[str, object]:
-            async with open_store(settings) as store:
-                return await ScanState(store).checkpoints()
-
-        held = asyncio.run(marks())
+        held = checkpoints(settings)
         assert AUDIT_CHECKPOINT + policy.etg_group_id not in held
         others = {p.etg_group_id for p in scenario.policies if p.name != policy_name(OUT_OF_SCOPE)}
         assert {AUDIT_CHECKPOINT + g for g in others - {policy.etg_group_id}} <= set(held)
@@ -242,7 +238,7 @@ def test_an_etg_whose_audit_read_failed_holds_back_only_its_own_policy(azurite):
         tenant.faults.remove(rule)
         tenant.clock.advance(600)
         second = _run(settings, tenant)
-        found = {(a.kind, a.subject.device_name) for a in _open(second) if a.subject.device_name}
+        found = _open_on_devices(second)
         assert found == truth.device_anomalies
 
 
@@ -252,7 +248,7 @@ def test_a_device_asked_about_more_than_twenty_groups_is_asked_in_chunks(strict,
     from monitors.graph.client import GraphClient
 
     scenario, _, _ = strict
-    device = next(d for d in scenario.devices if d.device_name == "OK-07-0")
+    device = scenario_device(scenario, "OK-07-0")
     groups = [p.etg_group_id for p in scenario.policies]
     with SimulatedTenant(scenario) as tenant:
         settings = _settings(tenant, azurite)
@@ -263,9 +259,5 @@ def test_a_device_asked_about_more_than_twenty_groups_is_asked_in_chunks(strict,
 
         found = asyncio.run(ask())
         assert len(groups) > 20
-        assert found == {
-            device.object_id: {
-                next(p.etg_group_id for p in scenario.policies if p.id == device.policy_id)
-            }
-        }
+        assert found == {device.object_id: {etg_of(scenario, device)}}
         assert tenant.stats()["devices.checkMemberGroups"] == 2

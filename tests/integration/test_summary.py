@@ -18,8 +18,7 @@ from monitors.jobs.summary import keep_summary, stored_summary
 from monitors.store.runs import RunRepository
 from monitors.summary.compute import IsoWeek
 from monitors.summary.html import render_html
-from tests.helpers import call_route, in_store, outbox, run_timer, scan
-from tests.integration.test_scan import GROUND_TRUTH
+from tests.helpers import GROUND_TRUTH, call_route, in_store, outbox, run_timer, scan
 
 pytestmark = pytest.mark.integration
 # The demo scenario's deployments all enrol in this week.
