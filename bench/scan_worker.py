@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from monitors.clock import FixedClock
 from monitors.jobs.context import open_context
-from monitors.jobs.scan import run_scan
+from monitors.scan.pipeline import run_scan
 from monitors.settings import Settings
 
 

@@ -23,8 +23,8 @@ from devtools.simtenant.server import SimulatedTenant
 from devtools.simtenant.strict import strict_scenario
 from monitors.jobs.config_check import check_config
 from monitors.jobs.context import open_context, open_store
-from monitors.jobs.scan import run_scan
 from monitors.models import Status
+from monitors.scan.pipeline import run_scan
 from monitors.settings import Settings
 
 

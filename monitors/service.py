@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from monitors.jobs.config_check import ConfigCheckReport
     from monitors.jobs.context import JobContext
     from monitors.jobs.notifications import ProcessReport, WebhookAnswer
-    from monitors.jobs.scan import ScanReport
     from monitors.jobs.subscriptions import SyncReport
+    from monitors.scan.report import ScanReport
     from monitors.store.tables import TableStore
     from monitors.summary.compute import IsoWeek
 
@@ -103,7 +103,7 @@ async def _run(
 
 
 async def scan(settings: Settings, *, clock: Clock | None = None) -> Ran[ScanReport]:
-    from monitors.jobs.scan import run_scan
+    from monitors.scan.pipeline import run_scan
 
     return await _run(settings, Job.SCAN, run_scan, clock=clock, dispatch=True)
 
