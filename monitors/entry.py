@@ -15,10 +15,10 @@ import structlog
 
 from monitors import service
 from monitors.clock import Clock, SystemClock
-from monitors.failures import Unavailable
-from monitors.settings import Settings, SettingsError
+from monitors.failures import SettingsError, Unavailable
 
 if TYPE_CHECKING:
+    from monitors.settings import Settings
     from monitors.store.tables import TableStore
 
 _settings: Settings | None = None

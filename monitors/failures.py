@@ -7,10 +7,22 @@ traceback, and never a secret (messages are built from exception types and setti
 
 from __future__ import annotations
 
-from monitors.settings import Settings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from monitors.settings import Settings
 
 # httpx and azure-core are imported where a failure is judged, never at import time: the
 # function app's cold start must not load HTTP clients it may not need.
+
+
+class SettingsError(ValueError):
+    """Raised when the environment does not describe a usable installation. Kept here, beside
+    Unavailable, so entry points can catch both without loading the settings table."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid etg-monitor settings:\n  - " + "\n  - ".join(problems))
 
 
 class Unavailable(Exception):

@@ -21,8 +21,6 @@ import structlog
 
 from monitors.clock import Clock, SystemClock
 from monitors.failures import Unavailable, unavailable
-from monitors.logs import configure_logging, register_secret
-from monitors.settings import Settings
 
 if TYPE_CHECKING:
     from monitors.alerts.dispatch import DispatchResult
@@ -31,6 +29,7 @@ if TYPE_CHECKING:
     from monitors.jobs.notifications import ProcessReport, WebhookAnswer
     from monitors.jobs.subscriptions import SyncReport
     from monitors.scan.report import ScanReport
+    from monitors.settings import Settings
     from monitors.store.tables import TableStore
     from monitors.summary.compute import IsoWeek
 
@@ -64,6 +63,9 @@ def load_settings(
 ) -> Settings:
     """Validate the settings, configure logging and register every secret for redaction: the
     one place an entry point does this. Raises SettingsError."""
+    from monitors.logs import configure_logging, register_secret
+    from monitors.settings import Settings
+
     settings = Settings.from_env(os.environ if env is None else env)
     if log_level is None:
         configure_logging(settings.log_format)

@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
+from monitors.failures import SettingsError as SettingsError
+
 GLOBAL_GRAPH = "https://graph.microsoft.com"
 NATIONAL_CLOUD_GRAPH = (
     "https://graph.microsoft.us",
@@ -34,14 +36,6 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 CredentialMode = Literal["default", "none"]
 LogFormat = Literal["auto", "json", "console"]
 SettingType = Literal["text", "url", "int", "float", "bool", "json", "schedule"]
-
-
-class SettingsError(ValueError):
-    """Raised when the environment does not describe a usable installation."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("invalid etg-monitor settings:\n  - " + "\n  - ".join(problems))
 
 
 def is_loopback_host(host: str | None) -> bool:
