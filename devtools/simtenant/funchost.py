@@ -18,7 +18,6 @@ non-HTTP triggers, input bindings, the admin API, host.json settings.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hmac
 import inspect
@@ -32,14 +31,14 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace, TracebackType
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import azure.functions as func
 from aiohttp import web
 
-from devtools.simtenant.loopserver import bind, run_in_thread
+from devtools.simtenant.loopserver import ServedInThread, bind, run_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +194,7 @@ def http_functions(functions: Iterable[Any]) -> list[HttpFunction]:
     return served
 
 
-class FunctionHost:
+class FunctionHost(ServedInThread):
     """Serve a FunctionApp's HTTP functions on a loopback port; use as a context manager.
 
     ``app`` is an ``azure.functions.FunctionApp`` (its functions are computed once and
@@ -256,41 +255,7 @@ class FunctionHost:
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
 
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        if not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=15)
-        self._thread = None
-        self._loop = None
-
-    def __enter__(self) -> FunctionHost:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # ------------------------------------------------------------------ accessors
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("not started")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        """``http://HOST:PORT`` (no trailing slash)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
     def url(self, route: str, with_key: bool = True) -> str:
         """``base_url/api/<route>``, with ``?code=<function key>`` unless ``with_key=False``."""

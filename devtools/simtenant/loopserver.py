@@ -7,9 +7,12 @@ code, report a start-up failure to the caller, and shut down cleanly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Self
 
 
 def bind(host: str, port: int, backlog: int) -> socket.socket:
@@ -69,3 +72,55 @@ def run_in_thread(
     if failure:
         raise RuntimeError(f"{what} failed to start") from failure[0]
     return thread, holder[0]
+
+
+class ServedInThread:
+    """Stopping, ``with`` and the address of a server that ``run_in_thread`` runs; the
+    subclass starts it and sets ``_port``, ``_loop`` and ``_thread``."""
+
+    host: str
+    _port: int | None
+    _loop: asyncio.AbstractEventLoop | None
+    _thread: threading.Thread | None
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def _before_stop(self) -> None:
+        """Runs on the server's own loop just before it stops."""
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._before_stop)
+                loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=15)
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("not started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT``: no trailing slash and no version segment."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"

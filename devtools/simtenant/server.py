@@ -23,7 +23,6 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -41,7 +40,7 @@ from devtools.simtenant.graph_api import (
     parse_query,
     split_version,
 )
-from devtools.simtenant.loopserver import bind, run_in_thread
+from devtools.simtenant.loopserver import ServedInThread, bind, run_in_thread
 from devtools.simtenant.odata import (
     ERROR_CODES,
     GraphError,
@@ -710,7 +709,7 @@ def build_app(
     return app
 
 
-class SimulatedTenant:
+class SimulatedTenant(ServedInThread):
     """The stand-in tenant on a loopback port; use as a context manager.
 
     >>> with SimulatedTenant(demo_scenario()) as tenant:   # doctest: +SKIP
@@ -790,41 +789,10 @@ class SimulatedTenant:
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
 
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(lambda: self._service._shutdown_event().set())
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=15)
-        self._thread = None
-        self._loop = None
-
-    def __enter__(self) -> SimulatedTenant:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _before_stop(self) -> None:
+        self._service._shutdown_event().set()
 
     # ------------------------------------------------------------------ accessors
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("not started")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        """``http://HOST:PORT``: no trailing slash and no version segment."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
     @property
     def teams_url(self) -> str:
