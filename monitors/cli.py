@@ -119,19 +119,19 @@ def _report_dispatch(ran: service.Ran[Any]) -> None:
         )
 
 
-def _skipped(ran: service.Ran[Any]) -> int | None:
-    if ran.skipped is None:
-        return None
-    _note(f"etg-monitor: {ran.skipped}; nothing done")
-    return EXIT_UNVERIFIED
+def _did_not_run(ran: service.Ran[Any]) -> bool:
+    """Say so when another run held the job's lease (the caller exits 3)."""
+    if ran.skipped is None and ran.report is not None:
+        return False
+    _note(f"etg-monitor: {ran.skipped or 'the job did not run'}; nothing done")
+    return True
 
 
 def _job_result(
     ran: service.Ran[Any], as_json: bool, text: Callable[[dict[str, Any]], str]
 ) -> dict[str, Any] | None:
     """A job command's result printed (JSON or text); None when the job did not run."""
-    if ran.skipped is not None or ran.report is None:
-        _note(f"etg-monitor: {ran.skipped or 'the job did not run'}; nothing done")
+    if _did_not_run(ran) or ran.report is None:
         return None
     _report_dispatch(ran)
     data: dict[str, Any] = ran.report.to_json()
@@ -240,8 +240,8 @@ async def _alerts(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.action == "send":
         ran = await service.send_alerts(settings)
-        if (code := _skipped(ran)) is not None or ran.report is None:
-            return code or EXIT_UNVERIFIED
+        if _did_not_run(ran) or ran.report is None:
+            return EXIT_UNVERIFIED
         if args.json:
             _print_json(ran.report.to_json())
         else:
@@ -363,8 +363,8 @@ async def _subscriptions(
 
 async def _sync(settings: Settings, as_json: bool, clock: Clock | None) -> int:
     ran = await service.sync_subscriptions(settings, clock=clock)
-    if (code := _skipped(ran)) is not None or ran.report is None:
-        return code or EXIT_UNVERIFIED
+    if _did_not_run(ran) or ran.report is None:
+        return EXIT_UNVERIFIED
     report = ran.report
     data = report.to_json()
     if as_json:

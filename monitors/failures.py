@@ -7,6 +7,8 @@ traceback, and never a secret (messages are built from exception types and setti
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,3 +71,14 @@ def unavailable(settings: Settings, exc: BaseException) -> Unavailable | None:
             "network path to it"
         )
     return None
+
+
+@contextmanager
+def dependency_failures_as_unavailable(settings: Settings) -> Iterator[None]:
+    """Inside this block a dependency failure leaves as ``Unavailable``; a bug as itself."""
+    try:
+        yield
+    except Exception as exc:
+        if (problem := unavailable(settings, exc)) is not None:
+            raise problem from exc
+        raise

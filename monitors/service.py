@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import structlog
 
 from monitors.clock import Clock, SystemClock
-from monitors.failures import Unavailable, unavailable
+from monitors.failures import Unavailable, dependency_failures_as_unavailable
 
 if TYPE_CHECKING:
     from monitors.alerts.dispatch import DispatchResult
@@ -89,17 +89,14 @@ async def _run(
     from monitors.store.tables import LeaseHeld
 
     try:
-        async with open_context(settings, clock=clock, with_graph=with_graph) as ctx:
-            report = await work(ctx)
+        with dependency_failures_as_unavailable(settings):
+            async with open_context(settings, clock=clock, with_graph=with_graph) as ctx:
+                report = await work(ctx)
     except LeaseHeld:
         structlog.get_logger("etg_monitor").info(
             "job.skipped", job=job.value, reason="another run holds the lease"
         )
         return Ran(job, None, skipped=f"another {job.value} run is in progress")
-    except Exception as exc:
-        if (problem := unavailable(settings, exc)) is not None:
-            raise problem from exc
-        raise
     sent = await send_alerts(settings, clock=clock) if dispatch else None
     return Ran(job, report, dispatched=sent)
 
@@ -155,13 +152,9 @@ async def read_store(settings: Settings, read: Callable[[TableStore], Awaitable[
     so it needs no lease, but a store that cannot be reached is reported the same way."""
     from monitors.jobs.context import open_store
 
-    try:
+    with dependency_failures_as_unavailable(settings):
         async with open_store(settings) as store:
             return await read(store)
-    except Exception as exc:
-        if (problem := unavailable(settings, exc)) is not None:
-            raise problem from exc
-        raise
 
 
 async def summary_of_week(
@@ -205,9 +198,5 @@ async def receive_notification(
     from monitors.jobs.notifications import receive
 
     now = (clock or SystemClock()).now()
-    try:
+    with dependency_failures_as_unavailable(settings):
         return await receive(store, settings, params, content_type, body, now)
-    except Exception as exc:
-        if (problem := unavailable(settings, exc)) is not None:
-            raise problem from exc
-        raise

@@ -123,7 +123,7 @@ async def dispatch(
     """Deliver what is due. ``owner`` (the run id) claims each message's items just before
     its post, so two dispatchers that overlap despite the job lease still send it once."""
     outbox = OutboxRepository(store)
-    result = DispatchResult()
+    result = DispatchResult(configured=bool(webhook_url))
     waiting = await outbox.waiting()
     due = await _give_up_stale(outbox, waiting, now, max_age, result)
     result.pending = len(waiting) - result.gave_up

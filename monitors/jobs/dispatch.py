@@ -20,7 +20,7 @@ async def dispatch_alerts(ctx: JobContext) -> DispatchResult:
     settings = ctx.settings
 
     async def body() -> DispatchResult:
-        result = await dispatch(
+        return await dispatch(
             ctx.store,
             settings.teams_webhook_url,
             ctx.clock.now(),
@@ -29,7 +29,5 @@ async def dispatch_alerts(ctx: JobContext) -> DispatchResult:
             threshold=settings.alert_digest_threshold,
             max_age=timedelta(hours=settings.alert_max_age_hours),
         )
-        result.configured = bool(settings.teams_webhook_url)
-        return result
 
     return await recorded_run(ctx, JOB, body, _summarize)
