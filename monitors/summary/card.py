@@ -48,6 +48,11 @@ def _issues(summary: Mapping[str, Any]) -> list[dict[str, JSON]]:
     opened = summary["anomalies_opened"]["by_kind"].items()
     top = sorted(opened, key=lambda kv: (severity_rank(kv[0]), -kv[1]))[:3]
     blocks = [_text("Top issues: " + ", ".join(f"{k} ({n})" for k, n in top))] if top else []
+    failures = (summary.get("failure_codes") or [])[:3]
+    if failures:
+        blocks.append(
+            _text("Failed with: " + ", ".join(f"{f['label']} ({f['count']})" for f in failures))
+        )
     blocks += [
         _text(f"Policy {p['policy']}: {', '.join(p['issues'])}", color="Attention")
         for p in policies_by_severity(summary)[:5]

@@ -12,13 +12,15 @@ from typing import Any
 
 from monitors.models import JSON, Anomaly, DeploymentStatus, Scope, Status, json_number, json_object
 from monitors.rules.enrollment import EtgOutcome
-from monitors.rules.kinds import severity_rank
+from monitors.rules.kinds import DEPLOYMENT_FAILED, severity_rank
+from monitors.rules.result_codes import describe_failure, parse_code
 from monitors.rules.suppression import Suppression
 from monitors.store.scan_state import DeploymentRow
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 # The outcomes that count towards the compliance rate: the deployment's ETG was judged.
 ETG_JUDGED = (EtgOutcome.ON_TIME, EtgOutcome.LATE, EtgOutcome.MISSING, EtgOutcome.NO_ETG)
+TOP_FAILURE_CODES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,33 @@ class _AnomalyTally:
     resolved: _Changes = field(default_factory=_Changes)
     still_open: list[Anomaly] = field(default_factory=list)
     policy_issues: dict[str, list[str]] = field(default_factory=dict)  # policy -> open kinds
+    # deployment_failed anomalies opened in the week, by result code (None: none reported)
+    failure_codes: Counter[int | None] = field(default_factory=Counter)
+
+
+def _failure_code(evidence: Mapping[str, JSON]) -> int | None:
+    code = evidence.get("result_code")
+    return parse_code(code) if isinstance(code, int | str) else None
+
+
+def _failures_json(codes: Counter[int | None]) -> list[JSON]:
+    """The week's most frequent failure codes in words. Decoded once per distinct code, never
+    per deployment, so a week of 100,000 deployments costs a handful of look-ups."""
+    top = sorted(codes.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or 0))
+    out: list[JSON] = []
+    for code, count in top[:TOP_FAILURE_CODES]:
+        failure = describe_failure(code, None)
+        out.append(
+            {
+                "result_code": code,
+                "hex": failure.hex,
+                "name": failure.name,
+                "meaning": failure.meaning,
+                "label": failure.result,
+                "count": count,
+            }
+        )
+    return out
 
 
 def _tally_anomalies(anomalies: Iterable[Anomaly], start: datetime, end: datetime) -> _AnomalyTally:
@@ -160,6 +189,8 @@ def _tally_anomalies(anomalies: Iterable[Anomaly], start: datetime, end: datetim
         policy = a.subject.policy_name or a.subject.policy_id or "(tenant)"
         if start <= a.first_seen < end:
             tally.opened.count(a.kind, policy)
+            if a.kind == DEPLOYMENT_FAILED.name:
+                tally.failure_codes[_failure_code(a.evidence)] += 1
         if a.resolved_at and start <= a.resolved_at < end:
             tally.resolved.count(a.kind, policy)
         if a.status is Status.OPEN and a.first_seen < end:
@@ -249,6 +280,7 @@ def compute_summary(
         "anomalies_resolved": changes.resolved.to_json(),
         "open_anomalies": _open_json(changes.still_open, now),
         "suppressions": [s.to_json() for s in active],
+        "failure_codes": _failures_json(changes.failure_codes),
         "policy_health": [
             {"policy": p, "issues": sorted(set(k))}
             for p, k in sorted(changes.policy_issues.items())

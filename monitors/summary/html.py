@@ -202,7 +202,27 @@ def _outcome_sections(summary: Mapping[str, Any]) -> list[str]:
         _outcome_table(summary["compliance"], _ETG_OUTCOME_ROWS),
         "<h2>Deployments by outcome</h2>",
         _outcome_table(summary["deployments"], _DEPLOYMENT_OUTCOME_ROWS),
+        "<h2>Why deployments failed</h2>",
+        _failure_table(summary),
     ]
+
+
+def _failure_table(summary: Mapping[str, Any]) -> str:
+    """The most frequent result codes of the week's failed deployments, in words. A summary
+    kept from before the codes were counted has none, and shows the empty table."""
+    return _table(
+        ["result code", "name", "meaning", "failed deployments"],
+        [
+            (
+                f["hex"] or "none",
+                f["name"] or ("unknown code" if f["hex"] else ""),
+                f["meaning"],
+                f["count"],
+            )
+            for f in summary.get("failure_codes") or []
+        ],
+        numeric_from=3,
+    )
 
 
 def _anomaly_sections(summary: Mapping[str, Any]) -> list[str]:
