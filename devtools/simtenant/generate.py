@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from devtools.simtenant.scenario import (
     Actor,
+    AppSpec,
     Deployment,
     DeviceSpec,
     DirectoryDevice,
@@ -16,9 +17,11 @@ from devtools.simtenant.scenario import (
     Group,
     InstallItem,
     MembershipEvent,
+    PayloadAssignment,
     Policy,
     ProvisioningClient,
     Scenario,
+    ScriptSpec,
     User,
 )
 
@@ -242,6 +245,21 @@ def generate_scale_scenario(
         )
         for i in range(policies)
     ]
+    # Every selected app and script exists and is assigned to its policy's ETG (required,
+    # System context), as memdocs entra-join-autopilot-policy.md asks; no random draw, so the
+    # stream stays as it was.
+    apps = [
+        AppSpec(a, f"App {i + 1}", assignments=[PayloadAssignment("group", p.etg_group_id)])
+        for p in policy_list
+        for i, a in enumerate(p.allowed_app_ids)
+    ]
+    scripts = [
+        ScriptSpec(
+            s, f"Script {i + 1}.ps1", assignments=[PayloadAssignment("group", p.etg_group_id)]
+        )
+        for p in policy_list
+        for i, s in enumerate(p.allowed_script_ids)
+    ]
     # Each policy is assigned to one user group; regular users are dealt round-robin
     # over them, so every user has exactly one policy (priority = list position).
     # The group ids derive from the policy ids so the random stream is unchanged.
@@ -319,6 +337,8 @@ def generate_scale_scenario(
         directory_devices=older,
         other_membership_events=noise,
         admin_user_id=admin.id,
+        apps=apps,
+        scripts=scripts,
     )
 
 

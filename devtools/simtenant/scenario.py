@@ -38,6 +38,11 @@ MembershipOp = Literal["add", "remove"]
 Actor = Literal["provisioning_client", "admin"]
 AuditActorFields = Literal["both", "appId", "displayName"]
 InstallStatus = Literal["Installed", "In progress", "Skipped", "Failed"]
+# deviceAndAppManagementAssignmentTarget subtypes (intune-shared-*assignmenttarget.md).
+AssignmentTarget = Literal["group", "allDevices", "allLicensedUsers", "exclusionGroup"]
+# installIntent (intune-apps-installintent.md).
+InstallIntent = Literal["required", "available", "uninstall", "availableWithoutEnrollment"]
+RunAsAccount = Literal["system", "user"]  # runAsAccountType (intune-shared-runasaccounttype.md)
 
 
 class ScenarioError(ValueError):
@@ -146,6 +151,36 @@ class InstallItem:
 
 
 @dataclass(slots=True)
+class PayloadAssignment:
+    """One assignment of an app or script. ``group_id`` only for group targets; ``intent``
+    only matters for apps (script assignments have none)."""
+
+    target: AssignmentTarget = "group"
+    group_id: str | None = None
+    intent: InstallIntent = "required"
+
+
+@dataclass(slots=True)
+class AppSpec:
+    """An Intune app (deviceAppManagement/mobileApps) a policy can select."""
+
+    id: str
+    display_name: str
+    odata_type: str = "#microsoft.graph.win32LobApp"
+    assignments: list[PayloadAssignment] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ScriptSpec:
+    """A platform script (beta deviceManagement/deviceManagementScripts)."""
+
+    id: str
+    display_name: str
+    run_as_account: RunAsAccount = "system"
+    assignments: list[PayloadAssignment] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class DeviceSpec:
     """A device enrolled through a device preparation policy (one report row)."""
 
@@ -213,6 +248,12 @@ class Scenario:
     wrapped_single_objects: list[WrappedObject] = field(default_factory=list)
     # True: v1.0 group owners omit service principals (beta still lists them).
     v1_owners_omit_service_principals: bool = False
+    # Apps and scripts the policies select. One selected but not listed here exists,
+    # assigned as required to the ETG of every policy selecting it; ``missing_payload_ids``
+    # names selected ones that no longer exist.
+    apps: list[AppSpec] = field(default_factory=list)
+    scripts: list[ScriptSpec] = field(default_factory=list)
+    missing_payload_ids: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scenario:
@@ -500,6 +541,8 @@ def _validate(s: Scenario) -> list[str]:
             if m.audit_delay_s < 0:
                 problems.append(f"{where}.membership[{mi}]: audit_delay_s must be >= 0")
 
+    problems.extend(_payload_problems(s, group_ids))
+
     for ei, e in enumerate(s.other_membership_events):
         if e.group_id not in group_ids:
             problems.append(f"other_membership_events[{ei}]: unknown group id {e.group_id!r}")
@@ -513,4 +556,27 @@ def _validate(s: Scenario) -> list[str]:
                 f"other_membership_events[{ei}]: actor 'admin' needs at least one user "
                 "in the scenario"
             )
+    return problems
+
+
+def _payload_problems(s: Scenario, group_ids: set[str]) -> list[str]:
+    problems: list[str] = []
+    items: list[AppSpec | ScriptSpec] = [*s.apps, *s.scripts]
+    for dupe in sorted(set(_duplicates([i.id for i in items]))):
+        problems.append(f"duplicate app or script id {dupe!r}")
+    for item in items:
+        if item.id != item.id.lower():
+            problems.append(f"id {item.id!r} must be lower case, as Graph writes GUIDs")
+        for ai, a in enumerate(item.assignments):
+            grouped = a.target in ("group", "exclusionGroup")
+            if grouped and a.group_id not in group_ids:
+                problems.append(
+                    f"{item.display_name}.assignments[{ai}]: unknown group id {a.group_id!r}"
+                )
+            if not grouped and a.group_id is not None:
+                problems.append(f"{item.display_name}.assignments[{ai}]: {a.target} has no group")
+    listed = {i.id for i in items}
+    for missing in s.missing_payload_ids:
+        if missing in listed:
+            problems.append(f"missing_payload_ids: {missing!r} is also listed as existing")
     return problems

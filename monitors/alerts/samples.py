@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from monitors.models import JSON, Anomaly, Scope, Status, Subject
-from monitors.rules.kinds import ETG_LATE, KINDS, Kind
+from monitors.rules.kinds import DEPLOYMENT_FAILED, ETG_LATE, KINDS, PAYLOAD_NOT_READY, Kind
 
 _AT = datetime(2026, 11, 20, 7, 42, 10, tzinfo=UTC)
 _ENROLLED = _AT - timedelta(minutes=40)
@@ -32,8 +32,8 @@ _DEVICE_EXPLANATIONS = {
     "user reached the desktop before the ETG's apps and policies installed.",
     "etg_removed": "CTSO-J5NB1GX was removed from its ETG by admin@contoso.com; Intune "
     "will pull the apps and policies assigned to it.",
-    "deployment_failed": "Device preparation failed on CTSO-J5NB1GX (result code "
-    "-2147023436, phase 1796).",
+    "deployment_failed": "Device preparation failed on CTSO-J5NB1GX during App installation: "
+    "0x800705B4 (ERROR_TIMEOUT), the operation timed out.",
     "deployment_stuck": "Provisioning of CTSO-J5NB1GX has been in progress for 2.1 h, "
     "past the policy timeout of 60 min.",
     "payload_incomplete": "1 of 5 apps and scripts did not install on CTSO-J5NB1GX: "
@@ -56,6 +56,8 @@ def _device_sample(spec: Kind) -> tuple[Subject, dict[str, JSON], str]:
             "source": "audit:3f2c...",
         }
         evidence["gap_seconds"] = 1500
+    if spec.name == DEPLOYMENT_FAILED.name:
+        evidence.update(result_code="-2147023436", phase="App installation")
     return _DEVICE, evidence, _DEVICE_EXPLANATIONS.get(spec.name, spec.meaning)
 
 
@@ -68,7 +70,41 @@ def _policy_sample(spec: Kind) -> tuple[Subject, dict[str, JSON], str]:
         group_id=None if tenant else "76886726-9581-4675-9260-8ba953623b53",
     )
     evidence: dict[str, JSON] = {"etg_group_ids": [subject.group_id] if subject.group_id else []}
+    if spec.name == PAYLOAD_NOT_READY.name:
+        evidence.update(_NOT_READY_EVIDENCE)
+        return subject, evidence, _NOT_READY_EXPLANATION
     return subject, evidence, spec.meaning
+
+
+# What payload_not_ready would say about a policy whose VPN app and one script would not install.
+_NOT_READY_EXPLANATION = (
+    "Policy 'Contoso - Finance' would not install its whole payload during provisioning: app "
+    "'Contoso VPN Client' (f201da49-cac8-48bb-8cca-838c6e2d3c61): assigned to the ETG with "
+    "intent available, not required. script 'Set-RegionalSettings.ps1' "
+    "(2b1522b8-a15f-49c8-98b8-413f8ef5b163): runs as user, not system."
+)
+_NOT_READY_EVIDENCE: dict[str, JSON] = {
+    "etg_group_names": ["APv2-ETG-Finance"],
+    "items": [
+        {
+            "kind": "app",
+            "id": "f201da49-cac8-48bb-8cca-838c6e2d3c61",
+            "display_name": "Contoso VPN Client",
+            "type": "#microsoft.graph.win32LobApp",
+            "problems": ["assigned to the ETG with intent available, not required"],
+        },
+        {
+            "kind": "script",
+            "id": "2b1522b8-a15f-49c8-98b8-413f8ef5b163",
+            "display_name": "Set-RegionalSettings.ps1",
+            "type": "#microsoft.graph.deviceManagementScript",
+            "run_as_account": "user",
+            "problems": ["runs as user, not system"],
+        },
+    ],
+    "limits": [],
+    "checked": 4,
+}
 
 
 def sample_anomaly(kind: str) -> Anomaly:

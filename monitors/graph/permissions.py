@@ -10,3 +10,4 @@ AUDIT_LOGS = "AuditLog.Read.All"
 USERS = "User.Read.All"  # with GroupMember.Read.All: a user's groups (checkMemberGroups)
 USER_GROUPS = f"{USERS} and {GROUP_READ}"
 GROUP_SUBSCRIPTIONS = "Group.Read.All"
+APPS = "DeviceManagementApps.Read.All"  # the apps a policy selects, and their assignments

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from monitors.graph import directory, policies
+from monitors.graph import directory, payload, policies
 from monitors.graph.client import GraphClient
 from monitors.jobs.alerting import save_transitions
 from monitors.jobs.context import JobContext, missing_permissions, recorded_run
@@ -35,8 +35,9 @@ from monitors.rules.config import (
     needs_second_owner_source,
     owner_checks,
 )
-from monitors.rules.kinds import CONFIG_KINDS
+from monitors.rules.kinds import CONFIG_KINDS, PAYLOAD_NOT_READY
 from monitors.rules.lifecycle import Transition, reconcile
+from monitors.rules.payload import check_item  # importing it registers payload_not_ready
 from monitors.rules.suppression import checker
 
 JOB = "config_check"
@@ -85,14 +86,30 @@ async def gather_config_facts(
         return PolicyConfigFacts(policy, lookup, tuple(groups))
 
     lookups = await policies.retrieve_etgs(graph, listed, operator_map)
-    per_policy = await asyncio.gather(
-        *(policy_facts(p, lookup) for p, lookup in zip(listed, lookups, strict=True))
+    # Only a policy with a known ETG can be judged on what is assigned to it.
+    judged = [
+        p
+        for p, lu in zip(listed, lookups, strict=True)
+        if isinstance(lu, EtgLookup) and lu.group_ids
+    ]
+    per_policy, read = await asyncio.gather(
+        asyncio.gather(
+            *(policy_facts(p, lookup) for p, lookup in zip(listed, lookups, strict=True))
+        ),
+        payload.read_payloads(graph, judged),
     )
     confirmed = await _confirm_owners({g: t.result() for g, t in group_reads.items()}, graph, pc)
+    judged_ids = {p.id for p in judged}
     return TenantConfigFacts(
         now,
         tuple(
-            dataclasses.replace(pf, groups=tuple(confirmed[g.group_id] for g in pf.groups))
+            dataclasses.replace(
+                pf,
+                groups=tuple(confirmed[g.group_id] for g in pf.groups),
+                payload=payload.policy_payload(pf.policy, read)
+                if pf.policy.id in judged_ids
+                else None,
+            )
             for pf in per_policy
         ),
         pc,
@@ -204,6 +221,7 @@ def config_report_json(report: ConfigCheckReport) -> dict[str, JSON]:
                 {**c.to_json(), "group_name": names.get(c.group_id)} for c in owner_checks(pf, pc)
             ],
             "status": status,
+            "payload": payload_readiness_json(pf, verdicts),
             "findings": [
                 {"kind": f.kind, "explanation": f.explanation, "fix": f.fix} for f in findings
             ],
@@ -234,4 +252,30 @@ def config_report_json(report: ConfigCheckReport) -> dict[str, JSON]:
             for t in report.transitions
             if t.change.value != "updated"
         ],
+    }
+
+
+def payload_readiness_json(pf: PolicyConfigFacts, verdicts: list[Any]) -> dict[str, JSON]:
+    """Whether the apps and scripts a policy selects can install, item by item, as the
+    payload_not_ready rule judged them."""
+    verdict = next((v for v in verdicts if v.kind == PAYLOAD_NOT_READY.name), None)
+    status = {Finding: "not_ready", Clear: "ready", NotEvaluated: "unverified"}.get(
+        type(verdict), "unverified"
+    )
+    selects = pf.policy.allowed_app_ids or pf.policy.allowed_script_ids
+    if status == "ready" and pf.payload is None and selects:
+        status = "not_checked"  # no ETG to check the assignments against
+    items: list[JSON] = []
+    if pf.payload is not None and isinstance(pf.etg, EtgLookup):
+        etg = frozenset(g.lower() for g in pf.etg.group_ids)
+        for facts in pf.payload:
+            check = check_item(facts, etg)
+            ready = not check.problems and not check.unverified
+            items.append({**check.to_json(), "ready": ready})
+    return {
+        "status": status,
+        "reason": verdict.reason if isinstance(verdict, Clear | NotEvaluated) else None,
+        "apps": len(pf.policy.allowed_app_ids),
+        "scripts": len(pf.policy.allowed_script_ids),
+        "items": items,
     }

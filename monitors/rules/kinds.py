@@ -107,12 +107,29 @@ ETG_OWNER_MISSING = _register(
         "'Intune Provisioning Client' (appId f1346770-5b25-470b-88bd-d5744ab7952c).",
     )
 )
+PAYLOAD_NOT_READY = _register(
+    Kind(
+        "payload_not_ready",
+        Scope.POLICY,
+        Severity.CRITICAL,
+        "Policy apps or scripts not ready",
+        "Apps or scripts the policy selects are missing, not assigned to its ETG with required "
+        "intent, not in System context, of a type device preparation does not install, or over "
+        "its limits: every enrollment through the policy would report them Skipped, one "
+        "payload_incomplete per device.",
+        "Assign each listed app to the policy's ETG (or All devices) with Required intent, and "
+        "each listed script to the ETG with 'Run this script using the logged on credentials' "
+        "set to No; remove the ETG from any exclusion; replace deleted or unsupported items in "
+        "the policy's Apps and Scripts settings.",
+    )
+)
 
 CONFIG_KINDS = (
     PROVISIONING_CLIENT_MISSING.name,
     ETG_NOT_CONFIGURED.name,
     ETG_INVALID_GROUP.name,
     ETG_OWNER_MISSING.name,
+    PAYLOAD_NOT_READY.name,
 )
 
 ETG_MISSING = _register(

@@ -20,10 +20,11 @@ def headlines(tenant):
 def test_config_findings_alert_one_card_each(alert_settings, tenant):
     run_job(alert_settings, tenant, check_config)
     result = send_alerts(alert_settings, tenant)
-    assert result.messages_sent == 3 and result.items_sent == 3
+    assert result.messages_sent == 4 and result.items_sent == 4
     assert sorted(headlines(tenant)) == [
         "ETG owner missing: Contoso - Finance",
         "ETG unusable: Contoso - Engineering",
+        "Policy apps or scripts not ready: Contoso - Standard Laptops",
         "Policy has no ETG: Contoso - Kiosk",
     ]
     assert outbox(alert_settings, "pending") == []
@@ -58,11 +59,11 @@ def test_429_is_retried_after_retry_after(alert_settings, tenant):
     )
     run_job(alert_settings, tenant, check_config)
     first = send_alerts(alert_settings, tenant)
-    assert first.throttled and first.messages_sent == 0 and first.pending == 3
+    assert first.throttled and first.messages_sent == 0 and first.pending == 4
     assert send_alerts(alert_settings, tenant).messages_sent == 0  # not due yet
     tenant.clock.advance(121)
-    assert send_alerts(alert_settings, tenant).messages_sent == 3
-    assert len(tenant.teams_messages()) == 3
+    assert send_alerts(alert_settings, tenant).messages_sent == 4
+    assert len(tenant.teams_messages()) == 4
 
 
 def test_500_storm_then_recovery_delivers_everything_once(alert_settings, tenant):
@@ -76,8 +77,8 @@ def test_500_storm_then_recovery_delivers_everything_once(alert_settings, tenant
         tenant.clock.advance(3600)
     assert {i.attempts for i in outbox(alert_settings, "pending")} == {4}
     tenant.faults.remove(storm)
-    assert send_alerts(alert_settings, tenant).messages_sent == 3
-    assert len(tenant.teams_messages()) == 3
+    assert send_alerts(alert_settings, tenant).messages_sent == 4
+    assert len(tenant.teams_messages()) == 4
 
 
 def test_alerts_are_given_up_after_the_maximum_age_and_recorded(alert_settings, tenant):
@@ -88,9 +89,9 @@ def test_alerts_are_given_up_after_the_maximum_age_and_recorded(alert_settings, 
     send_alerts(alert_settings, tenant)
     tenant.clock.advance(25 * 3600)
     result = send_alerts(alert_settings, tenant)
-    assert result.gave_up == 3
+    assert result.gave_up == 4
     failed = outbox(alert_settings, "failed")
-    assert len(failed) == 3 and "gave up" in failed[0].last_error
+    assert len(failed) == 4 and "gave up" in failed[0].last_error
 
 
 def finding_headlines(tenant):
@@ -117,11 +118,11 @@ def test_crash_between_send_and_mark_repeats_only_that_message_once_its_claim_la
     monkeypatch.setattr(OutboxRepository, "update", original)
     send_alerts(alert_settings, tenant)
     # The others are sent; the posted one stays claimed by the run that died.
-    assert len(finding_headlines(tenant)) == len(set(finding_headlines(tenant))) == 3
+    assert len(finding_headlines(tenant)) == len(set(finding_headlines(tenant))) == 4
     tenant.clock.advance(15 * 60)  # well past the claim
     send_alerts(alert_settings, tenant)
     sent = finding_headlines(tenant)
-    assert len(sent) == 4 and len(set(sent)) == 3  # exactly one repeat
+    assert len(sent) == 5 and len(set(sent)) == 4  # exactly one repeat
     assert outbox(alert_settings, "pending", "sending") == []
 
 
@@ -136,7 +137,7 @@ def test_suppressed_anomalies_do_not_alert(alert_settings, tenant):
     run_job(alert_settings, tenant, check_config)
     send_alerts(alert_settings, tenant)
     assert not any("Kiosk" in h for h in headlines(tenant))
-    assert len(headlines(tenant)) == 2
+    assert len(headlines(tenant)) == 3
 
 
 def test_the_webhook_url_never_reaches_logs_or_tables(alert_settings, tenant):
@@ -154,8 +155,8 @@ def test_the_webhook_url_never_reaches_logs_or_tables(alert_settings, tenant):
 def test_no_webhook_configured_keeps_alerts_pending(settings, tenant):
     run_job(settings, tenant, check_config)
     result = send_alerts(settings, tenant)
-    assert result.messages_sent == 0 and result.pending == 3
-    assert len(outbox(settings, "pending")) == 3
+    assert result.messages_sent == 0 and result.pending == 4
+    assert len(outbox(settings, "pending")) == 4
 
 
 def send_with_timeout(settings, tenant, seconds):
@@ -180,12 +181,12 @@ def test_a_teams_timeout_defers_the_run_and_delivers_everything_once_after(alert
     tenant.faults.add(FaultRule(endpoint="teams", kind="hang", first_n=1))
     run_job(alert_settings, tenant, check_config)
     first = send_with_timeout(alert_settings, tenant, 1.0)
-    assert first.messages_sent == 0 and first.retry_scheduled == 3
+    assert first.messages_sent == 0 and first.retry_scheduled == 4
     assert tenant.stats()["teams"] == 1  # the rest waited instead of timing out one by one
     assert all("Timeout" in i.last_error for i in outbox(alert_settings, "pending"))
     tenant.clock.advance(31)
-    assert send_with_timeout(alert_settings, tenant, 1.0).messages_sent == 3
-    assert len(tenant.teams_messages()) == 3 and outbox(alert_settings, "pending") == []
+    assert send_with_timeout(alert_settings, tenant, 1.0).messages_sent == 4
+    assert len(tenant.teams_messages()) == 4 and outbox(alert_settings, "pending") == []
 
 
 def test_a_post_delivered_after_the_timeout_repeats_only_that_message(alert_settings, tenant):
@@ -196,6 +197,6 @@ def test_a_post_delivered_after_the_timeout_repeats_only_that_message(alert_sett
     assert send_with_timeout(alert_settings, tenant, 0.5).messages_sent == 0
     assert len(tenant.teams_messages()) == 1  # delivered, but the answer never came
     tenant.clock.advance(31)
-    assert send_with_timeout(alert_settings, tenant, 5.0).messages_sent == 3
+    assert send_with_timeout(alert_settings, tenant, 5.0).messages_sent == 4
     seen = headlines(tenant)
-    assert len(seen) == 4 and len(set(seen)) == 3  # one repeat, the documented window
+    assert len(seen) == 5 and len(set(seen)) == 4  # one repeat, the documented window

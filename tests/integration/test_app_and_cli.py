@@ -35,6 +35,7 @@ def test_timer_runs_the_check_and_health_reports_it(app_env):
         "etg_invalid_group": 1,
         "etg_not_configured": 1,
         "etg_owner_missing": 1,
+        "payload_not_ready": 1,
     }
 
 
@@ -52,7 +53,7 @@ def test_cli_check_then_anomalies_json_lists_the_contract_fields(app_env, capsys
     assert "BROKEN" in text and "OK" in text and "Fix:" in text
     assert cli.main(["anomalies", "--json"]) == cli.EXIT_OK
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 3
+    assert len(rows) == 4
     required = {
         "kind",
         "status",
@@ -79,7 +80,7 @@ def test_cli_status_filter(app_env, capsys):
     cli.main(["anomalies", "--json", "--status", "resolved"])
     assert json.loads(capsys.readouterr().out) == []
     cli.main(["anomalies", "--json", "--status", "all"])
-    assert len(json.loads(capsys.readouterr().out)) == 3
+    assert len(json.loads(capsys.readouterr().out)) == 4
 
 
 def test_cli_reports_bad_settings_with_exit_2(monkeypatch, capsys):

@@ -24,13 +24,17 @@ def test_demo_scenario_flags_exactly_the_broken_policies(settings, tenant, scena
     finance = policy_named(scenario, "Finance").name
     kiosk = policy_named(scenario, "Kiosk").name
     engineering = policy_named(scenario, "Engineering").name
+    standard = policy_named(scenario, "Standard").name
     assert by_policy(stored_anomalies(settings, Status.OPEN)) == {
         ("etg_owner_missing", finance),
         ("etg_not_configured", kiosk),
         ("etg_invalid_group", engineering),
+        # Its ETG is fine, but its VPN client is not assigned to it.
+        ("payload_not_ready", standard),
     }
     statuses = {p["name"]: p["status"] for p in report.to_json()["policies"]}
-    assert statuses[policy_named(scenario, "Standard").name] == "healthy"
+    assert statuses[standard] == "broken"
+    assert statuses[policy_named(scenario, "Cloud PCs").name] == "healthy"
     # Frontline answers only through the older just-in-time action: the fallback must work.
     assert statuses[policy_named(scenario, "Frontline").name] == "healthy"
     assert report.outcome == "ok"
@@ -108,7 +112,7 @@ def test_throttling_with_retry_after_is_ridden_out(settings, tenant):
     )
     report = config_check(settings, tenant)
     assert report.outcome == "ok", report.to_json()["unverified"]
-    assert len(stored_anomalies(settings, Status.OPEN)) == 3
+    assert len(stored_anomalies(settings, Status.OPEN)) == 4
 
 
 def test_missing_provisioning_client_is_one_tenant_anomaly(settings, tenant):
@@ -155,6 +159,7 @@ def test_malformed_answers_are_unverified_and_never_open_an_anomaly(
         ("etg_owner_missing", policy_named(scenario, "Finance").name),
         ("etg_not_configured", policy_named(scenario, "Kiosk").name),
         ("etg_invalid_group", policy_named(scenario, "Engineering").name),
+        ("payload_not_ready", policy_named(scenario, "Standard").name),
     }
     rule = tenant.faults.add(FaultRule(endpoint=endpoint, kind="corrupt"))
     report = config_check(settings, tenant)
@@ -184,6 +189,7 @@ def test_staged_rollout_omission_from_v1_owners_raises_no_false_alarm(settings, 
         ("etg_owner_missing", finance),  # its ETG really lacks the owner
         ("etg_not_configured", policy_named(scenario, "Kiosk").name),
         ("etg_invalid_group", policy_named(scenario, "Engineering").name),
+        ("payload_not_ready", policy_named(scenario, "Standard").name),
     }
     assert report.outcome == "ok"
     standard = policy_named(scenario, "Standard").name

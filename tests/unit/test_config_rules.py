@@ -165,6 +165,7 @@ def test_unlisted_policies_resolve_their_open_anomalies():
         "etg_not_configured",
         "etg_invalid_group",
         "etg_owner_missing",
+        "payload_not_ready",
     }
     assert all(isinstance(v, Clear) for v in cleared)
 
