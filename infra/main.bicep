@@ -2,8 +2,9 @@ targetScope = 'subscription'
 
 // etg-monitor on Azure Functions Flex Consumption, laid out like the Azure-Samples
 // functions-quickstart-python-azd templates: one resource group, a user-assigned managed identity
-// for everything (storage, Application Insights, Key Vault, Microsoft Graph), no keys or
-// connection strings anywhere. See infra/README.md.
+// for everything (storage, Application Insights, Key Vault, Microsoft Graph reads), no keys or
+// connection strings anywhere; with enableRemediation a second one holds the Graph write
+// permissions and nothing else. See infra/README.md.
 
 @minLength(1)
 @maxLength(64)
@@ -54,6 +55,7 @@ param location string
 
 param apiServiceName string = ''
 param apiUserAssignedIdentityName string = ''
+param remediationUserAssignedIdentityName string = ''
 param applicationInsightsName string = ''
 param appServicePlanName string = ''
 param keyVaultName string = ''
@@ -89,6 +91,22 @@ param enableReportExport bool = true
 
 @description('Grant the Graph application permissions from this template (Microsoft Graph Bicep extension). The deployer must hold Privileged Role Administrator (or AppRoleAssignment.ReadWrite.All and Application.Read.All). Default: grant them with infra/grant-graph-permissions.ps1 or .sh instead.')
 param grantGraphPermissions bool = false
+
+@description('Let the monitor heal what it finds. Creates a second user-assigned identity (the write identity), attaches it to the function app and names it in ETG_REMEDIATION_CLIENT_ID; the read identity stays read-only. Grant the write identity its Graph permissions with infra/grant-graph-permissions.ps1 -WritePrincipalId or .sh --write-principal-id (docs/permissions.md). Default: no write identity, remediation off.')
+param enableRemediation bool = false
+
+@description('ETG_REMEDIATION when enableRemediation is true: dry-run plans and reports the additions and writes nothing; auto makes them (never a removal); off keeps the identity but writes nothing. Always off without the write identity.')
+@allowed([
+  'off'
+  'dry-run'
+  'auto'
+])
+param remediationMode string = enableRemediation ? 'dry-run' : 'off'
+
+@minValue(1)
+@maxValue(500)
+@description('ETG_REMEDIATION_MAX_PER_RUN: most additions one run makes; the rest wait for the next run.')
+param remediationMaxPerRun int = 20
 
 @secure()
 @description('Teams Workflows webhook URL ("When a Teams webhook request is received"). Stored in Key Vault. Empty: alerts are not sent.')
@@ -137,6 +155,23 @@ module apiUserAssignedIdentity 'br/public:avm/res/managed-identity/user-assigned
     name: !empty(apiUserAssignedIdentityName) ? apiUserAssignedIdentityName : '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
   }
 }
+
+// The write identity, only with enableRemediation: it holds the Graph write permissions
+// (granted separately) and nothing else, no Azure role, so the read identity stays read-only.
+module remediationUserAssignedIdentity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = if (enableRemediation) {
+  name: 'remediationUserAssignedIdentity'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: !empty(remediationUserAssignedIdentityName) ? remediationUserAssignedIdentityName : '${abbrs.managedIdentityUserAssignedIdentities}remediation-${resourceToken}'
+  }
+}
+// ARM evaluates only the branch of if() that the condition picks: no output of a module that
+// was not deployed is read.
+var remediationIdentityClientId = enableRemediation ? remediationUserAssignedIdentity!.outputs.clientId : ''
+var remediationIdentityPrincipalId = enableRemediation ? remediationUserAssignedIdentity!.outputs.principalId : ''
+var remediationIdentityId = enableRemediation ? remediationUserAssignedIdentity!.outputs.resourceId : ''
 
 // Flex Consumption plan
 module appServicePlan 'br/public:avm/res/web/serverfarm:0.1.1' = {
@@ -197,6 +232,11 @@ var appSettings = {
   ETG_CLIENT_STATE: !empty(notificationClientState) ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.notificationClientStateSecretUri})' : ''
   ETG_TENANT_ID: tenant().tenantId // notifications from any other tenant are refused
 
+  // Remediation: writes only through the write identity, and never without it.
+  ETG_REMEDIATION: enableRemediation ? remediationMode : 'off'
+  ETG_REMEDIATION_MAX_PER_RUN: string(remediationMaxPerRun)
+  ETG_REMEDIATION_CLIENT_ID: remediationIdentityClientId
+
   // structlog JSON lines: one object per line in Application Insights traces.
   ETG_LOG_FORMAT: 'json'
 }
@@ -219,6 +259,7 @@ module api './app/api.bicep' = {
     deploymentStorageContainerName: deploymentStorageContainerName
     identityId: apiUserAssignedIdentity.outputs.resourceId
     identityClientId: apiUserAssignedIdentity.outputs.clientId
+    remediationIdentityId: remediationIdentityId
     appSettings: appSettings
   }
   // Key Vault references resolve when the app starts: the identity's roles must exist first.
@@ -296,6 +337,7 @@ module graphPermissions './app/graph-permissions.bicep' = if (grantGraphPermissi
   params: {
     principalId: apiUserAssignedIdentity.outputs.principalId
     enableReportExport: enableReportExport
+    writePrincipalId: remediationIdentityPrincipalId
   }
 }
 
@@ -335,6 +377,9 @@ output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = apiUserAssignedIdentity.output
 output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = apiUserAssignedIdentity.outputs.principalId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.name
 output GRAPH_PERMISSIONS_GRANTED_BY_TEMPLATE bool = grantGraphPermissions
+// The write identity (empty without enableRemediation): grant it with the scripts' write option.
+output AZURE_REMEDIATION_IDENTITY_CLIENT_ID string = remediationIdentityClientId
+output AZURE_REMEDIATION_IDENTITY_PRINCIPAL_ID string = remediationIdentityPrincipalId
 // For running the etg-monitor CLI locally against the same tables.
 output ETG_STORAGE_TABLE_URL string = tableServiceUrl
 output ETG_TABLE_PREFIX string = tablePrefix

@@ -34,7 +34,13 @@ from devtools.simtenant.odata import (
 )
 from devtools.simtenant.reports import ExportJobStore, report_rows
 from devtools.simtenant.scenario import DeviceSpec, Policy, User
-from devtools.simtenant.state import AuditQuery, EntraDevice, MembershipRecord, TenantState
+from devtools.simtenant.state import (
+    AuditQuery,
+    EntraDevice,
+    MembershipRecord,
+    TenantState,
+    activity_key,
+)
 
 JSON_CONTENT_TYPE = (
     "application/json;odata.metadata=minimal;odata.streaming=true;"
@@ -52,8 +58,18 @@ MAX_CHECK_MEMBER_GROUPS = 20
 MAX_IN_VALUES = 15
 _IN_CLAUSE = re.compile(r"\bin\s*\((?P<values>(?:[^()']|'(?:[^']|'')*')*)\)", re.IGNORECASE)
 ID_NAMESPACE = uuid.UUID("3b8f0c52-6a55-4f7e-9d0b-6f1e2a4c7d90")
-OP_NAMES = {"add": "Add member to group", "remove": "Remove member from group"}
-OP_TYPES = {"add": "Assign", "remove": "Unassign"}
+OP_NAMES = {
+    "add": "Add member to group",
+    "remove": "Remove member from group",
+    "owner_add": "Add owner to group",
+    "owner_remove": "Remove owner from group",
+}
+OP_TYPES = {
+    "add": "Assign",
+    "remove": "Unassign",
+    "owner_add": "Assign",
+    "owner_remove": "Unassign",
+}
 NAME_TO_OP = {v.lower(): k for k, v in OP_NAMES.items()}
 
 
@@ -322,6 +338,13 @@ class GraphApi:
         self._add(
             "directoryAudits.list", "GET", BOTH, r"/auditLogs/directoryAudits", self.list_audits
         )
+        # Imported here: the write routes build on this module's request and response types.
+        from devtools.simtenant.writes_api import register_writes
+
+        register_writes(self)
+        from devtools.simtenant.payload_api import register_payload
+
+        register_payload(self)
         self._add("$batch", "POST", BOTH, r"/\$batch", self._batch_placeholder)
 
     def add_route(
@@ -1652,7 +1675,6 @@ class GraphApi:
         state = self.state
         group_name = state.group_display_name(record.group_id)
         member = state.directory_object(record.member_id)
-        is_user = isinstance(member, User)
         quoted_group = json.dumps(record.group_id)
         quoted_name = json.dumps(group_name) if group_name is not None else None
         adding = record.op == "add"
@@ -1669,7 +1691,18 @@ class GraphApi:
             },
         ]
         initiated: dict[str, Any]
-        if record.actor == "provisioning_client":
+        if record.actor == "monitor":
+            monitor = state.monitor_app()
+            initiated = {
+                "app": {
+                    "appId": monitor.app_id,
+                    "displayName": monitor.display_name,
+                    "servicePrincipalId": monitor.object_id,
+                    "servicePrincipalName": None,
+                },
+                "user": None,
+            }
+        elif record.actor == "provisioning_client":
             pc = state.provisioning_client()
             fields = record.audit_actor_fields
             initiated = {
@@ -1701,17 +1734,17 @@ class GraphApi:
             "correlationId": _sequence_uuid(self._correlation_salt, record.seq),
             "result": "success",
             "resultReason": "",
-            "activityDisplayName": OP_NAMES[record.op],
+            "activityDisplayName": OP_NAMES[activity_key(record)],
             "activityDateTime": graph_time_7(ts_to_datetime(record.ts)),
             "loggedByService": "Core Directory",
-            "operationType": OP_TYPES[record.op],
+            "operationType": OP_TYPES[activity_key(record)],
             "userAgent": None,
             "initiatedBy": initiated,
             "targetResources": [
                 {
                     "id": record.member_id,
                     "displayName": state.member_display_name(record.member_id),
-                    "type": "User" if is_user else "Device",
+                    "type": _target_type(state, record.member_id, member),
                     "userPrincipalName": member.user_principal_name
                     if isinstance(member, User)
                     else None,
@@ -1739,6 +1772,17 @@ def _sequence_uuid(salt: int, seq: int) -> str:
     """A unique-looking, deterministic v4-format GUID for a sequence number."""
     h = f"{((seq * _GOLDEN_128) ^ salt) & _MASK_128:032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+
+
+def _target_type(state: TenantState, object_id: str, member: object) -> str:
+    if isinstance(member, User):
+        return "User"
+    if member is None and object_id in (
+        state.provisioning_client().object_id,
+        state.monitor_app().object_id,
+    ):
+        return "ServicePrincipal"
+    return "Device"
 
 
 def _days(n: float) -> timedelta:

@@ -20,7 +20,7 @@ import math
 import socket
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -583,6 +583,36 @@ class SimService:
             {"error": f"unknown control endpoint {method} /_sim/{route}"}, status=404
         )
 
+    def _control_writes(self, method: str, route: str, body: Any) -> web.Response:
+        """The remediation writes: what was received, what the caller may do, who it is."""
+        state = self.state
+        if route == "writes" and method == "GET":
+            writes = [asdict(w) for w in state.writes()]
+            return web.json_response({"writes": writes})
+        if route == "writes" and method == "DELETE":
+            state.clear_writes()
+            return web.json_response({"writes": []})
+        if route == "write-permissions" and method == "POST":
+            permissions = body.get("permissions") if isinstance(body, dict) else None
+            if not isinstance(permissions, list) or not all(
+                isinstance(p, str) for p in permissions
+            ):
+                raise ValueError("expected {'permissions': [permission names]}")
+            state.set_write_permissions(permissions)
+        if route == "monitor-app" and method == "POST":
+            fields = body if isinstance(body, dict) else {}
+            unknown = set(fields) - {"app_id", "object_id", "display_name"}
+            if unknown:
+                raise ValueError(f"unknown monitor-app field(s): {', '.join(sorted(unknown))}")
+            state.set_monitor_app(**{k: str(v) for k, v in fields.items()})
+        if route == "write-permissions" and method in ("GET", "POST"):
+            return web.json_response({"permissions": sorted(state.write_permissions())})
+        if route == "monitor-app" and method in ("GET", "POST"):
+            return web.json_response(asdict(state.monitor_app()))
+        return web.json_response(
+            {"error": f"unknown control endpoint {method} /_sim/{route}"}, status=404
+        )
+
     async def _post_deployments(self, body: Any) -> web.Response:
         try:
             wanted = DeploymentsRequest.from_body(body, self.state.now())
@@ -676,6 +706,8 @@ class SimService:
         if route == "stats/reset" and method == "POST":
             self.stats.reset()
             return web.json_response({})
+        if route.split("/")[0] in ("writes", "write-permissions", "monitor-app"):
+            return self._control_writes(method, route, body)
         if route == "teams" and method == "GET":
             return web.json_response({"messages": [m.to_dict() for m in self.teams.messages()]})
         if route == "teams" and method == "DELETE":

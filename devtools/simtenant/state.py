@@ -18,28 +18,45 @@ import dataclasses
 import heapq
 import math
 import threading
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from devtools.simtenant.clock import SimClock
 from devtools.simtenant.scenario import (
     Actor,
+    AppSpec,
     AuditActorFields,
     DeviceSpec,
     DirectoryDevice,
     Group,
     MembershipOp,
+    PayloadAssignment,
     Policy,
     ProvisioningClient,
+    RunAsAccount,
     Scenario,
     ScenarioError,
+    ScriptSpec,
     User,
     WrappedObject,
 )
 
 EntraDevice = DeviceSpec | DirectoryDevice
+# Who made a change: the scenario's actors, or the monitor itself when it remediates.
+RecordActor = Actor | Literal["monitor"]
+# Which link of the group a record changes: membership, or (audit only) ownership.
+Relation = Literal["members", "owners"]
+# What the monitor's write identity is granted by default: group-post-members.md (a device
+# member needs GroupMember.ReadWrite.All and Device.ReadWrite.All) and group-post-owners.md
+# (an owner needs Group.ReadWrite.All).
+WRITE_PERMISSIONS = frozenset(
+    {"GroupMember.ReadWrite.All", "Device.ReadWrite.All", "Group.ReadWrite.All"}
+)
+MONITOR_APP_DISPLAY_NAME = "etg-monitor remediation"
+_MONITOR_NAMESPACE = uuid.UUID("7d4f1e0a-2c3b-4e5f-8a9b-0c1d2e3f4a5b")
 GROUP_FIELDS = frozenset(
     {
         "display_name",
@@ -79,9 +96,37 @@ class MembershipRecord:
     op: MembershipOp
     group_id: str
     member_id: str
-    actor: Actor
+    actor: RecordActor
     audit_actor_fields: AuditActorFields
     managed_device_id: str | None  # set for events that belong to a deployment
+    # "owners" records only report an owner change in the audit log; they never count as
+    # membership (and so never reach delta or change notifications).
+    relation: Relation = "members"
+
+
+def activity_key(record: MembershipRecord) -> str:
+    """The record's activity: "add"/"remove" for members, "owner_add"/"owner_remove" for owners."""
+    return record.op if record.relation == "members" else f"owner_{record.op}"
+
+
+@dataclass(slots=True, frozen=True)
+class MonitorApp:
+    """The monitor's write identity as the directory shows it in audit events."""
+
+    app_id: str
+    object_id: str
+    display_name: str = MONITOR_APP_DISPLAY_NAME
+
+
+@dataclass(slots=True, frozen=True)
+class WriteRequest:
+    """One write the tenant received (status is what it answered; ``at`` is sim time)."""
+
+    method: str
+    path: str
+    body: Any
+    status: int
+    at: float
 
 
 def _record_key(record: MembershipRecord) -> tuple[float, int]:
@@ -192,6 +237,7 @@ class TenantState:
             )
             for p in scenario.policies
         }
+        self.payload = PayloadCatalog(scenario, self._lock)
         self._devices: dict[str, DeviceSpec] = {}
         self._by_device_id: dict[str, EntraDevice] = {}
         self._by_object_id: dict[str, EntraDevice] = {}
@@ -203,6 +249,16 @@ class TenantState:
         self._by_group: dict[str, list[MembershipRecord]] = {}
         self._by_member: dict[str, list[MembershipRecord]] = {}
         self._member_cache: dict[str, _MemberCache] = {}
+        # Remediation writes: what the caller may do, who it is, what it sent.
+        self._write_permissions = WRITE_PERMISSIONS
+        self._monitor = MonitorApp(
+            app_id=str(uuid.uuid5(_MONITOR_NAMESPACE, f"{self.tenant_id}:app")),
+            object_id=str(uuid.uuid5(_MONITOR_NAMESPACE, f"{self.tenant_id}:sp")),
+        )
+        self._writes: list[WriteRequest] = []
+        self.write_audit_delay_s = 0.0
+        self._lost_answers: list[int] = []  # statuses for the next successful writes
+        self._owner_records_by_group: dict[str, list[MembershipRecord]] = {}
         # Change feed: records up to the watermark (the sim time last seen) are
         # effective and, for watched groups, already reported to the sink.
         self._sink: ChangeSink | None = None
@@ -309,7 +365,7 @@ class TenantState:
         op: MembershipOp,
         group_id: str,
         member_id: str,
-        actor: Actor,
+        actor: RecordActor,
         fields: AuditActorFields,
         managed_device_id: str | None,
     ) -> MembershipRecord:
@@ -371,6 +427,87 @@ class TenantState:
             owners = self._group(group_id).owners
             if owner_id not in owners:
                 owners.append(owner_id)
+
+    def add_owner_now(
+        self,
+        group_id: str,
+        owner_id: str,
+        *,
+        actor: RecordActor = "admin",
+        audit_delay_s: float = 0.0,
+    ) -> MembershipRecord:
+        """Make ``owner_id`` an owner now and log "Add owner to group" (audit only)."""
+        with self._lock:
+            self.add_group_owner(group_id, owner_id)
+            ts = self.now_ts()
+            record = self._new_record(
+                ts, ts + audit_delay_s, "add", group_id, owner_id, actor, "both", None
+            )
+            record.relation = "owners"
+            bisect.insort(self._all, record, key=_record_key)
+            timeline = self._owner_records_by_group.setdefault(group_id, [])
+            bisect.insort(timeline, record, key=_record_key)
+            bisect.insort(self._by_member.setdefault(owner_id, []), record, key=_record_key)
+            return record
+
+    def write_permissions(self) -> frozenset[str]:
+        """Graph permissions the writing caller holds (application permissions)."""
+        with self._lock:
+            return self._write_permissions
+
+    def set_write_permissions(self, permissions: Iterable[str]) -> None:
+        """Say which write permissions the caller holds; an empty set makes every write 403."""
+        with self._lock:
+            self._write_permissions = frozenset(permissions)
+
+    def monitor_app(self) -> MonitorApp:
+        with self._lock:
+            return self._monitor
+
+    def set_monitor_app(
+        self,
+        *,
+        app_id: str | None = None,
+        object_id: str | None = None,
+        display_name: str | None = None,
+    ) -> None:
+        """Name the monitor's write identity (its appId is the managed identity's client id)."""
+        with self._lock:
+            current = self._monitor
+            self._monitor = MonitorApp(
+                app_id=(app_id or current.app_id).lower(),
+                object_id=(object_id or current.object_id).lower(),
+                display_name=display_name or current.display_name,
+            )
+
+    def set_write_audit_delay(self, seconds: float) -> None:
+        """How late the audit event of a write shows up (Entra's audit log lags)."""
+        with self._lock:
+            self.write_audit_delay_s = float(seconds)
+
+    def lose_write_answers(self, count: int = 1, status: int = 504) -> None:
+        """The next ``count`` successful writes take effect but answer ``status`` instead of
+        204: the caller cannot tell whether the write happened."""
+        with self._lock:
+            self._lost_answers.extend([status] * count)
+
+    def take_lost_answer(self) -> int | None:
+        """The status to answer instead of a write's 204, if one is queued (consumes it)."""
+        with self._lock:
+            return self._lost_answers.pop(0) if self._lost_answers else None
+
+    def record_write(self, method: str, path: str, body: Any, status: int) -> None:
+        with self._lock:
+            self._writes.append(WriteRequest(method, path, body, status, self.now_ts()))
+
+    def writes(self) -> list[WriteRequest]:
+        """Every write the Graph routes received, in order, with the status answered."""
+        with self._lock:
+            return list(self._writes)
+
+    def clear_writes(self) -> None:
+        with self._lock:
+            self._writes = []
 
     def remove_group_owner(self, group_id: str, owner_id: str) -> None:
         with self._lock:
@@ -584,7 +721,7 @@ class TenantState:
         group_id: str,
         object_id: str,
         *,
-        actor: Actor = "provisioning_client",
+        actor: RecordActor = "provisioning_client",
         audit_delay_s: float = 0.0,
         audit_actor_fields: AuditActorFields = "both",
     ) -> MembershipRecord:
@@ -597,7 +734,7 @@ class TenantState:
         group_id: str,
         object_id: str,
         *,
-        actor: Actor = "admin",
+        actor: RecordActor = "admin",
         audit_delay_s: float = 0.0,
         audit_actor_fields: AuditActorFields = "both",
     ) -> MembershipRecord:
@@ -610,7 +747,7 @@ class TenantState:
         op: MembershipOp,
         group_id: str,
         object_id: str,
-        actor: Actor,
+        actor: RecordActor,
         audit_delay_s: float,
         fields: AuditActorFields,
     ) -> MembershipRecord:
@@ -841,6 +978,11 @@ class TenantState:
             return obj.device_name
         if obj is not None:
             return obj.display_name
+        # Owner changes name service principals: the provisioning client or the monitor.
+        if object_id == self._pc.object_id:
+            return self._pc.display_name
+        if object_id == self._monitor.object_id:
+            return self._monitor.display_name
         return None
 
     # ------------------------------------------------------------------ membership
@@ -953,12 +1095,19 @@ class TenantState:
         """
         with self._lock:
             if query.target_id is not None:
-                by_member = self._by_member.get(query.target_id, [])
-                by_group = self._by_group.get(query.target_id, [])
-                if by_member and by_group:
-                    candidates = list(heapq.merge(by_member, by_group, key=_record_key))
+                lists = [
+                    found
+                    for found in (
+                        self._by_member.get(query.target_id),
+                        self._by_group.get(query.target_id),
+                        self._owner_records_by_group.get(query.target_id),
+                    )
+                    if found
+                ]
+                if len(lists) > 1:
+                    candidates = list(heapq.merge(*lists, key=_record_key))
                 else:
-                    candidates = by_member or by_group
+                    candidates = lists[0] if lists else []
             else:
                 candidates = self._all
             lower = snapshot_ts - self.audit_retention_days * 86400.0
@@ -970,6 +1119,7 @@ class TenantState:
                 top = min(top, bisect.bisect_left(candidates, cursor, key=_record_key))
             app_id = query.app_id.lower() if query.app_id else None
             pc_app = self._pc.app_id.lower()
+            monitor_app = self._monitor.app_id.lower()
             page: list[MembershipRecord] = []
             index = top - 1
             while index >= 0:
@@ -979,12 +1129,15 @@ class TenantState:
                     break
                 if record.visible_ts > snapshot_ts:
                     continue
-                if query.ops is not None and record.op not in query.ops:
+                if query.ops is not None and activity_key(record) not in query.ops:
                     continue
                 if app_id is not None and not (
-                    record.actor == "provisioning_client"
-                    and record.audit_actor_fields != "displayName"
-                    and app_id == pc_app
+                    (
+                        record.actor == "provisioning_client"
+                        and record.audit_actor_fields != "displayName"
+                        and app_id == pc_app
+                    )
+                    or (record.actor == "monitor" and app_id == monitor_app)
                 ):
                     continue
                 if len(page) == limit:
@@ -1004,3 +1157,71 @@ class TenantState:
     def device_count(self) -> int:
         with self._lock:
             return len(self._devices)
+
+
+# --- apps and scripts device preparation policies select ------------------------------------
+
+
+class PayloadCatalog:
+    """The tenant's Intune apps and platform scripts, as the payload routes serve them.
+
+    Selected ids the scenario does not describe exist and are assigned as required to the
+    ETG of each policy selecting them, so a scenario stays healthy unless it says otherwise.
+    """
+
+    def __init__(self, scenario: Scenario, lock: threading.RLock) -> None:
+        self._lock = lock
+        self.apps: dict[str, AppSpec] = {a.id: copy_payload(a) for a in scenario.apps}
+        self.scripts: dict[str, ScriptSpec] = {s.id: copy_payload(s) for s in scenario.scripts}
+        missing = set(scenario.missing_payload_ids)
+        names = {item.id: item.name for d in scenario.devices for item in (*d.apps, *d.scripts)}
+        for policy in scenario.policies:
+            etg = [PayloadAssignment("group", policy.etg_group_id)] if policy.etg_group_id else []
+            for app_id in policy.allowed_app_ids:
+                if app_id not in missing and app_id not in self.apps:
+                    self.apps[app_id] = AppSpec(app_id, names.get(app_id, f"App {app_id[:8]}"))
+                if app_id in self.apps and app_id not in {a.id for a in scenario.apps}:
+                    self._assign_once(self.apps[app_id], etg)
+            for script_id in policy.allowed_script_ids:
+                if script_id not in missing and script_id not in self.scripts:
+                    name = names.get(script_id, f"Script {script_id[:8]}.ps1")
+                    self.scripts[script_id] = ScriptSpec(script_id, name)
+                if script_id in self.scripts and script_id not in {s.id for s in scenario.scripts}:
+                    self._assign_once(self.scripts[script_id], etg)
+
+    @staticmethod
+    def _assign_once(item: AppSpec | ScriptSpec, add: list[PayloadAssignment]) -> None:
+        for assignment in add:
+            if assignment not in item.assignments:
+                item.assignments.append(assignment)
+
+    def app(self, app_id: str) -> AppSpec | None:
+        with self._lock:
+            found = self.apps.get(app_id.lower())
+            return copy_payload(found) if found else None
+
+    def script(self, script_id: str) -> ScriptSpec | None:
+        with self._lock:
+            found = self.scripts.get(script_id.lower())
+            return copy_payload(found) if found else None
+
+    def set_assignments(self, item_id: str, assignments: Iterable[PayloadAssignment]) -> None:
+        """Replace what an app or script is assigned to (an admin editing its assignments)."""
+        with self._lock:
+            item = self.apps.get(item_id) or self.scripts.get(item_id)
+            if item is None:
+                raise KeyError(f"unknown app or script {item_id!r}")
+            item.assignments = [dataclasses.replace(a) for a in assignments]
+
+    def update_script(self, script_id: str, run_as_account: RunAsAccount) -> None:
+        with self._lock:
+            self.scripts[script_id].run_as_account = run_as_account
+
+    def delete(self, item_id: str) -> None:
+        with self._lock:
+            self.apps.pop(item_id, None)
+            self.scripts.pop(item_id, None)
+
+
+def copy_payload(item: AppSpec | ScriptSpec) -> Any:
+    return dataclasses.replace(item, assignments=[dataclasses.replace(a) for a in item.assignments])

@@ -18,6 +18,8 @@ param instanceMemoryMB int = 2048
 param maximumInstanceCount int = 100
 param identityId string
 param identityClientId string
+@description('Resource id of the write identity (remediation), attached beside the read identity. Empty: none.')
+param remediationIdentityId string = ''
 param enableBlob bool = true
 param enableQueue bool = false
 param enableTable bool = false
@@ -63,9 +65,10 @@ resource api 'Microsoft.Web/sites@2024-04-01' = {
   kind: kind
   identity: {
     type: 'UserAssigned'
-    userAssignedIdentities: {
-      '${identityId}': {}
-    }
+    userAssignedIdentities: union(
+      { '${identityId}': {} },
+      empty(remediationIdentityId) ? {} : { '${remediationIdentityId}': {} }
+    )
   }
   properties: {
     serverFarmId: appServicePlanId

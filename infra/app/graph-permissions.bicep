@@ -18,11 +18,15 @@ param principalId string
 @description('Also grant DeviceManagementManagedDevices.ReadWrite.All: the Intune report export (deployment report) has no read-only permission.')
 param enableReportExport bool = true
 
+@description('Object id of the write identity\'s service principal (remediation). Empty: no write identity, nothing granted for writes.')
+param writePrincipalId string = ''
+
 var graphAppId = '00000003-0000-0000-c000-000000000000'
 
 var readPermissions = [
   'DeviceManagementConfiguration.Read.All' // device preparation policies and their ETG
-  'DeviceManagementManagedDevices.Read.All' // managed devices: Entra device id, enrollment profile
+  'DeviceManagementManagedDevices.Read.All' // managed devices: Entra device id, enrollment profile; script assignments
+  'DeviceManagementApps.Read.All' // the apps a device preparation policy selects, and their assignments
   'GroupMember.Read.All' // ETG properties, owners, membership
   'Device.Read.All' // Entra device object ids
   'AuditLog.Read.All' // Add/Remove member to group events (with Directory.Read.All)
@@ -35,6 +39,13 @@ var reportExportPermissions = [
   'DeviceManagementManagedDevices.ReadWrite.All' // POST deviceManagement/reports/exportJobs
 ]
 var permissions = enableReportExport ? concat(readPermissions, reportExportPermissions) : readPermissions
+// The write identity's only permissions: group-post-members.md (a device member needs both)
+// and group-post-owners.md (an owner needs Group.ReadWrite.All).
+var writePermissions = [
+  'GroupMember.ReadWrite.All' // POST /groups/{id}/members/$ref
+  'Device.ReadWrite.All' // with GroupMember.ReadWrite.All when the member is a device
+  'Group.ReadWrite.All' // POST /groups/{id}/owners/$ref (the provisioning client as ETG owner)
+]
 
 resource graphServicePrincipal 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
   appId: graphAppId
@@ -49,4 +60,11 @@ resource graphAppRoleAssignments 'Microsoft.Graph/appRoleAssignedTo@v1.0' = [for
   appRoleId: graphAppRoleIds[permission]
 }]
 
+resource graphWriteAppRoleAssignments 'Microsoft.Graph/appRoleAssignedTo@v1.0' = [for permission in (empty(writePrincipalId) ? [] : writePermissions): {
+  principalId: writePrincipalId
+  resourceId: graphServicePrincipal.id
+  appRoleId: graphAppRoleIds[permission]
+}]
+
 output grantedPermissions array = permissions
+output grantedWritePermissions array = empty(writePrincipalId) ? [] : writePermissions
