@@ -97,7 +97,24 @@ def _parser() -> argparse.ArgumentParser:
     health = sub.add_parser("health", help="show the monitor's own health")
     health.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    _remediation_parsers(sub)
     return parser
+
+
+def _remediation_parsers(sub: Any) -> None:
+    remediate = sub.add_parser(
+        "remediate",
+        help="show what remediation would add to ETGs; `--apply` makes the additions",
+    )
+    remediate.add_argument(
+        "--apply", action="store_true", help="make the additions (needs ETG_REMEDIATION on)"
+    )
+    remediate.add_argument("--device", help="only this device (name or Entra object id)")
+    remediate.add_argument("--policy", help="only this policy (name or id)")
+    remediate.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    log = sub.add_parser("remediations", help="list the remediation log, newest first")
+    log.add_argument("--json", action="store_true", help="print a JSON list")
 
 
 def _print_json(value: Any) -> None:
@@ -127,12 +144,20 @@ def _did_not_run(ran: service.Ran[Any]) -> bool:
     return True
 
 
+def _report_remediation(ran: service.Ran[Any]) -> None:
+    done = ran.remediated.report if ran.remediated is not None else None
+    if done is not None and done.items:
+        counts = ", ".join(f"{n} {name}" for name, n in sorted(done.counts().items()))
+        _note(f"remediation ({done.mode}): {counts}; see `etg-monitor remediate`")
+
+
 def _job_result(
     ran: service.Ran[Any], as_json: bool, text: Callable[[dict[str, Any]], str]
 ) -> dict[str, Any] | None:
     """A job command's result printed (JSON or text); None when the job did not run."""
     if _did_not_run(ran) or ran.report is None:
         return None
+    _report_remediation(ran)
     _report_dispatch(ran)
     data: dict[str, Any] = ran.report.to_json()
     print(json.dumps(data, indent=2, default=str) if as_json else text(data))
@@ -176,6 +201,38 @@ async def _anomalies(settings: Settings, as_json: bool, status: str) -> int:
         _print_json([a.to_json() for a in rows])
     else:
         print(anomalies_text(rows))
+    return EXIT_OK
+
+
+async def _remediate(settings: Settings, args: argparse.Namespace) -> int:
+    from monitors.render import remediation_plan_text
+
+    if args.apply and settings.remediation == "off":
+        _note(
+            "etg-monitor: remediate --apply is refused while ETG_REMEDIATION is off: set "
+            "ETG_REMEDIATION to dry-run or auto (and grant the write identity) to enable it"
+        )
+        return EXIT_USAGE
+    ran = await service.remediate(
+        settings, apply=args.apply, device=args.device, policy=args.policy
+    )
+    data = _job_result(ran, args.json, remediation_plan_text)
+    if data is None:
+        return EXIT_UNVERIFIED
+    open_items = ("write", "refused", "deferred", "forbidden", "gone", "failed")
+    if any((i["result"] or i["decision"]) in open_items for i in data["items"]):
+        return EXIT_FINDINGS
+    return EXIT_UNVERIFIED if data["unverified"] else EXIT_OK
+
+
+async def _remediations(settings: Settings, as_json: bool) -> int:
+    from monitors.render import remediation_log_text
+
+    rows = [entry.to_json() for entry in await service.remediation_log(settings)]
+    if as_json:
+        _print_json(rows)
+    else:
+        print(remediation_log_text(rows))
     return EXIT_OK
 
 
@@ -430,4 +487,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _subscriptions(settings, args)
     if command == "health":
         return await _health(settings, args.json)
+    if command == "remediate":
+        return await _remediate(settings, args)
+    if command == "remediations":
+        return await _remediations(settings, args.json)
     raise AssertionError(f"unhandled command {command}")

@@ -197,11 +197,48 @@ class EtgFacts:
     in_owned_objects: bool | Unverified | None = None  # the client's ownedObjects holds the group
 
 
+# --- the apps and scripts a device preparation policy selects (payload readiness) -----------
+
+
+class PayloadKind(StrEnum):
+    APP = "app"  # deviceAppManagement/mobileApps (intune-apps-mobileapp-get.md)
+    SCRIPT = "script"  # deviceManagement/deviceManagementScripts (beta, intune-devices-...-get.md)
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadAssignment:
+    """One assignment of an app or script, as Graph lists it."""
+
+    target_type: str  # the target's @odata.type without its namespace, e.g. groupAssignmentTarget
+    group_id: str | None = None
+    intent: str | None = None  # apps only: required, available, uninstall...; scripts have none
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadObject:
+    display_name: str
+    odata_type: str | None = None  # apps: the derived type, e.g. #microsoft.graph.win32LobApp
+    run_as_account: str | None = None  # scripts: system or user
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadFacts:
+    """An app or script a policy selects. ``item`` is None when Graph answered 404: it no
+    longer exists, which is a fact, not an unknown."""
+
+    kind: PayloadKind
+    id: str
+    item: PayloadObject | Unverified | None
+    assignments: tuple[PayloadAssignment, ...] | Unverified = ()
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyConfigFacts:
     policy: Policy
     etg: EtgLookup | Unverified
     groups: tuple[EtgFacts, ...] = ()
+    # The policy's selected apps and scripts; None: not read (the payload rule does not decide).
+    payload: tuple[PayloadFacts, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +426,9 @@ class Anomaly:
     resolved_at: datetime | None = None
     history: list[dict[str, JSON]] = field(default_factory=list)
     etag: str | None = None
+    # What remediation planned or did for it (monitors/remediation): mode, decision, when,
+    # request id; None when remediation never looked at it.
+    remediation: dict[str, JSON] | None = None
 
     @property
     def key(self) -> str:
@@ -416,6 +456,7 @@ class Anomaly:
             "fix": self.fix,
             "evidence": self.evidence,
             "history": self.history,
+            "remediation": self.remediation,
         }
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from monitors.models import Anomaly, OwnerStatus
 from monitors.rules.config import PolicyHealth
+from monitors.rules.kinds import DEPLOYMENT_FAILED
+from monitors.rules.result_codes import describe_failure
 
 # How check-config's text names each policy's configuration.
 _HEALTH_LABELS = {
@@ -38,6 +40,8 @@ def config_report_text(report: dict[str, Any]) -> str:
             for owner in policy.get("etg_owners", []):
                 if owner["status"] != OwnerStatus.NOT_APPLICABLE:
                     lines.append(f"          {_owner_text(owner)}")
+            if policy.get("payload"):
+                lines += [f"          {line}" for line in _payload_text(policy["payload"])]
             for finding in policy["findings"]:
                 lines.append(f"          [{finding['kind']}] {finding['explanation']}")
                 lines.append(f"          Fix: {finding['fix']}")
@@ -61,6 +65,25 @@ def config_report_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _payload_text(payload: dict[str, Any]) -> list[str]:
+    """The policy's apps and scripts: ready or not, and what is wrong with each one not."""
+    counts = f"{_count(payload['apps'], 'app')}, {_count(payload['scripts'], 'script')}"
+    head = f"payload: {payload['status'].replace('_', ' ')} ({counts})"
+    if payload.get("reason"):
+        head += f": {payload['reason']}"
+    lines = [head]
+    for item in payload.get("items", []):
+        if not item.get("ready"):
+            name = item.get("display_name") or item["id"]
+            problems = "; ".join(item.get("problems") or []) or "could not be read"
+            lines.append(f"  {item['kind']} {name}: {problems}")
+    return lines
+
+
 def _owner_text(owner: dict[str, Any]) -> str:
     """Which sources vouched for the provisioning client's ownership of one ETG."""
     group = owner.get("group_name") or owner["group_id"]
@@ -80,6 +103,18 @@ def _unverified_text(item: dict[str, Any]) -> str:
     return text
 
 
+def _failure_text(evidence: dict[str, Any]) -> str:
+    """A failed deployment's code and phase, decoded from the stored raw values, so that an
+    anomaly recorded before the decoder existed reads the same as a new one."""
+    code, phase = evidence.get("result_code"), evidence.get("phase")
+    failure = describe_failure(
+        code if isinstance(code, int | str) else None,
+        phase if isinstance(phase, int | str) else None,
+    )
+    result = failure.result + (f", {failure.meaning}" if failure.name else "")
+    return f"Result: {result}; phase: {failure.phase_name or 'not reported'}"
+
+
 def anomalies_text(anomalies: Iterable[Anomaly]) -> str:
     rows = list(anomalies)
     if not rows:
@@ -94,6 +129,8 @@ def anomalies_text(anomalies: Iterable[Anomaly]) -> str:
             f"last seen {a.last_seen:%Y-%m-%d %H:%M} UTC"
         )
         lines.append(f"           {a.explanation}")
+        if a.kind == DEPLOYMENT_FAILED.name:
+            lines.append(f"           {_failure_text(a.evidence)}")
         lines.append(f"           Fix: {a.fix}")
     return "\n".join(lines)
 
@@ -130,4 +167,59 @@ def scan_report_text(report: dict[str, Any]) -> str:
     lines.append(
         "Changes this run: " + (", ".join(f"{n} {c}" for c, n in changes.items()) or "none")
     )
+    return "\n".join(lines)
+
+
+# --- remediation ----------------------------------------------------------------------------
+
+_PLAN_WORDS = {
+    "write": "WILL ADD",
+    "present": "ALREADY",
+    "verified": "DONE",
+    "refused": "REFUSED",
+    "deferred": "DEFERRED",
+    "unverified": "UNKNOWN",
+}
+
+
+def remediation_plan_text(report: dict[str, Any]) -> str:
+    """The plan (and, when written, what each write answered), one item per block."""
+    mode = report["mode"]
+    writes = report["writes"]
+    title = "Remediation" if writes else "Remediation plan (nothing is written)"
+    lines = [f"{title}, mode {mode}, at {report['checked_at']} (run {report['run_id']})"]
+    for item in report["items"]:
+        decision = item["result"] or item["decision"]
+        word = _PLAN_WORDS.get(decision, decision.upper())
+        if decision == "write" and not writes:
+            word = "WOULD ADD"
+        who = item["device_name"] or item["object_id"] or "?"
+        if item["action"] == "add_owner":
+            who = "Intune Provisioning Client (owner)"
+        group = item["group_name"] or item["group_id"] or "?"
+        lines.append(f"  {word:<9} {who} -> ETG {group}  [policy {item['policy_name'] or '?'}]")
+        lines.append(f"            {item['reason']}")
+        if item["result"]:
+            lines.append(f"            Graph: {item['result']} (request id {item['request_id']})")
+        elif decision == "write" and not writes:
+            lines.append(f"            to apply: {item['command']}")
+    if not report["items"]:
+        lines.append("  Nothing to remediate: no open etg_missing or etg_owner_missing anomaly.")
+    lines += [f"  could not verify: {_unverified_text(u)}" for u in report["unverified"]]
+    return "\n".join(lines)
+
+
+def remediation_log_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "The remediation log is empty."
+    lines = []
+    for r in rows:
+        what = r["device_name"] or r["object_id"]
+        if r["action"] == "add_owner":
+            what = "Intune Provisioning Client"
+        lines.append(
+            f"{r['started_at'][:19]}  {r['state']:<9} {r['action']:<10} {what} -> "
+            f"{r['group_name'] or r['group_id']}  (request id "
+            f"{r['request_id'] or r['client_request_id'] or '-'}, {r['mode']})"
+        )
     return "\n".join(lines)

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
     from monitors.jobs.context import JobContext
     from monitors.jobs.notifications import ProcessReport, WebhookAnswer
     from monitors.jobs.subscriptions import SyncReport
+    from monitors.remediation.job import RemediationReport
     from monitors.scan.report import ScanReport
     from monitors.settings import Settings
+    from monitors.store.remediations import RemediationEntry
     from monitors.store.tables import TableStore
     from monitors.summary.compute import IsoWeek
 
@@ -46,6 +48,7 @@ class Job(StrEnum):
     WEEKLY_SUMMARY = "weekly_summary"
     SUBSCRIPTIONS = "subscriptions"
     NOTIFICATIONS = "notifications"
+    REMEDIATION = "remediation"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Ran(Generic[R]):
     report: R | None
     skipped: str | None = None
     dispatched: Ran[DispatchResult] | None = None
+    # The remediation run that followed the job (ETG_REMEDIATION not off), before dispatch.
+    remediated: Ran[RemediationReport] | None = None
 
 
 def load_settings(
@@ -84,6 +89,7 @@ async def _run(
     clock: Clock | None,
     with_graph: bool = True,
     dispatch: bool = False,
+    remediate: bool = False,
 ) -> Ran[R]:
     from monitors.jobs.context import open_context
     from monitors.store.tables import LeaseHeld
@@ -97,20 +103,63 @@ async def _run(
             "job.skipped", job=job.value, reason="another run holds the lease"
         )
         return Ran(job, None, skipped=f"another {job.value} run is in progress")
+    remediated = await _remediate_after(settings, clock) if remediate else None
     sent = await send_alerts(settings, clock=clock) if dispatch else None
-    return Ran(job, report, dispatched=sent)
+    return Ran(job, report, dispatched=sent, remediated=remediated)
+
+
+async def _remediate_after(
+    settings: Settings, clock: Clock | None
+) -> Ran[RemediationReport] | None:
+    """Remediation after a scan or config check, before the alerts leave, so the opening card
+    already says what was done. Off means it never runs and no write client is built. Its own
+    failure (recorded by its runner as monitor_job_failing) never keeps the alerts back."""
+    if settings.remediation == "off":
+        return None
+    try:
+        return await remediate(settings, clock=clock)
+    except Exception:
+        structlog.get_logger("etg_monitor").exception("remediation.failed")
+        return None
 
 
 async def scan(settings: Settings, *, clock: Clock | None = None) -> Ran[ScanReport]:
     from monitors.scan.pipeline import run_scan
 
-    return await _run(settings, Job.SCAN, run_scan, clock=clock, dispatch=True)
+    return await _run(settings, Job.SCAN, run_scan, clock=clock, dispatch=True, remediate=True)
 
 
 async def check_config(settings: Settings, *, clock: Clock | None = None) -> Ran[ConfigCheckReport]:
     from monitors.jobs.config_check import check_config as check
 
-    return await _run(settings, Job.CONFIG_CHECK, check, clock=clock, dispatch=True)
+    return await _run(settings, Job.CONFIG_CHECK, check, clock=clock, dispatch=True, remediate=True)
+
+
+async def remediate(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    apply: bool | None = None,
+    device: str | None = None,
+    policy: str | None = None,
+) -> Ran[RemediationReport]:
+    """Plan remediation and, in mode auto or with ``apply``, make the additions. ``apply``
+    False shows the plan and changes nothing; None follows ETG_REMEDIATION."""
+    from monitors.remediation.job import run_remediation
+
+    async def work(ctx: JobContext) -> RemediationReport:
+        return await run_remediation(ctx, apply=apply, device=device, policy=policy)
+
+    return await _run(settings, Job.REMEDIATION, work, clock=clock)
+
+
+async def remediation_log(settings: Settings) -> list[RemediationEntry]:
+    """The remediation log, newest first."""
+
+    async def read(store: TableStore) -> list[RemediationEntry]:
+        return await store.remediations.all()
+
+    return await read_store(settings, read)
 
 
 async def send_alerts(settings: Settings, *, clock: Clock | None = None) -> Ran[DispatchResult]:

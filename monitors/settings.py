@@ -35,6 +35,7 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 
 CredentialMode = Literal["default", "none"]
 LogFormat = Literal["auto", "json", "console"]
+RemediationMode = Literal["off", "dry-run", "auto"]
 SettingType = Literal["text", "url", "int", "float", "bool", "json", "schedule"]
 
 
@@ -265,6 +266,12 @@ def _policy_groups(raw: str) -> dict[str, str]:
         entries = f"entry {bad[0]}" if len(bad) == 1 else f"entries {', '.join(bad)}"
         raise ValueError(f"{entries} must map a policy id or name to a group id")
     return out
+
+
+def _client_id(text: str) -> str:
+    if not _GUID.match(text):
+        raise ValueError(f"must be a managed identity's client id (a GUID), got {text[:80]!r}")
+    return text.lower()
 
 
 # --- The table ------------------------------------------------------------------------------------
@@ -548,6 +555,37 @@ SETTINGS: tuple[Setting, ...] = (
         check=str.lower,
         doc="Notifications naming another tenant are refused. Empty: not checked.",
     ),
+    # Remediation (opt-in writes to Entra groups)
+    Setting(
+        "ETG_REMEDIATION",
+        "remediation",
+        "text",
+        default="off",
+        choices=("off", "dry-run", "auto"),
+        doc="`off`: the monitor never writes to Entra. `dry-run`: after each scan and config "
+        "check it plans adding missing devices and the provisioning client owner to their ETG "
+        "and says so on the card, writing nothing. `auto`: it makes those additions (never a "
+        "removal). Enabling it grants a second managed identity GroupMember.ReadWrite.All, "
+        "Device.ReadWrite.All and Group.ReadWrite.All; the read identity stays read-only. See "
+        "the runbook's Remediation section.",
+    ),
+    Setting(
+        "ETG_REMEDIATION_MAX_PER_RUN",
+        "remediation_max_per_run",
+        "int",
+        default="20",
+        low=1,
+        high=500,
+        doc="Most additions one run makes; the rest wait for the next run and say so.",
+    ),
+    Setting(
+        "ETG_REMEDIATION_CLIENT_ID",
+        "remediation_client_id",
+        "text",
+        check=_client_id,
+        doc="Client id of the user-assigned managed identity that holds the write permissions. "
+        "Empty: writes use the same credential as reads (`ETG_GRAPH_CREDENTIAL`), as locally.",
+    ),
     # Logging
     Setting(
         "ETG_LOG_FORMAT",
@@ -691,6 +729,9 @@ class Settings:
     notification_url: str | None = field(default=None, repr=False)  # carries the function key
     client_state: str | None = field(default=None, repr=False)
     tenant_id: str | None = None
+    remediation: RemediationMode = "off"
+    remediation_max_per_run: int = 20
+    remediation_client_id: str | None = None
     # ETG_POLICY_GROUPS: policy id (lower case) or name (case-folded) -> ETG group id.
     policy_groups: Mapping[str, str] = field(default_factory=dict)
     # Schedule setting name (SCAN_SCHEDULE, ...) -> its NCRONTAB expression, defaults filled in.

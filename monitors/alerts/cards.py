@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 
 from monitors.models import JSON, Scope, json_list, json_object
 from monitors.rules.enrollment import BAD_PAYLOAD
-from monitors.rules.kinds import KINDS, PAYLOAD_INCOMPLETE, Kind, severity_rank
+from monitors.rules.kinds import DEPLOYMENT_FAILED, KINDS, PAYLOAD_INCOMPLETE, Kind, severity_rank
 from monitors.rules.lifecycle import Change
+from monitors.rules.result_codes import describe_failure
 
 CARD_VERSION = "1.4"
 SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
@@ -124,6 +125,25 @@ def _incomplete_items(evidence: Mapping[str, Any]) -> list[dict[str, JSON]]:
     return [_text("Did not install", weight="Bolder"), _facts(facts)]
 
 
+def _not_ready_items(evidence: Mapping[str, Any]) -> list[dict[str, JSON]]:
+    """Every selected app and script that would not install, with what is wrong with it: at
+    most 25 apps and 10 scripts, so the list stays within the card."""
+    items = evidence.get("items")
+    facts = [
+        (
+            str(i.get("display_name") or i.get("id") or "?"),
+            f"{'App' if i.get('kind') == 'app' else 'Script'} · "
+            + "; ".join(str(p) for p in json_list(i.get("problems")) or ["?"]),
+        )
+        for i in (items if isinstance(items, list) else [])
+        if isinstance(i, Mapping)
+    ]
+    facts += [("Limit", str(p)) for p in json_list(evidence.get("limits"))]
+    if not facts:
+        return []
+    return [_text("Not ready to install", weight="Bolder"), _facts(facts)]
+
+
 def _where(anomaly: Mapping[str, Any]) -> Any:
     return (
         anomaly.get("device_name")
@@ -135,6 +155,22 @@ def _where(anomaly: Mapping[str, Any]) -> Any:
 
 def _policy_level(anomaly: Mapping[str, Any]) -> bool:
     return anomaly.get("scope") in (Scope.POLICY, Scope.TENANT)
+
+
+def _failure_facts(evidence: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The result code with its name and the phase in words, decoded from the report's raw
+    values so that anomalies stored before the decoder existed read the same way."""
+    code, phase = evidence.get("result_code"), evidence.get("phase")
+    failure = describe_failure(
+        code if isinstance(code, int | str) else None,
+        phase if isinstance(phase, int | str) else None,
+    )
+    result = failure.result
+    if failure.win32 is not None:
+        result = f"{failure.hex} ({failure.name}, Win32 error {failure.win32})"
+    if failure.name:
+        result += f": {failure.meaning}"
+    return [("Result", result), ("Phase", failure.phase_name or "not reported")]
 
 
 def _anomaly_facts(
@@ -159,6 +195,8 @@ def _anomaly_facts(
         if evidence.get("gap_seconds") is not None:
             gap = int(evidence["gap_seconds"])
             facts.append(("Late by", f"{gap // 60} min {gap % 60} s"))
+        if anomaly.get("kind") == DEPLOYMENT_FAILED.name:
+            facts += _failure_facts(evidence)
     facts.append(("First seen", str(anomaly.get("first_seen") or "")))
     return facts
 
@@ -204,6 +242,38 @@ def _anomaly_actions(anomaly: Mapping[str, Any], graph_endpoint: str) -> list[di
     return actions
 
 
+def remediation_text(anomaly: Mapping[str, Any], resolved: bool = False) -> str | None:
+    """What remediation did or would do, in one line; None when it never looked at it."""
+    done = anomaly.get("remediation")
+    if not isinstance(done, Mapping):
+        return None
+    owner = done.get("action") == "add_owner"
+    at = done.get("at")
+    if resolved and done.get("resolved_as") == "remediated":
+        return f"Resolved as remediated: etg-monitor made the change at {at}."
+    if done.get("written"):
+        by_hand = done.get("mode") == "apply"
+        how = "by `etg-monitor remediate --apply`" if by_hand else "automatically"
+        what = "Restored the ETG owner" if owner else "Added to the ETG"
+        return f"{what} {how} at {at}."
+    group = done.get("group_name") or done.get("group_id")
+    if done.get("state") == "planned":
+        device = done.get("device_name") or anomaly.get("device_name")
+        subject = "the Intune Provisioning Client as an owner of" if owner else f"{device} to"
+        return f"etg-monitor would add {subject} ETG {group}: run `{done.get('command')}`"
+    if done.get("state") == "present":
+        return None
+    return f"Remediation {done.get('state')}: {done.get('reason')}"
+
+
+def remediation_lines(anomaly: Mapping[str, Any], resolved: bool) -> list[dict[str, JSON]]:
+    text = remediation_text(anomaly, resolved)
+    if text is None:
+        return []
+    done = json_object(anomaly.get("remediation"))
+    return [_text(text, weight="Bolder", color="Good" if done.get("written") else "Default")]
+
+
 def anomaly_card(anomaly: Mapping[str, Any], change: str, graph_endpoint: str) -> dict[str, JSON]:
     """One anomaly opening or resolving. ``anomaly`` is Anomaly.to_json()."""
     kind = KINDS.get(str(anomaly.get("kind")))
@@ -222,6 +292,9 @@ def anomaly_card(anomaly: Mapping[str, Any], change: str, graph_endpoint: str) -
     ]
     if anomaly.get("kind") == PAYLOAD_INCOMPLETE.name and isinstance(evidence, Mapping):
         body += _incomplete_items(evidence)
+    if anomaly.get("kind") == "payload_not_ready" and isinstance(evidence, Mapping):
+        body += _not_ready_items(evidence)
+    body += remediation_lines(anomaly, resolved)
     body += [_why_resolved(anomaly)] if resolved else _what_to_do(anomaly, kind)
     return fit(_card(body, _anomaly_actions(anomaly, graph_endpoint)))
 

@@ -25,7 +25,7 @@ from kiota_abstractions.request_information import RequestInformation
 from kiota_http.kiota_client_factory import KiotaClientFactory
 from kiota_http.middleware import RetryHandler
 from kiota_http.middleware.middleware import BaseMiddleware
-from kiota_http.middleware.options import RetryHandlerOption
+from kiota_http.middleware.options import HeadersInspectionHandlerOption, RetryHandlerOption
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
@@ -111,14 +111,23 @@ class GraphClient(OwnedResources):
         credential: Any = None,
         retry_budget_seconds: float = 120.0,
         max_single_wait: float = 30.0,
+        managed_identity_client_id: str | None = None,
     ) -> None:
+        """``managed_identity_client_id``: authenticate as that user-assigned managed identity
+        instead (the remediation writer, whose identity holds the write permissions)."""
         self.settings = settings
         self.counts: Counter[str] = Counter()
         self._owned_credential = None
         if settings.graph_credential == "default" and credential is None:
-            from azure.identity.aio import DefaultAzureCredential
+            if managed_identity_client_id:
+                from azure.identity.aio import ManagedIdentityCredential
 
-            credential = self._owned_credential = DefaultAzureCredential()
+                credential = ManagedIdentityCredential(client_id=managed_identity_client_id)
+            else:
+                from azure.identity.aio import DefaultAzureCredential
+
+                credential = DefaultAzureCredential()
+            self._owned_credential = credential
         self.budget = RetryBudget(retry_budget_seconds, max_single_wait)
         middleware = KiotaClientFactory.get_default_middleware(None)
         retry_option = RetryHandlerOption(delay=0.5, max_retries=settings.graph_max_retries)
@@ -163,12 +172,25 @@ class GraphClient(OwnedResources):
         async with self._slots:
             return await call
 
-    async def request(self, method: str, url: str, body: Any = None) -> Any:
-        """Send a raw request through the SDK adapter; returns parsed JSON (None when empty)."""
+    async def request(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        inspect: HeadersInspectionHandlerOption | None = None,
+    ) -> Any:
+        """Send a raw request through the SDK adapter; returns parsed JSON (None when empty).
+        ``inspect`` receives the response headers (request-id), also when Graph refuses."""
         info = RequestInformation()
         info.http_method = Method(method)
         info.url = url
         info.headers.try_add("Accept", "application/json")
+        for name, value in (headers or {}).items():
+            info.headers.try_add(name, value)
+        if inspect is not None:
+            info.add_request_options([inspect])
         if body is not None:
             info.set_stream_content(json.dumps(body).encode(), "application/json")
         async with self._slots:

@@ -13,7 +13,7 @@ from monitors.models import JSON, Status
 from monitors.settings import parse_schedule, schedule_firings
 from monitors.store.notifications import NotificationStore
 from monitors.store.outbox import OutboxRepository, OutboxStatus
-from monitors.store.runs import RunRepository
+from monitors.store.runs import JobRun, RunRepository
 from monitors.store.scan_state import ScanState
 from monitors.store.tables import TableStore
 
@@ -26,6 +26,9 @@ JOBS = {
     "subscriptions": "SUBSCRIPTIONS_SCHEDULE",
     "weekly_summary": "SUMMARY_SCHEDULE",
 }
+# Jobs that run only when another does (remediation follows the scan and the check), and only
+# when enabled: listed once they have run.
+UNSCHEDULED = ("remediation",)
 # Jobs whose silence makes the monitor unhealthy: without them nothing is being checked.
 ESSENTIAL = ("scan", "config_check")
 MISSED_INTERVALS = 3
@@ -77,6 +80,20 @@ def _age_minutes(now: datetime, then: Any) -> float | None:
     return round((now - then).total_seconds() / 60, 1) if isinstance(then, datetime) else None
 
 
+def _run_json(run: JobRun) -> dict[str, JSON]:
+    return {
+        "last_started": _iso(run.last_started),
+        "last_finished": _iso(run.last_finished),
+        "last_success": _iso(run.last_success),
+        "last_outcome": run.last_outcome,
+        "last_error": run.last_error or None,
+        "last_run_id": run.last_run_id or None,
+        "summary": run.summary,
+        "unverified": run.unverified,
+        "missing_permissions": run.missing_permissions,
+    }
+
+
 async def health_report(
     store: TableStore, now: datetime, schedules: Mapping[str, str]
 ) -> tuple[bool, dict[str, JSON]]:
@@ -103,18 +120,18 @@ async def health_report(
         unverified_total += len(run.unverified)
         missing.update(run.missing_permissions)
         jobs[job] = {
-            "last_started": _iso(run.last_started),
-            "last_finished": _iso(run.last_finished),
-            "last_success": _iso(run.last_success),
-            "last_outcome": run.last_outcome,
-            "last_error": run.last_error or None,
-            "last_run_id": run.last_run_id or None,
+            **_run_json(run),
             "interval_minutes": every.total_seconds() / 60,
             "overdue": overdue,
-            "summary": run.summary,
-            "unverified": run.unverified,
-            "missing_permissions": run.missing_permissions,
         }
+    # Runs after the scan and the configuration check rather than on a schedule of its own, so
+    # it cannot be overdue; a write permission it lacks still shows here.
+    for job in UNSCHEDULED:
+        run = runs.get(job)
+        if run is not None:
+            unverified_total += len(run.unverified)
+            missing.update(run.missing_permissions)
+            jobs[job] = _run_json(run)
 
     open_by_kind: Counter[str] = Counter()
     suppressed = 0

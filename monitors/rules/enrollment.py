@@ -44,6 +44,7 @@ from monitors.rules.kinds import (
     KINDS,
     PAYLOAD_INCOMPLETE,
 )
+from monitors.rules.result_codes import describe_failure
 
 # Install statuses as the deployment report spells them, compared in lower case.
 BAD_PAYLOAD = frozenset({"skipped", "failed"})
@@ -399,14 +400,19 @@ def _state(verdicts: Iterable[Verdict]) -> JudgementState:
 def deployment_failed(case: Case) -> Ruling:
     kind, d = DEPLOYMENT_FAILED.name, case.deployment
     if d.status is DeploymentStatus.FAILED:
+        # Decoded from the report's values alone, so the text and evidence stay the same
+        # scan after scan for the same deployment.
+        failure = describe_failure(d.result_code, d.phase)
         return Ruling(
             case.found(
                 kind,
-                f"Device preparation failed on {case.name} "
-                f"(result code {d.result_code}, phase {d.phase}).",
+                f"Device preparation failed on {case.name}{failure.clause}.",
                 {
                     "result_code": d.result_code,
+                    "result_code_hex": failure.hex,
+                    "result_name": failure.name,
                     "phase": d.phase,
+                    "phase_name": failure.phase_name,
                     "current_provisioning_phase": d.current_phase,
                 },
             )
@@ -721,6 +727,11 @@ def _by_assignment(
     return _matched(best, f"assignment to {assigned.user} ({rank})")
 
 
+# How a policy resolved only because it is the only one is named: remediation refuses to act on
+# a guess by elimination.
+RESOLVED_BY_ELIMINATION = "only device preparation policy"
+
+
 def resolve_policy(
     profile_name: str | None,
     policies: Sequence[PolicyEntry],
@@ -751,7 +762,7 @@ def resolve_policy(
     if len(by_group) == 1:
         return _matched(by_group[0], "ETG membership")
     if len(policies) == 1:
-        return _matched(policies[0], "only device preparation policy")
+        return _matched(policies[0], RESOLVED_BY_ELIMINATION)
     if isinstance(assigned, Unverified):
         return assigned
     if isinstance(assigned, UserPolicies):

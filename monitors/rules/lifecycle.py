@@ -97,9 +97,24 @@ def reconcile(
             updated = dataclasses.replace(current, history=list(current.history))
             updated.status = Status.RESOLVED
             updated.resolved_at = now
-            note(updated, now, Status.RESOLVED, verdict.reason)
+            note(updated, now, Status.RESOLVED, _resolution(updated, verdict.reason))
             transitions.append(Transition(updated, Change.RESOLVED, current.status))
     return transitions
+
+
+def _resolution(anomaly: Anomaly, reason: str) -> str:
+    """A Clear's reason, led by "remediated" when the monitor's own write put the change in
+    place; the record then says the anomaly resolved as remediated."""
+    done = anomaly.remediation
+    if not done or done.get("written") is not True:
+        return reason
+    anomaly.remediation = {**done, "resolved_as": "remediated"}
+    what = (
+        "restored the Intune Provisioning Client as owner of its ETG"
+        if done.get("action") == "add_owner"
+        else "added to its ETG"
+    )
+    return f"remediated: {what} by etg-monitor at {done.get('at')}; {reason}"
 
 
 def _on_finding(

@@ -17,7 +17,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 from azure.data.tables import UpdateMode
 
-from monitors.models import JSON
+from monitors.models import JSON, Anomaly, Scope, Subject, anomaly_key
 from monitors.store.tables import ANOMALIES, TableStore, dumps_json, escape_key, loads_json
 
 OUTBOX_TYPE = "outbox"
@@ -172,3 +172,44 @@ class OutboxRepository:
             return False
         item.etag = meta.get("etag")
         return True
+
+    async def refresh_remediation(self, anomaly: Anomaly) -> int:
+        """Copy the anomaly's remediation record into its items still pending, so a card that
+        has not left yet says what was done. An item a dispatcher claimed meanwhile is left as
+        it is (the update is conditional). Returns how many were refreshed."""
+        table = await self._store.table(ANOMALIES)
+        query = "PartitionKey eq @pk and Type eq @type and Status eq @status"
+        parameters = {
+            "pk": escape_key(anomaly.kind),
+            "type": OUTBOX_TYPE,
+            "status": OutboxStatus.PENDING.value,
+        }
+        refreshed = 0
+        async for entity in table.query_entities(query, parameters=parameters):
+            item = OutboxItem.from_entity(entity)
+            if _payload_key(item.payload) != anomaly.key:
+                continue
+            item.payload = {**item.payload, "remediation": anomaly.remediation}
+            refreshed += await self.update(item)
+        return refreshed
+
+
+def _payload_key(payload: dict[str, JSON]) -> str | None:
+    """The anomaly key of an outbox payload that is an anomaly (Anomaly.to_json)."""
+    try:
+        scope = Scope(str(payload.get("scope")))
+    except ValueError:
+        return None
+
+    def text(name: str) -> str | None:
+        value = payload.get(name)
+        return value if isinstance(value, str) and value else None
+
+    subject = Subject(
+        scope,
+        policy_id=text("policy_id"),
+        managed_device_id=text("managed_device_id"),
+        deployment_key=text("deployment_key"),
+        job=text("job"),
+    )
+    return anomaly_key(str(payload.get("kind")), subject.key)

@@ -21,6 +21,7 @@ from monitors.aio import OwnedResources
 from monitors.models import Anomaly, Scope, Status, Subject
 from monitors.rules.suppression import Suppression, SuppressionScope
 from monitors.settings import Settings, SettingsError
+from monitors.store.remediations import RemediationRepository
 
 
 class Row(Protocol):
@@ -98,6 +99,7 @@ class TableStore(OwnedResources):
         self.anomalies = AnomalyRepository(self)
         self.suppressions = SuppressionRepository(self)
         self.leases = LeaseRepository(self)
+        self.remediations = RemediationRepository(self)
 
     async def _close_resource(self) -> None:
         await self._service.close()
@@ -144,6 +146,7 @@ class AnomalyRepository:
             "Fix": anomaly.fix,
             "Evidence": dumps_json(anomaly.evidence),
             "History": dumps_json(anomaly.history),
+            "Remediation": dumps_json(anomaly.remediation) if anomaly.remediation else "",
         }
 
     @staticmethod
@@ -176,6 +179,7 @@ class AnomalyRepository:
             resolved_at=_as_datetime(entity.get("ResolvedAt")),
             history=loads_json(entity.get("History"), []),
             etag=etag,
+            remediation=loads_json(entity.get("Remediation"), None),
         )
 
     async def iter(

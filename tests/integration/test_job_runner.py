@@ -164,12 +164,16 @@ JSON_COMMANDS = [
     ["subscriptions", "--json"],
     ["subscriptions", "sync", "--json"],
     ["health", "--json"],
+    ["remediate", "--json"],
+    ["remediate", "--json", "--device", "CTSO-J5NB1GX"],
+    ["remediations", "--json"],
 ]
 
 
 def test_every_json_command_writes_exactly_one_json_document_to_stdout(settings, tenant):
     # Teams is configured so that the jobs' dispatch line has somewhere to go: stderr.
-    env = _env(settings, ETG_TEAMS_WEBHOOK_URL=tenant.teams_url)
+    # Remediation in dry-run: the scan's and check's remediation line goes to stderr too.
+    env = _env(settings, ETG_TEAMS_WEBHOOK_URL=tenant.teams_url, ETG_REMEDIATION="dry-run")
     notes = []
     for command in JSON_COMMANDS:
         process = _cli(env, *command)
@@ -178,6 +182,7 @@ def test_every_json_command_writes_exactly_one_json_document_to_stdout(settings,
         json.loads(out)  # one document, nothing before or after it
         notes.append(err)
     assert any("Teams:" in err for err in notes)  # the line exists, just not on stdout
+    assert any("remediation (dry-run):" in err for err in notes)
 
 
 def test_a_malformed_connection_string_is_a_settings_error_without_the_key(settings):

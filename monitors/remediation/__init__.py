@@ -1,0 +1,1 @@
+"""Opt-in remediation: add a missing device to its ETG, restore the provisioning client owner."""
