@@ -8,6 +8,7 @@ demo leaves nothing running behind it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -20,6 +21,7 @@ from devtools.simtenant.scenario import demo_scenario
 from devtools.simtenant.server import SimulatedTenant
 from monitors import render, service
 from monitors.models import Anomaly, Status
+from monitors.remediation.job import RemediationReport
 from monitors.settings import Settings
 from monitors.store.tables import TableStore
 from monitors.summary.compute import IsoWeek, headline
@@ -34,12 +36,24 @@ def _check_config(settings: Settings, clock: SimClock) -> None:
     ran = asyncio.run(service.check_config(settings, clock=clock))
     assert ran.report is not None
     print(render.config_report_text(ran.report.to_json()))
+    _remediation(ran.remediated)
 
 
 def _scan(settings: Settings, clock: SimClock) -> None:
     ran = asyncio.run(service.scan(settings, clock=clock))
     assert ran.report is not None
     print(render.scan_report_text(ran.report.to_json()))
+    _remediation(ran.remediated)
+
+
+def _remediation(ran: service.Ran[RemediationReport] | None) -> None:
+    """What the remediation run that followed the job planned or did, when it had anything."""
+    if ran is None or ran.report is None:
+        return
+    data = ran.report.to_json()
+    if data["items"]:
+        print()
+        print(render.remediation_plan_text(data))
 
 
 def _anomalies(settings: Settings, status: Status) -> list[Anomaly]:
@@ -60,6 +74,7 @@ def run_demo() -> int:
             "ETG_TABLE_PREFIX": "demo",
             "ETG_DETAILED_REPORTS": "true",
             "ETG_TEAMS_WEBHOOK_URL": tenant.teams_url,
+            "ETG_REMEDIATION": "dry-run",
         }
         settings = service.load_settings(env, log_level=logging.WARNING)
         print("etg-monitor demo: a simulated Intune tenant on", tenant.base_url)
@@ -72,7 +87,7 @@ def run_demo() -> int:
             }.get(key, value)
             print(f"  {key}={shown}")
 
-        _banner("etg-monitor check-config")
+        _banner("etg-monitor check-config, before any deployment is judged")
         _check_config(settings, tenant.clock)
 
         _banner("etg-monitor scan")
@@ -85,14 +100,23 @@ def run_demo() -> int:
         _banner("etg-monitor anomalies --json")
         print(json.dumps([a.to_json() for a in _anomalies(settings, Status.OPEN)], indent=2))
 
-        finance = next((p for p in scenario.policies if "Finance" in p.name), None)
-        if finance is not None and finance.etg_group_id:
-            _banner("an engineer restores the ETG owner, and the check runs again")
-            tenant.state.add_group_owner(
-                finance.etg_group_id, scenario.provisioning_client.object_id
-            )
-            tenant.clock.advance(3600)
-            _check_config(settings, tenant.clock)
+        auto = dataclasses.replace(settings, remediation="auto")
+        _banner("ETG_REMEDIATION=auto: etg-monitor scan adds the devices and restores the owner")
+        _scan(auto, tenant.clock)
+
+        _banner("an hour later: etg-monitor scan verifies the additions")
+        tenant.clock.advance(3600)
+        _scan(auto, tenant.clock)
+        for anomaly in _anomalies(settings, Status.RESOLVED):
+            if anomaly.kind == "etg_missing" and anomaly.history:
+                print(f"  {anomaly.subject.device_name}: {anomaly.history[-1]['why']}")
+
+        _banner("etg-monitor check-config confirms the restored ETG owner")
+        _check_config(auto, tenant.clock)
+
+        _banner("etg-monitor remediations")
+        log = asyncio.run(service.remediation_log(settings))
+        print(render.remediation_log_text([entry.to_json() for entry in log]))
 
         _banner("etg-monitor anomalies --status resolved")
         print(render.anomalies_text(_anomalies(settings, Status.RESOLVED)))
