@@ -429,6 +429,11 @@ class Anomaly:
     # What remediation planned or did for it (monitors/remediation): mode, decision, when,
     # request id; None when remediation never looked at it.
     remediation: dict[str, JSON] | None = None
+    # Who took it from the console, and when: an acknowledged anomaly gets no reminders.
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    # When on-call was last reminded of it, so reminders come at most daily.
+    reminded_at: datetime | None = None
 
     @property
     def key(self) -> str:
@@ -457,6 +462,9 @@ class Anomaly:
             "evidence": self.evidence,
             "history": self.history,
             "remediation": self.remediation,
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged_at": self.acknowledged_at.isoformat() if self.acknowledged_at else None,
+            "reminded_at": self.reminded_at.isoformat() if self.reminded_at else None,
         }
 
 

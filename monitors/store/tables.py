@@ -147,6 +147,11 @@ class AnomalyRepository:
             "Evidence": dumps_json(anomaly.evidence),
             "History": dumps_json(anomaly.history),
             "Remediation": dumps_json(anomaly.remediation) if anomaly.remediation else "",
+            "AcknowledgedBy": anomaly.acknowledged_by or "",
+            "AcknowledgedAt": anomaly.acknowledged_at.isoformat()
+            if anomaly.acknowledged_at
+            else "",
+            "RemindedAt": anomaly.reminded_at.isoformat() if anomaly.reminded_at else "",
         }
 
     @staticmethod
@@ -180,6 +185,9 @@ class AnomalyRepository:
             history=loads_json(entity.get("History"), []),
             etag=etag,
             remediation=loads_json(entity.get("Remediation"), None),
+            acknowledged_by=entity.get("AcknowledgedBy") or None,
+            acknowledged_at=_as_datetime(entity.get("AcknowledgedAt")),
+            reminded_at=_as_datetime(entity.get("RemindedAt")),
         )
 
     async def iter(
