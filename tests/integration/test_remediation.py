@@ -152,6 +152,11 @@ def test_auto_adds_missing_devices_and_the_next_scan_resolves_them_as_remediated
     assert "after provisioning completed" in why  # the late join, as the scan words it
     assert resolved.remediation["resolved_as"] == "remediated"
     assert len(member_writes(tenant)) == len(ADDABLE)  # nothing was written again
+    # Only additions: every write the tenant received is a POST of a reference.
+    assert {(w.method, w.path.rsplit("/", 2)[-2]) for w in tenant.state.writes()} <= {
+        ("POST", "members"),
+        ("POST", "owners"),
+    }
 
 
 def test_a_second_run_writes_nothing_and_already_a_member_counts_as_done(
