@@ -129,6 +129,45 @@ param notificationUrl string = ''
 })
 param notificationClientState string
 
+@description('ETG_ALERT_ROUTES: which channels each alert goes to, `name=channel,channel;...` (docs/alerting.md). Empty: every alert to Teams only.')
+param alertRoutes string = ''
+
+@secure()
+@description('Integration key of a PagerDuty service\'s Events API v2 integration. Stored in Key Vault. Empty: no PagerDuty channel.')
+param pagerDutyRoutingKey string = ''
+
+@description('ETG_ALERT_WEBHOOK_URL: https receiver of the generic JSON webhook. Needs alertWebhookSecret. Empty: no webhook channel.')
+param alertWebhookUrl string = ''
+
+@secure()
+@description('Key of the generic webhook\'s HMAC-SHA256 signature (32 to 256 characters), shared with the receiver. Stored in Key Vault.')
+param alertWebhookSecret string = ''
+
+@description('Application (client) id of the Entra app registration operators sign in to the console with (App Service Authentication). Empty: no sign-in, and the console refuses every request.')
+param consoleClientId string = ''
+
+@description('ETG_CONSOLE_OPERATORS_GROUP: object id of the Entra group whose members may use the console. Empty: nobody signed in is let in.')
+param consoleOperatorsGroupId string = ''
+
+@secure()
+@description('Key of the console\'s CSRF tokens (ETG_CONSOLE_SECRET). azd generates it once and keeps it in the environment\'s config.json; outside azd, pass e.g. `openssl rand -hex 32`, the same value every time.')
+@metadata({
+  azd: {
+    type: 'generate'
+    config: {
+      length: 48
+      noSpecial: true
+    }
+  }
+})
+param consoleSecret string
+
+@description('Email address told when the monitor itself fails (a job failing, health answering 503). Empty: the action group has no receiver and the alert rules only show in Azure Monitor.')
+param alertEmail string = ''
+
+@description('Resource id of an existing action group the monitor\'s own alert rules notify instead of the one this template creates. Empty: use the template\'s.')
+param actionGroupId string = ''
+
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
@@ -226,11 +265,25 @@ var appSettings = {
   ETG_TEAMS_WEBHOOK_URL: !empty(teamsWebhookUrl) ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.teamsWebhookSecretUri})' : ''
   ETG_ALERT_DIGEST_THRESHOLD: '5'
   ETG_ALERT_MAX_AGE_HOURS: '24'
+  ETG_REMIND_AFTER_HOURS: '24'
+
+  // More channels (docs/alerting.md). The routing key and the signing key: Key Vault only.
+  ETG_ALERT_ROUTES: alertRoutes
+  ETG_PAGERDUTY_ROUTING_KEY: !empty(pagerDutyRoutingKey) ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.pagerDutyRoutingKeySecretUri})' : ''
+  ETG_PAGERDUTY_EVENTS_URL: 'https://events.pagerduty.com/v2/enqueue'
+  ETG_ALERT_WEBHOOK_URL: alertWebhookUrl
+  ETG_ALERT_WEBHOOK_SECRET: !empty(alertWebhookSecret) ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.alertWebhookSecretUri})' : ''
 
   // Graph change notifications. The URL carries a function key: Key Vault reference only.
   ETG_NOTIFICATION_URL: !empty(notificationUrl) ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.notificationUrlSecretUri})' : ''
   ETG_CLIENT_STATE: !empty(notificationClientState) ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.notificationClientStateSecretUri})' : ''
   ETG_TENANT_ID: tenant().tenantId // notifications from any other tenant are refused
+
+  // Operator console, behind App Service Authentication (app/api.bicep). ETG_PUBLIC_BASE_URL is
+  // set in app/api.bicep, which knows the site's host name.
+  ETG_CONSOLE_OPERATORS_GROUP: consoleOperatorsGroupId
+  ETG_CONSOLE_DEV_PRINCIPAL: '' // local use only: the app refuses it outside a loopback tenant
+  ETG_CONSOLE_SECRET: !empty(consoleSecret) ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.consoleSecretUri})' : ''
 
   // Remediation: writes only through the write identity, and never without it.
   ETG_REMEDIATION: enableRemediation ? remediationMode : 'off'
@@ -260,6 +313,7 @@ module api './app/api.bicep' = {
     identityId: apiUserAssignedIdentity.outputs.resourceId
     identityClientId: apiUserAssignedIdentity.outputs.clientId
     remediationIdentityId: remediationIdentityId
+    consoleClientId: consoleClientId
     appSettings: appSettings
   }
   // Key Vault references resolve when the app starts: the identity's roles must exist first.
@@ -310,6 +364,9 @@ module keyVault './app/keyvault.bicep' = {
     teamsWebhookUrl: teamsWebhookUrl
     notificationUrl: notificationUrl
     notificationClientState: notificationClientState
+    consoleSecret: consoleSecret
+    pagerDutyRoutingKey: pagerDutyRoutingKey
+    alertWebhookSecret: alertWebhookSecret
   }
 }
 
@@ -365,6 +422,32 @@ module monitoring 'br/public:avm/res/insights/component:0.6.0' = {
   }
 }
 
+// The monitor's own view in Azure Monitor: a workbook over its log records, and alert rules
+// for the monitor itself (a job failing, health answering 503).
+module workbook './app/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.name
+    environmentName: environmentName
+  }
+}
+
+module monitorAlerts './app/alerts.bicep' = {
+  name: 'monitorAlerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.name
+    namePrefix: functionAppName
+    alertEmail: alertEmail
+    actionGroupId: actionGroupId
+  }
+}
+
 // Outputs land in the azd environment (azd env get-values).
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
@@ -383,3 +466,7 @@ output AZURE_REMEDIATION_IDENTITY_PRINCIPAL_ID string = remediationIdentityPrinc
 // For running the etg-monitor CLI locally against the same tables.
 output ETG_STORAGE_TABLE_URL string = tableServiceUrl
 output ETG_TABLE_PREFIX string = tablePrefix
+// The console (empty consoleClientId: no sign-in, the console refuses every request).
+output CONSOLE_URL string = '${api.outputs.SERVICE_API_URI}/api/console/anomalies'
+output CONSOLE_SIGN_IN_REDIRECT_URI string = '${api.outputs.SERVICE_API_URI}/.auth/login/aad/callback'
+output AZURE_WORKBOOK_ID string = workbook.outputs.id

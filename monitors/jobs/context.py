@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -156,6 +157,8 @@ async def _run(
         outcome=outcome,
         graph_requests=ctx.graph_requests,
         unverified=len(unverified),
+        # Per reason, for the workbook (e.g. throttled: retries ran out on 429/503).
+        unverified_reasons=dict(Counter(u.reason.value for u in unverified)),
         seconds=round(time.monotonic() - began, 3),
     )
     return result

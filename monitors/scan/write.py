@@ -44,6 +44,22 @@ def judged_record(record: DeploymentRecord, j: Judgement, now: datetime) -> Depl
     )
 
 
+def settled_fields(record: DeploymentRecord) -> dict[str, object]:
+    """What the workbook charts per settled deployment: its ETG outcome (compliance) and how
+    long before provisioning completed the device joined its ETG (lead time)."""
+    completed = record.deployment.completed_at
+    lead = (
+        round((completed - record.joined_at).total_seconds() / 60, 1)
+        if completed and record.joined_at
+        else None
+    )
+    return {
+        "outcome": record.outcome,
+        "policy_id": record.policy.policy.id if record.policy else None,
+        "lead_minutes": lead,
+    }
+
+
 async def write(
     ctx: JobContext,
     stored: StoredState,
@@ -70,7 +86,11 @@ async def write(
                 kind=transition.anomaly.kind,
                 device=transition.anomaly.subject.device_name,
                 deployment=transition.anomaly.subject.deployment_key,
+                policy_id=transition.anomaly.subject.policy_id,
             )
+    for key, record in records.items():
+        if record.state in SETTLED:
+            ctx.log.info("deployment.settled", deployment=key, **settled_fields(record))
     # Expired or lifted suppressions also touch anomalies this run did not judge.
     transitions += await settle_suppressions(ctx.store, now, DEVICE_KINDS, ctx.run_id)
     state = ScanState(ctx.store)
