@@ -313,7 +313,7 @@ async def _alerts(settings: Settings, args: argparse.Namespace) -> int:
     for i in items:
         row = i.to_json()
         print(
-            f"{i.status:<8} {i.created_at.isoformat()[:19]}  {i.change:<12} "
+            f"{i.status:<8} {i.created_at.isoformat()[:19]}  {i.channel:<9} {i.change:<12} "
             f"{row['kind']!s:<28} {row['subject'] or ''}"
             + (f"  (attempts {i.attempts}, {i.last_error})" if i.last_error else "")
         )

@@ -48,6 +48,7 @@ from devtools.simtenant.odata import (
     error_body,
     new_request_id,
 )
+from devtools.simtenant.pagerduty import PagerDutyIncident, PagerDutyReceiver
 from devtools.simtenant.scenario import (
     DeviceSpec,
     Policy,
@@ -66,6 +67,7 @@ from devtools.simtenant.subscriptions import (
     SubscriptionService,
 )
 from devtools.simtenant.teams import TeamsMessage, TeamsReceiver
+from devtools.simtenant.webhook_receiver import WebhookEvent, WebhookReceiver
 
 MAX_BATCH_REQUESTS = 20
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT"})
@@ -719,6 +721,22 @@ class SimService:
 
 
 SERVICE_KEY = web.AppKey("devtools.simtenant.service", SimService)
+PAGERDUTY_KEY = web.AppKey("devtools.simtenant.pagerduty", PagerDutyReceiver)
+WEBHOOK_KEY = web.AppKey("devtools.simtenant.webhook", WebhookReceiver)
+
+
+async def _pagerduty_post(request: web.Request) -> web.StreamResponse:
+    status, body, headers = request.app[PAGERDUTY_KEY].receive(await request.read())
+    return web.json_response(body, status=status, headers=headers)
+
+
+async def _webhook_post(request: web.Request) -> web.StreamResponse:
+    status, body = request.app[WEBHOOK_KEY].receive(
+        request.headers.get("X-Etg-Timestamp"),
+        request.headers.get("X-Etg-Signature"),
+        await request.read(),
+    )
+    return web.Response(status=status) if body is None else web.json_response(body, status=status)
 
 
 def build_app(
@@ -726,6 +744,8 @@ def build_app(
     faults: FaultPlan,
     teams: TeamsReceiver | None = None,
     subscriptions: SubscriptionService | None = None,
+    pagerduty: PagerDutyReceiver | None = None,
+    webhook: WebhookReceiver | None = None,
 ) -> web.Application:
     """The full application; ``app[SERVICE_KEY]`` gives access to stats, Teams messages
     and subscriptions. It becomes the state's change sink (one app per state)."""
@@ -734,6 +754,10 @@ def build_app(
     app[SERVICE_KEY] = service
     app.router.add_route("*", "/_sim/{tail:.*}", service.control)
     app.router.add_post("/teams/{channel}", service.teams_post)
+    app[PAGERDUTY_KEY] = pagerduty or PagerDutyReceiver(state.clock)
+    app[WEBHOOK_KEY] = webhook or WebhookReceiver(state.clock)
+    app.router.add_post("/pagerduty/v2/enqueue", _pagerduty_post)
+    app.router.add_post("/alert-webhook/{name}", _webhook_post)
     app.router.add_route("*", "/{tail:.*}", service.graph)
     app.on_startup.append(service.on_startup)
     app.on_shutdown.append(service.on_shutdown)
@@ -783,7 +807,16 @@ class SimulatedTenant(ServedInThread):
             delivery_attempts=delivery_attempts,
             retry_backoff_s=retry_backoff_s,
         )
-        self.app = build_app(self.state, self.faults, self.teams, self.subscription_service)
+        self.pagerduty = PagerDutyReceiver(self.clock)
+        self.webhook = WebhookReceiver(self.clock)
+        self.app = build_app(
+            self.state,
+            self.faults,
+            self.teams,
+            self.subscription_service,
+            self.pagerduty,
+            self.webhook,
+        )
         self._service = self.app[SERVICE_KEY]
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -841,6 +874,30 @@ class SimulatedTenant(ServedInThread):
 
     def teams_messages(self) -> list[TeamsMessage]:
         return self.teams.messages()
+
+    @property
+    def pagerduty_url(self) -> str:
+        """The Events API v2 endpoint, as ETG_PAGERDUTY_EVENTS_URL."""
+        return f"{self.base_url}/pagerduty/v2/enqueue"
+
+    @property
+    def pagerduty_routing_key(self) -> str:
+        return self.pagerduty.routing_key
+
+    def pagerduty_incidents(self) -> list[PagerDutyIncident]:
+        return self.pagerduty.incidents()
+
+    @property
+    def webhook_url(self) -> str:
+        """The generic webhook receiver, as ETG_ALERT_WEBHOOK_URL."""
+        return f"{self.base_url}/alert-webhook/alerts"
+
+    @property
+    def webhook_secret(self) -> str:
+        return self.webhook.secret
+
+    def webhook_events(self) -> list[WebhookEvent]:
+        return self.webhook.events()
 
     # ------------------------------------------------------------------ change notifications
 

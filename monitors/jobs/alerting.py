@@ -1,28 +1,74 @@
-"""Storing anomaly transitions together with the alerts they cause."""
+"""Storing anomaly transitions together with the alerts they cause: one outbox row per channel
+the kind is routed to (ETG_ALERT_ROUTES), all in the anomaly's transaction."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
 
+from monitors.alerts.routing import DEFAULT_ROUTES, Channel, Routes
+from monitors.models import Anomaly
 from monitors.rules.lifecycle import Transition
 from monitors.store.outbox import OutboxItem
 from monitors.store.tables import TableStore
 
+REMINDER = "reminder"
+
+
+def alerts_for(
+    transition: Transition, run_id: str, now: datetime, routes: Routes = DEFAULT_ROUTES
+) -> list[OutboxItem]:
+    """The rows announcing one transition, one per channel it is routed to."""
+    if not transition.alerts:
+        return []
+    anomaly = transition.anomaly
+    return [
+        OutboxItem(
+            partition=anomaly.kind,
+            change=transition.change.value,
+            run_id=run_id,
+            created_at=now,
+            payload=anomaly.to_json(),
+            channel=channel.value,
+        )
+        for channel in routes.channels(anomaly.kind)
+    ]
+
 
 def alert_for(transition: Transition, run_id: str, now: datetime) -> OutboxItem | None:
-    if not transition.alerts:
-        return None
-    return OutboxItem(
-        partition=transition.anomaly.kind,
-        change=transition.change.value,
-        run_id=run_id,
-        created_at=now,
-        payload=transition.anomaly.to_json(),
-    )
+    """The Teams row alone, as before channels: for callers that route nothing."""
+    rows = alerts_for(transition, run_id, now)
+    return rows[0] if rows else None
+
+
+def reminders_for(
+    anomaly: Anomaly, run_id: str, now: datetime, routes: Routes = DEFAULT_ROUTES
+) -> list[OutboxItem]:
+    """One reminder row per channel routed, except PagerDuty: the incident its trigger opened
+    is still open there and keeps paging by its own escalation policy."""
+    return [
+        OutboxItem(
+            partition=anomaly.kind,
+            change=REMINDER,
+            run_id=run_id,
+            created_at=now,
+            payload=anomaly.to_json(),
+            channel=channel.value,
+        )
+        for channel in routes.channels(anomaly.kind)
+        if channel is not Channel.PAGERDUTY
+    ]
 
 
 async def save_transitions(
-    store: TableStore, transitions: Iterable[Transition], run_id: str, now: datetime
+    store: TableStore,
+    transitions: Iterable[Transition],
+    run_id: str,
+    now: datetime,
+    routes: Routes | None = None,
 ) -> None:
-    await store.anomalies.save_many([(t.anomaly, alert_for(t, run_id, now)) for t in transitions])
+    """``routes`` defaults to the store's settings (ETG_ALERT_ROUTES)."""
+    chosen = store.alert_routes if routes is None else routes
+    await store.anomalies.save_many(
+        [(t.anomaly, alerts_for(t, run_id, now, chosen)) for t in transitions]
+    )

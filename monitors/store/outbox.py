@@ -3,6 +3,10 @@ anomaly change they announce (same partition), so an alert is never lost or inve
 
 Row key ``outbox|<created>|<id>``; property ``Type`` = "outbox" tells them from anomalies.
 The weekly summary uses the same outbox under the partition ``_summary``.
+
+Property ``Channel`` says where a row is delivered (teams | pagerduty | webhook): a transition
+routed to several channels writes one row each, so each channel's delivery, retries and give-up
+are its own. Rows stored before channels existed have none and are Teams rows.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from monitors.store.tables import ANOMALIES, TableStore, dumps_json, escape_key,
 
 OUTBOX_TYPE = "outbox"
 SUMMARY_PARTITION = "_summary"
+TEAMS = "teams"
 
 
 class OutboxStatus(StrEnum):
@@ -36,7 +41,7 @@ class OutboxStatus(StrEnum):
 @dataclass
 class OutboxItem:
     partition: str
-    change: str  # opened | reopened | unsuppressed | resolved | summary
+    change: str  # opened | reopened | unsuppressed | resolved | reminder | summary
     run_id: str
     created_at: datetime
     payload: dict[str, JSON]  # the anomaly (Anomaly.to_json) or a ready card
@@ -50,6 +55,7 @@ class OutboxItem:
     etag: str | None = None
     claimed_by: str = ""
     claimed_until: datetime | None = None
+    channel: str = TEAMS  # monitors.alerts.routing.Channel
 
     def __post_init__(self) -> None:
         if not self.row_key:
@@ -73,6 +79,7 @@ class OutboxItem:
             "SentAt": self.sent_at.isoformat() if self.sent_at else "",
             "ClaimedBy": self.claimed_by,
             "ClaimedUntil": self.claimed_until.isoformat() if self.claimed_until else "",
+            "Channel": self.channel,
         }
 
     def due(self, now: datetime) -> bool:
@@ -103,6 +110,7 @@ class OutboxItem:
             etag=e.metadata.get("etag") if hasattr(e, "metadata") else None,
             claimed_by=e.get("ClaimedBy") or "",
             claimed_until=datetime.fromisoformat(claimed_until) if claimed_until else None,
+            channel=e.get("Channel") or TEAMS,
         )
 
     def to_json(self) -> dict[str, JSON]:
@@ -110,6 +118,7 @@ class OutboxItem:
         return {
             "id": self.id,
             "status": self.status.value,
+            "channel": self.channel,
             "change": self.change,
             "kind": p.get("kind") or self.partition,
             "subject": p.get("device_name") or p.get("policy_name") or p.get("title"),
@@ -187,14 +196,14 @@ class OutboxRepository:
         refreshed = 0
         async for entity in table.query_entities(query, parameters=parameters):
             item = OutboxItem.from_entity(entity)
-            if _payload_key(item.payload) != anomaly.key:
+            if payload_key(item.payload) != anomaly.key:
                 continue
             item.payload = {**item.payload, "remediation": anomaly.remediation}
             refreshed += await self.update(item)
         return refreshed
 
 
-def _payload_key(payload: dict[str, JSON]) -> str | None:
+def payload_key(payload: dict[str, JSON]) -> str | None:
     """The anomaly key of an outbox payload that is an anomaly (Anomaly.to_json)."""
     try:
         scope = Scope(str(payload.get("scope")))

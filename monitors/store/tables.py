@@ -31,6 +31,31 @@ class Row(Protocol):
     def to_entity(self) -> dict[str, Any]: ...
 
 
+# What is written beside one anomaly: nothing, one row, or one row per alert channel.
+Alerts = Row | Sequence[Row] | None
+
+
+def _rows(alert: Alerts) -> list[Row]:
+    if alert is None:
+        return []
+    return list(alert) if isinstance(alert, Sequence) else [alert]
+
+
+def _chunks(group: list[tuple[Anomaly, Alerts]]) -> list[list[tuple[Anomaly, Alerts]]]:
+    """Consecutive pairs, each chunk within one transaction's entity limit: an anomaly and its
+    alerts (one per channel routed) are never split."""
+    chunks: list[list[tuple[Anomaly, Alerts]]] = [[]]
+    size = 0
+    for pair in group:
+        entities = 1 + len(_rows(pair[1]))
+        if chunks[-1] and size + entities > BATCH_LIMIT:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(pair)
+        size += entities
+    return [chunk for chunk in chunks if chunk]
+
+
 ANOMALIES = "anomalies"
 # Entities in one Table transaction (entity group transaction), all of one partition.
 BATCH_LIMIT = 100
@@ -75,6 +100,8 @@ class TableStore(OwnedResources):
 
     def __init__(self, settings: Settings, *, credential: Any = None) -> None:
         self.prefix = settings.table_prefix
+        # Where the alerts of saved transitions go (ETG_ALERT_ROUTES): rows are written with them.
+        self.alert_routes = settings.alert_routes
         self._owned_credential = None
         if settings.storage_connection:
             try:
@@ -214,7 +241,21 @@ class AnomalyRepository:
     async def by_key(self, kinds: Iterable[str]) -> dict[str, Anomaly]:
         return {a.key: a async for a in self.iter(kinds)}
 
-    def _ops(self, anomaly: Anomaly, alert: Row | None) -> list[tuple[Any, ...]]:
+    async def get(self, kind: str, subject_key: str) -> Anomaly | None:
+        """One anomaly by kind and subject key (the console's page of it); None if absent.
+
+        Keys are escaped lossily, so the row found must also carry this exact subject key."""
+        table = await self._store.table(ANOMALIES)
+        try:
+            entity = await table.get_entity(escape_key(kind), escape_key(subject_key))
+        except ResourceNotFoundError:
+            return None
+        if entity.get("Type") != "anomaly":
+            return None
+        anomaly = self.from_entity(entity)
+        return anomaly if anomaly.kind == kind and anomaly.subject.key == subject_key else None
+
+    def _ops(self, anomaly: Anomaly, alert: Alerts) -> list[tuple[Any, ...]]:
         entity = self.to_entity(anomaly)
         if anomaly.etag is None:
             ops: list[tuple[Any, ...]] = [("create", entity)]
@@ -230,14 +271,14 @@ class AnomalyRepository:
                     },
                 )
             ]
-        if alert is not None:
-            ops.append(("create", alert.to_entity()))
+        ops.extend(("create", row.to_entity()) for row in _rows(alert))
         return ops
 
-    async def save(self, anomaly: Anomaly, alert: Row | None = None) -> None:
+    async def save(self, anomaly: Anomaly, alert: Alerts = None) -> None:
         """Create or replace one anomaly, refusing to overwrite a concurrent change.
 
-        ``alert`` (an outbox item) is written in the same transaction: both or neither.
+        ``alert`` (an outbox item, or one per channel) is written in the same transaction:
+        all or nothing.
         """
         table = await self._store.table(ANOMALIES)
         ops = self._ops(anomaly, alert)
@@ -252,23 +293,22 @@ class AnomalyRepository:
             raise ConcurrentUpdate(anomaly.key) from exc
         anomaly.etag = meta.get("etag")
 
-    async def save_many(self, items: Sequence[tuple[Anomaly, Row | None]]) -> None:
+    async def save_many(self, items: Sequence[tuple[Anomaly, Alerts]]) -> None:
         """Save anomalies with their alerts, each pair atomically, in as few requests as the
         store allows: one transaction holds up to 100 entities of one partition (one kind).
 
         A transaction fails as a whole. Then its items are saved one by one, which writes
         everything that can be written and names the anomaly that changed underneath."""
-        by_kind: dict[str, list[tuple[Anomaly, Row | None]]] = {}
+        by_kind: dict[str, list[tuple[Anomaly, Alerts]]] = {}
         for anomaly, alert in items:
             by_kind.setdefault(anomaly.kind, []).append((anomaly, alert))
-        pairs_per_transaction = BATCH_LIMIT // 2  # an anomaly and its alert
         # Sequential on purpose: chunks are few, and the order of writes stays the order of
         # the transitions, which the crash tests rely on to mean something.
         for group in by_kind.values():
-            for i in range(0, len(group), pairs_per_transaction):
-                await self._save_chunk(group[i : i + pairs_per_transaction])
+            for chunk in _chunks(group):
+                await self._save_chunk(chunk)
 
-    async def _save_chunk(self, chunk: list[tuple[Anomaly, Row | None]]) -> None:
+    async def _save_chunk(self, chunk: list[tuple[Anomaly, Alerts]]) -> None:
         if len(chunk) == 1:
             await self.save(*chunk[0])
             return
@@ -285,7 +325,7 @@ class AnomalyRepository:
         position = 0
         for anomaly, alert in chunk:
             anomaly.etag = results[position].get("etag")
-            position += 1 if alert is None else 2
+            position += 1 + len(_rows(alert))
 
 
 _SUPPRESSION_PARTITION = "suppression"
