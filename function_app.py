@@ -76,3 +76,54 @@ async def health(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(
         json.dumps(body, indent=2), status_code=status, mimetype="application/json"
     )
+
+
+# The operator console. Anonymous for the Functions host: App Service Authentication (Entra ID)
+# signs operators in before a request reaches the app, and the card's links carry no key.
+def _console_answer(status: int, body: str, headers: dict[str, str]) -> func.HttpResponse:
+    return func.HttpResponse(
+        body, status_code=status, headers=headers, mimetype="text/html", charset="utf-8"
+    )
+
+
+async def _console(action: str, req: func.HttpRequest) -> func.HttpResponse:
+    status, body, headers = await entry.console(
+        action,
+        req.method,
+        req.url,
+        dict(req.headers),
+        dict(req.params),
+        req.route_params.get("id"),
+        req.get_body(),
+    )
+    return _console_answer(status, body, headers)
+
+
+@app.function_name("console_anomalies")
+@app.route(route="console/anomalies", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def console_anomalies(req: func.HttpRequest) -> func.HttpResponse:
+    return await _console("list", req)
+
+
+@app.function_name("console_anomaly")
+@app.route(route="console/anomalies/{id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def console_anomaly(req: func.HttpRequest) -> func.HttpResponse:
+    return await _console("show", req)
+
+
+@app.function_name("console_acknowledge")
+@app.route(
+    route="console/anomalies/{id}/acknowledge",
+    methods=["POST"],
+    auth_level=func.AuthLevel.ANONYMOUS,
+)
+async def console_acknowledge(req: func.HttpRequest) -> func.HttpResponse:
+    return await _console("acknowledge", req)
+
+
+@app.function_name("console_suppress")
+@app.route(
+    route="console/anomalies/{id}/suppress", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS
+)
+async def console_suppress(req: func.HttpRequest) -> func.HttpResponse:
+    return await _console("suppress", req)

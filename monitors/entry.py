@@ -135,3 +135,46 @@ async def health(clock: Clock | None = None) -> tuple[int, dict[str, Any]]:
     except Unavailable as exc:
         return 503, {"status": "unhealthy", "checked_at": now.isoformat(), "error": str(exc)}
     return (200 if healthy else 503), report
+
+
+async def console(
+    action: str,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    params: Mapping[str, str],
+    anomaly_id: str | None = None,
+    body: bytes = b"",
+    clock: Clock | None = None,
+) -> tuple[int, str, dict[str, str]]:
+    """(status, HTML, headers) for the operator console's routes (monitors/console)."""
+    from monitors.console import pages
+    from monitors.console.routes import Action, Request, Response, handle
+
+    try:
+        current = settings()
+    except SettingsError:
+        nonce = "unconfigured"
+        page = pages.message_page("Not configured", "The monitor is not configured.", nonce)
+        return 503, page, pages.headers(nonce)
+    request = Request(
+        method,
+        url,
+        {name.lower(): value for name, value in headers.items()},
+        params,
+        anomaly_id,
+        body,
+    )
+    now = (clock or SystemClock()).now()
+
+    async def answer(store: TableStore) -> Response:
+        return await handle(Action(action), request, current, store, now)
+
+    try:
+        response = await service.read_store(current, answer)
+    except Unavailable as exc:
+        log.error("console.unavailable", problem=str(exc))
+        nonce = "unavailable"
+        page = pages.message_page("Unavailable", "The state store cannot be reached.", nonce)
+        return 503, page, pages.headers(nonce)
+    return response.status, response.body, response.headers

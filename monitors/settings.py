@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
+from monitors.alerts.pagerduty import EVENTS_URL as PAGERDUTY_EVENTS_URL
+from monitors.alerts.routing import DEFAULT_ROUTES, Channel, Routes, parse_routes
 from monitors.failures import SettingsError as SettingsError
 
 GLOBAL_GRAPH = "https://graph.microsoft.com"
@@ -272,6 +274,56 @@ def _client_id(text: str) -> str:
     if not _GUID.match(text):
         raise ValueError(f"must be a managed identity's client id (a GUID), got {text[:80]!r}")
     return text.lower()
+
+
+def _base_url(value: str) -> str:
+    parts = _split_url(value.rstrip("/"))
+    loopback = parts.scheme == "http" and is_loopback_host(parts.hostname)
+    if not (parts.scheme == "https" or loopback) or parts.path or parts.query or parts.fragment:
+        # Not quoted: a pasted URL may carry a function key.
+        raise ValueError("must be https://<host> with no path, query or fragment")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _group_id(text: str) -> str:
+    if not _GUID.match(text):
+        raise ValueError(f"must be an Entra group object id (a GUID), got {text[:80]!r}")
+    return text.lower()
+
+
+_PRINCIPAL_NAME = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
+
+
+def _principal_name(text: str) -> str:
+    if not _PRINCIPAL_NAME.fullmatch(text):
+        raise ValueError("must be 1 to 128 letters, digits or . _ @ + -")
+    return text
+
+
+def _console_secret(value: str) -> str:
+    if not (32 <= len(value) <= 256 and value.isprintable()):
+        raise ValueError("must be 32 to 256 printable characters")
+    return value
+
+
+def _alert_routes(text: str) -> Routes:
+    return parse_routes(text)
+
+
+_ROUTING_KEY = re.compile(r"^[A-Za-z0-9]{32}$")
+
+
+def _pagerduty_routing_key(text: str) -> str:
+    # PagerDuty's "Send an Alert Event": routing_key is the 32 character Integration Key.
+    if not _ROUTING_KEY.match(text):
+        raise ValueError("must be the 32 character integration key of an Events API v2 integration")
+    return text
+
+
+def _webhook_secret(value: str) -> str:
+    if not (32 <= len(value) <= 256 and value.isprintable()):
+        raise ValueError("must be 32 to 256 printable characters")
+    return value
 
 
 # --- The table ------------------------------------------------------------------------------------
@@ -527,6 +579,53 @@ SETTINGS: tuple[Setting, ...] = (
         doc="An alert not delivered within this many hours is given up and marked failed; the "
         "anomaly itself stays recorded.",
     ),
+    # Alert channels
+    Setting(
+        "ETG_ALERT_ROUTES",
+        "alert_routes",
+        "text",
+        default="",
+        check=_alert_routes,
+        doc="Which channels each alert goes to: `name=channel,channel;...`, `name` an anomaly kind "
+        "or a severity (`critical`, `high`), channels `teams`, `pagerduty`, `webhook`; e.g. "
+        "`critical=teams,pagerduty;etg_missing=teams,pagerduty,webhook`. A kind's entry wins over "
+        "its severity's. Empty: every alert to Teams only. Every channel named must be configured.",
+    ),
+    Setting(
+        "ETG_PAGERDUTY_ROUTING_KEY",
+        "pagerduty_routing_key",
+        "text",
+        secret=True,
+        check=_pagerduty_routing_key,
+        doc="Integration key (32 characters) of a PagerDuty service's Events API v2 integration. "
+        "Empty: the `pagerduty` channel is not configured.",
+    ),
+    Setting(
+        "ETG_PAGERDUTY_EVENTS_URL",
+        "pagerduty_events_url",
+        "url",
+        default=PAGERDUTY_EVENTS_URL,
+        check=_https_url("must be an https URL"),
+        doc="PagerDuty Events API v2 endpoint. Must be https (or a loopback simulator URL).",
+    ),
+    Setting(
+        "ETG_ALERT_WEBHOOK_URL",
+        "alert_webhook_url",
+        "url",
+        check=_https_url("must be an https URL"),
+        doc="Receiver of the generic JSON webhook (schema `etg-monitor.alert.v1`, "
+        "docs/alerting.md). Must be https. Needs `ETG_ALERT_WEBHOOK_SECRET`. Empty: the `webhook` "
+        "channel is not configured.",
+    ),
+    Setting(
+        "ETG_ALERT_WEBHOOK_SECRET",
+        "alert_webhook_secret",
+        "text",
+        secret=True,
+        check=_webhook_secret,
+        doc="Key of the webhook's HMAC-SHA256 signature (`X-Etg-Signature`), 32 to 256 printable "
+        "characters, shared with the receiver.",
+    ),
     # Change notifications
     Setting(
         "ETG_NOTIFICATION_URL",
@@ -585,6 +684,54 @@ SETTINGS: tuple[Setting, ...] = (
         check=_client_id,
         doc="Client id of the user-assigned managed identity that holds the write permissions. "
         "Empty: writes use the same credential as reads (`ETG_GRAPH_CREDENTIAL`), as locally.",
+    ),
+    # Operator console
+    Setting(
+        "ETG_PUBLIC_BASE_URL",
+        "public_base_url",
+        "url",
+        check=_base_url,
+        doc="The console's public base URL, e.g. `https://func-x.azurewebsites.net` (https, no "
+        "path). The alert card's buttons open `{base}/api/console/anomalies/{id}`. Empty: cards "
+        "carry no console buttons.",
+    ),
+    Setting(
+        "ETG_CONSOLE_OPERATORS_GROUP",
+        "console_operators_group",
+        "text",
+        check=_group_id,
+        doc="Object id of the Entra group whose members may use the console, checked against the "
+        "`groups` claim App Service Authentication passes in `X-MS-CLIENT-PRINCIPAL`. Empty: "
+        "nobody signed in is let in.",
+    ),
+    Setting(
+        "ETG_CONSOLE_DEV_PRINCIPAL",
+        "console_dev_principal",
+        "text",
+        check=_principal_name,
+        doc="For local use and tests only: the principal name the console assumes for a request "
+        "to a loopback host without App Service Authentication's headers. Refused unless "
+        "`ETG_GRAPH_ENDPOINT` is a loopback address (the simulated tenant).",
+    ),
+    Setting(
+        "ETG_CONSOLE_SECRET",
+        "console_secret",
+        "text",
+        secret=True,
+        check=_console_secret,
+        doc="Key of the console's CSRF tokens (HMAC-SHA256), 32 to 256 printable characters. "
+        "Empty: the console is read-only (acknowledge and suppress are refused). Changing it "
+        "invalidates open forms only.",
+    ),
+    Setting(
+        "ETG_REMIND_AFTER_HOURS",
+        "remind_after_hours",
+        "int",
+        default="24",
+        low=1,
+        high=720,
+        doc="An open anomaly nobody acknowledged is announced again after this many hours, then "
+        "at most daily, saying how long it has been open.",
     ),
     # Logging
     Setting(
@@ -688,10 +835,47 @@ def _notifications_need_client_state(values: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _dev_principal_only_on_loopback(values: Mapping[str, Any]) -> list[str]:
+    loopback = is_loopback_host(urlsplit(values["ETG_GRAPH_ENDPOINT"]).hostname)
+    if values["ETG_CONSOLE_DEV_PRINCIPAL"] and not loopback:
+        return [
+            "ETG_CONSOLE_DEV_PRINCIPAL is accepted only when ETG_GRAPH_ENDPOINT is a loopback "
+            "address (the simulated tenant)"
+        ]
+    return []
+
+
+# Where each channel's configuration lives: a route may name only channels that have it.
+_CHANNEL_SETTINGS = {
+    Channel.TEAMS: "ETG_TEAMS_WEBHOOK_URL",
+    Channel.PAGERDUTY: "ETG_PAGERDUTY_ROUTING_KEY",
+    Channel.WEBHOOK: "ETG_ALERT_WEBHOOK_URL",
+}
+
+
+def _routes_name_configured_channels(values: Mapping[str, Any]) -> list[str]:
+    routes: Routes = values["ETG_ALERT_ROUTES"]
+    return [
+        f"ETG_ALERT_ROUTES names the {channel.value} channel but {_CHANNEL_SETTINGS[channel]} "
+        "is not set"
+        for channel in Channel
+        if channel in routes.named() and not values[_CHANNEL_SETTINGS[channel]]
+    ]
+
+
+def _webhook_needs_secret(values: Mapping[str, Any]) -> list[str]:
+    if values["ETG_ALERT_WEBHOOK_URL"] and not values["ETG_ALERT_WEBHOOK_SECRET"]:
+        return ["ETG_ALERT_WEBHOOK_URL needs ETG_ALERT_WEBHOOK_SECRET as well"]
+    return []
+
+
 _RULES: tuple[tuple[tuple[str, ...], Callable[[Mapping[str, Any]], list[str]]], ...] = (
     (("ETG_STORAGE_CONNECTION", "ETG_STORAGE_TABLE_URL"), _one_storage),
     (("ETG_GRAPH_ENDPOINT", "ETG_GRAPH_CREDENTIAL"), _no_credential_only_on_loopback),
     (("ETG_NOTIFICATION_URL", "ETG_CLIENT_STATE"), _notifications_need_client_state),
+    (("ETG_GRAPH_ENDPOINT", "ETG_CONSOLE_DEV_PRINCIPAL"), _dev_principal_only_on_loopback),
+    ((*_CHANNEL_SETTINGS.values(), "ETG_ALERT_ROUTES"), _routes_name_configured_channels),
+    (("ETG_ALERT_WEBHOOK_URL", "ETG_ALERT_WEBHOOK_SECRET"), _webhook_needs_secret),
 )
 
 
@@ -726,6 +910,11 @@ class Settings:
     teams_webhook_url: str | None = field(default=None, repr=False)
     alert_digest_threshold: int = 5
     alert_max_age_hours: int = 24
+    alert_routes: Routes = DEFAULT_ROUTES
+    pagerduty_routing_key: str | None = field(default=None, repr=False)
+    pagerduty_events_url: str = PAGERDUTY_EVENTS_URL
+    alert_webhook_url: str | None = field(default=None, repr=False)
+    alert_webhook_secret: str | None = field(default=None, repr=False)
     notification_url: str | None = field(default=None, repr=False)  # carries the function key
     client_state: str | None = field(default=None, repr=False)
     tenant_id: str | None = None
@@ -734,6 +923,11 @@ class Settings:
     remediation_client_id: str | None = None
     # ETG_POLICY_GROUPS: policy id (lower case) or name (case-folded) -> ETG group id.
     policy_groups: Mapping[str, str] = field(default_factory=dict)
+    public_base_url: str | None = None
+    console_operators_group: str | None = None
+    console_dev_principal: str | None = None
+    console_secret: str | None = field(default=None, repr=False)
+    remind_after_hours: int = 24
     # Schedule setting name (SCAN_SCHEDULE, ...) -> its NCRONTAB expression, defaults filled in.
     schedules: Mapping[str, str] = field(default_factory=lambda: dict(SCHEDULE_SETTINGS))
 

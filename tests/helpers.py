@@ -9,11 +9,14 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
+import shutil
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import azure.functions as func
+import pytest
 from azure.functions.timer import TimerRequest
 
 from monitors.settings import Settings
@@ -337,3 +340,16 @@ def scan_broken_at_write_then_rerun(
         before_rerun()
     tenant.clock.advance(16 * 60)
     scan(settings, tenant)
+
+
+def system_chromium() -> str | None:
+    """Debian's chromium: browser tests drive the system's, never a downloaded one."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browser_missing(reason: str) -> NoReturn:
+    """A browser test whose tools are missing is skipped locally and fails in CI, where
+    ETG_REQUIRE_BROWSER says they must be there."""
+    if os.environ.get("ETG_REQUIRE_BROWSER"):
+        pytest.fail(reason)
+    pytest.skip(reason)

@@ -25,10 +25,25 @@ ROUTES = {
     "weekly_report": ("reports/weekly", ["GET"]),
     "graph_notifications": ("graph/notifications", ["POST"]),
 }
+# Anonymous for the host: App Service Authentication signs operators in before the app.
+CONSOLE_ROUTES = {
+    "console_anomalies": ("console/anomalies", ["GET"]),
+    "console_anomaly": ("console/anomalies/{id}", ["GET"]),
+    "console_acknowledge": ("console/anomalies/{id}/acknowledge", ["POST"]),
+    "console_suppress": ("console/anomalies/{id}/suppress", ["POST"]),
+}
 
 
 def test_app_declares_exactly_the_documented_functions():
-    assert set(app_functions()) == set(TIMERS) | set(ROUTES)
+    assert set(app_functions()) == set(TIMERS) | set(ROUTES) | set(CONSOLE_ROUTES)
+
+
+@pytest.mark.parametrize("name", sorted(CONSOLE_ROUTES))
+def test_console_routes_need_no_function_key_and_change_state_only_by_post(name):
+    trigger = trigger_of(name)
+    assert trigger["type"] == "httpTrigger"
+    assert (trigger["route"], trigger["methods"]) == CONSOLE_ROUTES[name]
+    assert trigger["authLevel"] == "ANONYMOUS"
 
 
 @pytest.mark.parametrize("name,setting", sorted(TIMERS.items()))

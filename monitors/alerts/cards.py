@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from monitors.console.ids import console_url
 from monitors.models import JSON, Scope, json_list, json_object
 from monitors.rules.enrollment import BAD_PAYLOAD
 from monitors.rules.kinds import DEPLOYMENT_FAILED, KINDS, PAYLOAD_INCOMPLETE, Kind, severity_rank
@@ -224,8 +226,17 @@ def _what_to_do(anomaly: Mapping[str, Any], kind: Kind | None) -> list[dict[str,
     return blocks
 
 
-def _anomaly_actions(anomaly: Mapping[str, Any], graph_endpoint: str) -> list[dict[str, JSON]]:
+def _anomaly_actions(
+    anomaly: Mapping[str, Any], graph_endpoint: str, public_base_url: str | None = None
+) -> list[dict[str, JSON]]:
     actions = []
+    # Both open the anomaly's console page, where acknowledging is a form (a POST): a card
+    # button that changed state would do so on a GET, and carry a key.
+    console = console_url(public_base_url, anomaly)
+    if console is not None:
+        actions.append(_link("Open in console", console))
+        if not anomaly.get("acknowledged_by"):
+            actions.append(_link("Acknowledge", console))
     if anomaly.get("managed_device_id"):
         actions.append(
             _link(
@@ -274,7 +285,12 @@ def remediation_lines(anomaly: Mapping[str, Any], resolved: bool) -> list[dict[s
     return [_text(text, weight="Bolder", color="Good" if done.get("written") else "Default")]
 
 
-def anomaly_card(anomaly: Mapping[str, Any], change: str, graph_endpoint: str) -> dict[str, JSON]:
+def anomaly_card(
+    anomaly: Mapping[str, Any],
+    change: str,
+    graph_endpoint: str,
+    public_base_url: str | None = None,
+) -> dict[str, JSON]:
     """One anomaly opening or resolving. ``anomaly`` is Anomaly.to_json()."""
     kind = KINDS.get(str(anomaly.get("kind")))
     resolved = change == Change.RESOLVED
@@ -296,7 +312,33 @@ def anomaly_card(anomaly: Mapping[str, Any], change: str, graph_endpoint: str) -
         body += _not_ready_items(evidence)
     body += remediation_lines(anomaly, resolved)
     body += [_why_resolved(anomaly)] if resolved else _what_to_do(anomaly, kind)
-    return fit(_card(body, _anomaly_actions(anomaly, graph_endpoint)))
+    return fit(_card(body, _anomaly_actions(anomaly, graph_endpoint, public_base_url)))
+
+
+def open_for_text(first_seen: str | None, now: datetime) -> str:
+    """How long an anomaly has been open, for a reminder: "3 days", "5 hours"."""
+    try:
+        since = datetime.fromisoformat(str(first_seen))
+    except ValueError:
+        return "a while"
+    hours = max(int((now - since).total_seconds() // 3600), 0)
+    if hours >= 48:
+        return f"{hours // 24} days"
+    return "1 hour" if hours == 1 else f"{hours} hours"
+
+
+def reminder_card(
+    anomaly: Mapping[str, Any],
+    now: datetime,
+    graph_endpoint: str,
+    public_base_url: str | None = None,
+) -> dict[str, JSON]:
+    """An open anomaly nobody acknowledged: its opening card, console buttons included, under
+    a reminder line."""
+    card = anomaly_card(anomaly, Change.OPENED, graph_endpoint, public_base_url)
+    since = open_for_text(anomaly.get("first_seen"), now)
+    line = _text(f"Reminder: open for {since}, not acknowledged", weight="Bolder", color="Warning")
+    return fit({**card, "body": [line, *json_list(card.get("body"))]})
 
 
 def digest_card(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 from collections import Counter
@@ -18,7 +17,16 @@ from monitors.jobs.summary import keep_summary, stored_summary
 from monitors.store.runs import RunRepository
 from monitors.summary.compute import IsoWeek
 from monitors.summary.html import render_html
-from tests.helpers import GROUND_TRUTH, call_route, in_store, outbox, run_timer, scan
+from tests.helpers import (
+    GROUND_TRUTH,
+    browser_missing,
+    call_route,
+    in_store,
+    outbox,
+    run_timer,
+    scan,
+    system_chromium,
+)
 
 pytestmark = pytest.mark.integration
 # The demo scenario's deployments all enrol in this week.
@@ -139,26 +147,19 @@ def test_weekly_summary_timer_keeps_the_last_complete_week_queues_its_card_once_
     assert [i.payload["title"] for i in cards] == [f"weekly summary {week}"]
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_html_report_renders_in_chromium_with_headline_figures_visible(demo_summary, tmp_path):
-    if _chromium() is None or shutil.which("pdftotext") is None:
-        reason = (
+    if system_chromium() is None or shutil.which("pdftotext") is None:
+        browser_missing(
             "needs Debian packages chromium and poppler-utils (.ci/run installs them; "
             "`apt-get install chromium poppler-utils` to run it locally)"
         )
-        if os.environ.get("ETG_REQUIRE_BROWSER"):
-            pytest.fail(reason)
-        pytest.skip(reason)
     ARTIFACTS.mkdir(exist_ok=True)
     page = tmp_path / "weekly.html"
     page.write_text(render_html(demo_summary), encoding="utf-8")
     screenshot = ARTIFACTS / "weekly-report.png"
     pdf = ARTIFACTS / "weekly-report.pdf"
     flags = [
-        _chromium(),
+        system_chromium(),
         "--headless",
         "--no-sandbox",
         "--disable-gpu",

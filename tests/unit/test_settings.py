@@ -182,6 +182,9 @@ REFUSED_SECRETS = {
     "ETG_TEAMS_WEBHOOK_URL": "http://prod.logic.azure.com/x?sig=S3CRET",
     "ETG_NOTIFICATION_URL": "ftp://app.example/api/graph/notifications?code=S3CRET",
     "ETG_CLIENT_STATE": "S3CRET",
+    "ETG_PAGERDUTY_ROUTING_KEY": "S3CRET",
+    "ETG_ALERT_WEBHOOK_SECRET": "S3CRET",
+    "ETG_CONSOLE_SECRET": "S3CRET",
 }
 
 
