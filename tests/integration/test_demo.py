@@ -1,5 +1,5 @@
-"""`make demo` tells the story issue by issue: prevention before any deployment is judged, a
-dry-run plan, then the automatic fixes and their verification, in that order."""
+"""`make demo` tells the story in order: prevention before any deployment is judged, a dry-run
+plan, the automatic fixes and their verification, then the console and the PagerDuty incident."""
 
 from __future__ import annotations
 
@@ -38,3 +38,12 @@ def test_demo_shows_prevention_then_a_dry_run_plan_then_remediation_verified(cap
     _after(out, "resolved etg_owner_missing", owner)
     # The dynamic Engineering ETG is never written to.
     assert "DONE      ENG-" not in out
+
+    console = _after(out, "the operator console, served by the function app", owner)
+    _after(out, "/api/console/anomalies -> 200", console)
+    _after(out, "/api/console/anomalies/", console)
+    pagerduty = _after(out, "what PagerDuty received", console)
+    # One incident, opened by the owner anomaly and closed when remediation restored it.
+    incidents = out[pagerduty : out.index("what on-call received in Teams")]
+    assert incidents.count("[resolved ] critical ETG owner missing: Contoso - Finance") == 1
+    assert "[triggered" not in incidents
