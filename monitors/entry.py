@@ -8,6 +8,7 @@ traceback; anything else is a bug and reaches the host as the exception it is.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -164,6 +165,9 @@ async def console(
         params,
         anomaly_id,
         body,
+        # reference-app-settings.md: "Read-only. Injected into a Windows or Linux app to
+        # indicate whether App Service authentication is enabled."
+        platform_auth=os.environ.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true",
     )
     now = (clock or SystemClock()).now()
 

@@ -52,6 +52,9 @@ class Request:
     params: Mapping[str, str]
     anomaly_id: str | None = None
     body: bytes = b""
+    # App Service Authentication is on (WEBSITE_AUTH_ENABLED): only then are principal
+    # headers the platform's own.
+    platform_auth: bool = False
 
 
 @dataclass(slots=True)
@@ -99,6 +102,7 @@ def _principal(request: Request, settings: Settings) -> Principal:
         request.url,
         settings.console_operators_group,
         settings.console_dev_principal,
+        platform_auth=request.platform_auth,
     )
     if who is Refusal.NO_PRINCIPAL:
         raise _Refused(*_NO_PRINCIPAL)

@@ -89,8 +89,13 @@ def authorize(
     url: str,
     operators_group: str | None,
     dev_principal: str | None,
+    *,
+    platform_auth: bool = False,
 ) -> Principal | Refusal:
-    principal = principal_from_headers(headers)
+    """``platform_auth``: App Service Authentication is on for this app (it then strips any
+    ``X-MS-CLIENT-PRINCIPAL*`` header a client sent). Without it nothing strips them, so they
+    would be anyone's to forge, and they are ignored."""
+    principal = principal_from_headers(headers) if platform_auth else None
     if principal is None:
         if dev_principal and request_is_loopback(url, headers.get("host")):
             return Principal(dev_principal, None, frozenset(), development=True)

@@ -34,6 +34,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 OPERATOR = "oncall@contoso.com"
 SECRET = "console-secret-for-the-end-to-end-tests-0123456789"
 LATE_DEVICE = "CTSO-9968945"
+OPERATORS_GROUP = "5b7c1f0e-2d4a-4e8b-9c3f-1a6d8e2b4f70"
 
 
 def _off_the_browsers_loop(work: Any, *args: Any) -> Any:
@@ -265,11 +266,22 @@ def test_console_refuses_a_request_without_a_principal_or_outside_the_operators_
     from monitors import entry
 
     monkeypatch.delenv("ETG_CONSOLE_DEV_PRINCIPAL")
+    monkeypatch.setenv("ETG_CONSOLE_OPERATORS_GROUP", OPERATORS_GROUP)
     monkeypatch.setattr(entry, "_settings", None)
     response = page.goto(console.url("console/anomalies", with_key=False))
     assert response.status == 401
     assert page.locator("h1").inner_text() == "Sign-in required"
     assert "<table" not in page.content()
+    forged = {
+        "X-MS-CLIENT-PRINCIPAL-NAME": "mallory@contoso.com",
+        "X-MS-CLIENT-PRINCIPAL": base64.b64encode(
+            json.dumps({"claims": [{"typ": "groups", "val": OPERATORS_GROUP}]}).encode()
+        ).decode(),
+    }
+    # Without App Service Authentication in front, principal headers are anyone's to send.
+    page.set_extra_http_headers(forged)
+    assert page.goto(console.url("console/anomalies", with_key=False)).status == 401
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
     page.set_extra_http_headers(
         {
             "X-MS-CLIENT-PRINCIPAL-NAME": "adele@contoso.com",
@@ -279,6 +291,9 @@ def test_console_refuses_a_request_without_a_principal_or_outside_the_operators_
         }
     )
     assert page.goto(console.url("console/anomalies", with_key=False)).status == 403
+    # Behind the platform, the same operator's headers are believed.
+    page.set_extra_http_headers(forged)
+    assert page.goto(console.url("console/anomalies", with_key=False)).status == 200
 
 
 @pytest.mark.parametrize(

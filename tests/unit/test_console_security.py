@@ -63,26 +63,38 @@ def test_principal_is_read_from_app_service_headers_with_its_groups():
 )
 def test_missing_malformed_or_oversized_principal_headers_are_no_principal(headers):
     assert principal_from_headers(headers) is None
-    assert authorize(headers, APP, OPERATORS, None) is Refusal.NO_PRINCIPAL
+    assert authorize(headers, APP, OPERATORS, None, platform_auth=True) is Refusal.NO_PRINCIPAL
 
 
 def test_claims_that_are_not_typ_val_strings_are_ignored():
     bad = [{"typ": "groups", "val": 7}, {"typ": ["groups"], "val": OPERATORS}, "groups"]
     headers = {**signed_in(), "x-ms-client-principal": principal_header(extra=bad)}
-    assert authorize(headers, APP, OPERATORS, None) is Refusal.NOT_OPERATOR
+    assert authorize(headers, APP, OPERATORS, None, platform_auth=True) is Refusal.NOT_OPERATOR
 
 
 def test_member_of_the_operators_group_is_let_in():
-    who = authorize(signed_in(OPERATORS), APP, OPERATORS, None)
+    who = authorize(signed_in(OPERATORS), APP, OPERATORS, None, platform_auth=True)
     assert isinstance(who, Principal) and who.name == "megan.bowen@contoso.com"
 
 
 def test_signed_in_principal_outside_the_operators_group_is_refused():
-    assert authorize(signed_in("someone-else"), APP, OPERATORS, None) is Refusal.NOT_OPERATOR
+    assert (
+        authorize(signed_in("someone-else"), APP, OPERATORS, None, platform_auth=True)
+        is Refusal.NOT_OPERATOR
+    )
 
 
 def test_without_a_configured_operators_group_nobody_signed_in_is_let_in():
-    assert authorize(signed_in(OPERATORS), APP, None, None) is Refusal.NOT_OPERATOR
+    assert (
+        authorize(signed_in(OPERATORS), APP, None, None, platform_auth=True) is Refusal.NOT_OPERATOR
+    )
+
+
+def test_principal_headers_are_ignored_unless_app_service_authentication_is_on():
+    # Without the platform in front, nothing strips these headers: anyone could send them.
+    assert authorize(signed_in(OPERATORS), APP, OPERATORS, None) is Refusal.NO_PRINCIPAL
+    who = authorize(signed_in(OPERATORS), APP, OPERATORS, None, platform_auth=True)
+    assert isinstance(who, Principal)
 
 
 def test_development_principal_is_injected_only_on_a_loopback_host():
