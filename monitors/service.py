@@ -116,11 +116,15 @@ async def _remediate_after(
     failure (recorded by its runner as monitor_job_failing) never keeps the alerts back."""
     if settings.remediation == "off":
         return None
+    log = structlog.get_logger("etg_monitor")
     try:
         return await remediate(settings, clock=clock)
+    except Unavailable as exc:
+        # A dependency that cannot be reached is one line naming the setting, not a traceback.
+        log.error("remediation.unavailable", problem=str(exc))
     except Exception:
-        structlog.get_logger("etg_monitor").exception("remediation.failed")
-        return None
+        log.exception("remediation.failed")
+    return None
 
 
 async def scan(settings: Settings, *, clock: Clock | None = None) -> Ran[ScanReport]:
