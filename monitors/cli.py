@@ -254,7 +254,7 @@ async def _suppress(settings: Settings, args: argparse.Namespace) -> int:
 
     async def write(store: TableStore) -> int:
         await store.suppressions.add(suppression)
-        return len(await settle_suppressions(store, now))
+        return len(await settle_suppressions(store, now, settings.alert_routes))
 
     changed = await service.read_store(settings, write)
     print(f"suppression {suppression.id}: {suppression.describe()}")
@@ -268,7 +268,7 @@ async def _unsuppress(settings: Settings, suppression_id: str) -> int:
     async def write(store: TableStore) -> int | None:
         if not await store.suppressions.remove(suppression_id):
             return None
-        return len(await settle_suppressions(store, SystemClock().now()))
+        return len(await settle_suppressions(store, SystemClock().now(), settings.alert_routes))
 
     changed = await service.read_store(settings, write)
     if changed is None:

@@ -136,7 +136,7 @@ async def _dispatch(
     if action is Action.ACKNOWLEDGE:
         await _acknowledge(store, anomaly, principal, now)
         return _see(aid, "acknowledged")
-    problem = await _suppress(store, anomaly, principal, form, now)
+    problem = await _suppress(store, settings, anomaly, principal, form, now)
     if problem is None:
         return _see(aid, "suppressed")
     view = pages.AnomalyView(
@@ -276,6 +276,7 @@ def _expiry(form: Mapping[str, str]) -> str | None:
 
 async def _suppress(
     store: TableStore,
+    settings: Settings,
     anomaly: Anomaly,
     principal: Principal,
     form: Mapping[str, str],
@@ -305,5 +306,5 @@ async def _suppress(
     except ValueError as exc:
         return str(exc)
     await store.suppressions.add(suppression)
-    await settle_suppressions(store, now, run_id="console")
+    await settle_suppressions(store, now, settings.alert_routes, run_id="console")
     return None

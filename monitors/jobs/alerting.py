@@ -35,12 +35,6 @@ def alerts_for(
     ]
 
 
-def alert_for(transition: Transition, run_id: str, now: datetime) -> OutboxItem | None:
-    """The Teams row alone, as before channels: for callers that route nothing."""
-    rows = alerts_for(transition, run_id, now)
-    return rows[0] if rows else None
-
-
 def reminders_for(
     anomaly: Anomaly, run_id: str, now: datetime, routes: Routes = DEFAULT_ROUTES
 ) -> list[OutboxItem]:
@@ -65,10 +59,9 @@ async def save_transitions(
     transitions: Iterable[Transition],
     run_id: str,
     now: datetime,
-    routes: Routes | None = None,
+    routes: Routes,
 ) -> None:
-    """``routes`` defaults to the store's settings (ETG_ALERT_ROUTES)."""
-    chosen = store.alert_routes if routes is None else routes
+    """``routes``: where each kind's alerts go (Settings.alert_routes, ETG_ALERT_ROUTES)."""
     await store.anomalies.save_many(
-        [(t.anomaly, alerts_for(t, run_id, now, chosen)) for t in transitions]
+        [(t.anomaly, alerts_for(t, run_id, now, routes)) for t in transitions]
     )

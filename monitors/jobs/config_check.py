@@ -158,8 +158,9 @@ async def check_config(ctx: JobContext) -> ConfigCheckReport:
         evaluation = evaluate_config(facts, open_subjects)
         suppressions = await ctx.store.suppressions.all()
         transitions = reconcile(existing, evaluation.verdicts, now, checker(suppressions, now))
-        await save_transitions(ctx.store, transitions, ctx.run_id, now)
-        transitions += await settle_suppressions(ctx.store, now, CONFIG_KINDS, ctx.run_id)
+        routes = ctx.settings.alert_routes
+        await save_transitions(ctx.store, transitions, ctx.run_id, now, routes)
+        transitions += await settle_suppressions(ctx.store, now, routes, CONFIG_KINDS, ctx.run_id)
         for t in transitions:
             if t.change.value != "updated":
                 ctx.log.info(

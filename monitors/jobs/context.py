@@ -188,4 +188,4 @@ async def _monitor_anomaly(ctx: JobContext, job: str, now: datetime, error: str 
     )
     # Repeated failures only refresh the record hourly; the alert went out on the first.
     transitions = reconcile(existing, [verdict], now, refresh_after=timedelta(hours=1))
-    await save_transitions(ctx.store, transitions, ctx.run_id, now)
+    await save_transitions(ctx.store, transitions, ctx.run_id, now, ctx.settings.alert_routes)

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from monitors.alerts.routing import Routes
 from monitors.jobs.alerting import save_transitions
 from monitors.models import Status
 from monitors.rules.lifecycle import Transition
@@ -61,7 +62,11 @@ def new_suppression(
 
 
 async def settle_suppressions(
-    store: TableStore, now: datetime, kinds: Iterable[str] | None = None, run_id: str = "cli"
+    store: TableStore,
+    now: datetime,
+    routes: Routes,
+    kinds: Iterable[str] | None = None,
+    run_id: str = "cli",
 ) -> list[Transition]:
     """Bring every unresolved anomaly in line with the suppressions in force now."""
     suppressions = await store.suppressions.all()
@@ -73,5 +78,5 @@ async def settle_suppressions(
         # Nothing can be newly suppressed: only lifted ones can change, which is cheap to ask.
         anomalies = [a async for a in store.anomalies.iter(kinds, Status.SUPPRESSED)]
     transitions = apply_suppressions(anomalies, suppressions, now)
-    await save_transitions(store, transitions, run_id, now)
+    await save_transitions(store, transitions, run_id, now, routes)
     return transitions

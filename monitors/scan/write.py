@@ -78,7 +78,8 @@ async def write(
         checker(stored.suppressions, now),
         refresh_after=timedelta(hours=1),
     )
-    await save_transitions(ctx.store, transitions, ctx.run_id, now)
+    routes = ctx.settings.alert_routes
+    await save_transitions(ctx.store, transitions, ctx.run_id, now, routes)
     for transition in transitions:
         if transition.change is not Change.UPDATED:
             ctx.log.info(
@@ -92,7 +93,7 @@ async def write(
         if record.state in SETTLED:
             ctx.log.info("deployment.settled", deployment=key, **settled_fields(record))
     # Expired or lifted suppressions also touch anomalies this run did not judge.
-    transitions += await settle_suppressions(ctx.store, now, DEVICE_KINDS, ctx.run_id)
+    transitions += await settle_suppressions(ctx.store, now, routes, DEVICE_KINDS, ctx.run_id)
     state = ScanState(ctx.store)
     await state.save_records(list(records.values()), now)
     await state.set_pending(

@@ -100,8 +100,6 @@ class TableStore(OwnedResources):
 
     def __init__(self, settings: Settings, *, credential: Any = None) -> None:
         self.prefix = settings.table_prefix
-        # Where the alerts of saved transitions go (ETG_ALERT_ROUTES): rows are written with them.
-        self.alert_routes = settings.alert_routes
         self._owned_credential = None
         if settings.storage_connection:
             try:

@@ -213,7 +213,10 @@ def test_suppressed_anomalies_stay_recorded_and_return_to_open_on_expiry(scan_se
     failed = [a for a in stored_anomalies(scan_settings) if a.kind == "deployment_failed"]
     assert {a.status for a in failed} == {Status.OPEN}
 
-    settled = in_store(scan_settings, lambda store: settle_suppressions(store, tenant.clock.now()))
+    settled = in_store(
+        scan_settings,
+        lambda store: settle_suppressions(store, tenant.clock.now(), scan_settings.alert_routes),
+    )
     assert settled == []
 
 
