@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,8 @@ class ConfigCheckReport:
     facts: TenantConfigFacts
     evaluation: ConfigEvaluation
     transitions: tuple[Transition, ...]
+    # Requests on the wire per endpoint, retries included, as the scan report counts them.
+    graph_requests: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def outcome(self) -> str:
@@ -168,7 +170,9 @@ async def check_config(ctx: JobContext) -> ConfigCheckReport:
                     kind=t.anomaly.kind,
                     policy_id=t.anomaly.subject.policy_id,
                 )
-        return ConfigCheckReport(ctx.run_id, now, facts, evaluation, tuple(transitions))
+        return ConfigCheckReport(
+            ctx.run_id, now, facts, evaluation, tuple(transitions), dict(ctx.graph.counts)
+        )
 
     def summarize(report: ConfigCheckReport) -> tuple[str, dict[str, Any], list[Unverified]]:
         findings = [v for v in report.evaluation.verdicts if isinstance(v, Finding)]
@@ -253,6 +257,7 @@ def config_report_json(report: ConfigCheckReport) -> dict[str, JSON]:
             for t in report.transitions
             if t.change.value != "updated"
         ],
+        "graph_requests": dict(report.graph_requests),
     }
 
 

@@ -47,6 +47,10 @@ def test_the_demo_policy_whose_app_is_not_assigned_to_its_etg_is_caught_before_a
     text = config_report_text(report.to_json())
     assert "payload: not ready (3 apps, 2 scripts)" in text
     assert "app Contoso VPN Client: not assigned to the ETG" in text
+    # Every app and script is read inside one $batch per Graph version, never one by one.
+    wire = report.to_json()["graph_requests"]
+    assert not [name for name in wire if "mobileApps" in name or "deviceManagementScripts" in name]
+    assert {"POST /v1.0/$batch", "POST /beta/$batch"} <= set(wire)
 
 
 def test_every_other_demo_policy_is_ready_or_left_to_its_etg_rule(settings, tenant, scenario):
