@@ -20,6 +20,7 @@ from monitors.models import JSON, Anomaly, ProvisioningClient, Status, Unverifie
 from monitors.remediation.act import new_entry, read_live, verified, write
 from monitors.remediation.plan import KINDS, Decision, PlanItem, cap, judge, matches, screen
 from monitors.remediation.record import changed, history_line, record
+from monitors.rules.kinds import ETG_OWNER_MISSING
 from monitors.rules.lifecycle import note
 from monitors.store.outbox import OutboxRepository
 from monitors.store.remediations import LogConflict, RemediationEntry
@@ -129,7 +130,7 @@ async def _provisioning_client(
 ) -> str | Unverified | None:
     """Read only when an owner anomaly's evidence does not carry the client's object id."""
     needed = any(
-        a.kind == KINDS[1] and not a.evidence.get("provisioning_client_object_id")
+        a.kind == ETG_OWNER_MISSING.name and not a.evidence.get("provisioning_client_object_id")
         for a in anomalies
     )
     if not needed:
