@@ -254,8 +254,11 @@ def on_storage_writes(monkeypatch: Any, before: Callable[[int, str], None]) -> C
     function that removes the hook and answers how many writes there were."""
     from azure.data.tables.aio import TableClient
 
+    from monitors.store import transactions
+
     calls = {"n": 0}
     originals = {name: getattr(TableClient, name) for name in STORAGE_WRITES}
+    original_submit = transactions.submit
 
     def wrap(name: str) -> Any:
         async def write(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -265,12 +268,21 @@ def on_storage_writes(monkeypatch: Any, before: Callable[[int, str], None]) -> C
 
         return write
 
+    # The store sends its transactions on its own path (monitors.store.transactions), not
+    # through TableClient.submit_transaction: each is one write all the same.
+    async def submit(table: Any, operations: Any) -> Any:
+        calls["n"] += 1
+        before(calls["n"], "submit_transaction")
+        return await original_submit(table, operations)
+
     for name in STORAGE_WRITES:
         monkeypatch.setattr(TableClient, name, wrap(name))
+    monkeypatch.setattr(transactions, "submit", submit)
 
     def restore() -> int:
         for name, original in originals.items():
             monkeypatch.setattr(TableClient, name, original)
+        monkeypatch.setattr(transactions, "submit", original_submit)
         return calls["n"]
 
     return restore

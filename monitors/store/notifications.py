@@ -25,6 +25,7 @@ from azure.data.tables import UpdateMode
 
 from monitors.models import MembershipEvent, MembershipOp
 from monitors.notifications.webhook import Notification
+from monitors.store import transactions
 from monitors.store.scan_state import CHECKPOINTS
 from monitors.store.tables import BATCH_LIMIT, TableStore, escape_key
 
@@ -102,8 +103,8 @@ class NotificationStore:
                     return
                 for i in range(0, len(rows), BATCH_LIMIT):
                     chunk = rows[i : i + BATCH_LIMIT]
-                    await table.submit_transaction(
-                        [("upsert", row, {"mode": UpdateMode.MERGE}) for row in chunk]
+                    await transactions.submit(
+                        table, [("upsert", row, {"mode": UpdateMode.MERGE}) for row in chunk]
                     )
 
         # Every write runs to its end before the first error is raised: none is left running

@@ -27,6 +27,7 @@ from monitors.models import (
     PolicyMatch,
     UserPolicies,
 )
+from monitors.store import transactions
 from monitors.store.tables import BATCH_LIMIT, TableStore, dumps_json, escape_key, loads_json
 
 CHECKPOINTS = "checkpoints"
@@ -35,6 +36,10 @@ AUDIT_CHECKPOINT = "audit:"  # + ETG group id: the audit log of that ETG was rea
 DEPLOYMENTS = "deployments"
 PENDING = "pending"
 PENDING_PARTITION = "pending"
+# Transactions of records in flight at once: what the storage account takes without the scan's
+# writes queueing behind each other.
+WRITE_CONCURRENCY = 8
+REPLACE = {"mode": UpdateMode.REPLACE}
 
 
 def day_of(when: datetime) -> str:
@@ -44,6 +49,29 @@ def day_of(when: datetime) -> str:
 def day_of_key(deployment_key: str) -> str:
     """Deployment keys end in the enrollment time (see Deployment.key)."""
     return deployment_key.rsplit("_", 1)[-1][:8]
+
+
+def _record_entity(r: DeploymentRecord, day: str, now: datetime) -> dict[str, Any]:
+    """The row of one deployment. Beside the record itself, the columns read without it: the
+    summary's (Status, EnrolledAt, CompletedAt, EtgOutcome, JoinedAt), the device look-up's
+    (ObjectId), and Findings. The device and policy ids and the policy name are in the record
+    alone: no query reads them as columns."""
+    d = r.deployment
+    return {
+        "PartitionKey": day,
+        "RowKey": escape_key(r.key),
+        "State": r.state,
+        "Summary": r.summary,
+        "Status": d.status.value,
+        "EnrolledAt": d.enrolled_at,
+        "CompletedAt": d.completed_at.isoformat() if d.completed_at else "",
+        "EtgOutcome": r.outcome,
+        "JoinedAt": r.joined_at.isoformat() if r.joined_at else "",
+        "Findings": ",".join(r.findings),
+        "ObjectId": r.object_id or "",
+        "UpdatedAt": now,
+        "Record": dumps_json(r.to_json()),
+    }
 
 
 @dataclass(slots=True)
@@ -267,40 +295,40 @@ class ScanState:
         return out
 
     async def save_records(self, records: Sequence[DeploymentRecord], now: datetime) -> None:
+        """Store every record or raise. One transaction per day and 100 records, up to
+        WRITE_CONCURRENCY of them at once; after a failure no new one starts, and the error is
+        raised once those in flight have finished, so no write is left running behind it."""
         table = await self._store.table(DEPLOYMENTS)
         by_day: dict[str, list[DeploymentRecord]] = {}
         for record in records:
             by_day.setdefault(record.day, []).append(record)
-        for day, group in by_day.items():
-            for i in range(0, len(group), BATCH_LIMIT):
-                ops: list[Any] = []
-                for r in group[i : i + BATCH_LIMIT]:
-                    d = r.deployment
-                    ops.append(
-                        (
-                            "upsert",
-                            {
-                                "PartitionKey": day,
-                                "RowKey": escape_key(r.key),
-                                "State": r.state,
-                                "Summary": r.summary,
-                                "Status": d.status.value,
-                                "ManagedDeviceId": d.managed_device_id,
-                                "EnrolledAt": d.enrolled_at,
-                                "CompletedAt": d.completed_at.isoformat() if d.completed_at else "",
-                                "PolicyId": r.policy.policy.id if r.policy else "",
-                                "PolicyName": r.policy.policy.name if r.policy else "",
-                                "EtgOutcome": r.outcome,
-                                "JoinedAt": r.joined_at.isoformat() if r.joined_at else "",
-                                "Findings": ",".join(r.findings),
-                                "ObjectId": r.object_id or "",
-                                "UpdatedAt": now,
-                                "Record": dumps_json(r.to_json()),
-                            },
-                            {"mode": UpdateMode.REPLACE},
-                        )
-                    )
-                await table.submit_transaction(ops)
+        chunks = iter(
+            [
+                (day, group[i : i + BATCH_LIMIT])
+                for day, group in by_day.items()
+                for i in range(0, len(group), BATCH_LIMIT)
+            ]
+        )
+        failures: list[BaseException] = []
+
+        async def worker() -> None:
+            for day, chunk in chunks:
+                if failures:
+                    return
+                try:
+                    # Rows are encoded as their transaction leaves: only those in flight are
+                    # held encoded.
+                    ops = [("upsert", _record_entity(r, day, now), REPLACE) for r in chunk]
+                    await transactions.submit(table, ops)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # a crash too: the others finish first
+                    failures.append(exc)
+                    return
+
+        await asyncio.gather(*(worker() for _ in range(WRITE_CONCURRENCY)))
+        if failures:
+            raise failures[0]
 
     # pending ---------------------------------------------------------------------------------
     async def pending(self) -> dict[str, str]:
@@ -329,7 +357,7 @@ class ScanState:
         for i in range(0, len(ops), BATCH_LIMIT):
             chunk = ops[i : i + BATCH_LIMIT]
             try:
-                await table.submit_transaction(chunk)
+                await transactions.submit(table, chunk)
             except TableTransactionError:
                 # A delete of a row another run already removed fails the whole batch; replay
                 # one by one, where deleting a missing row succeeds.

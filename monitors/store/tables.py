@@ -21,6 +21,7 @@ from monitors.aio import OwnedResources
 from monitors.models import Anomaly, Scope, Status, Subject
 from monitors.rules.suppression import Suppression, SuppressionScope
 from monitors.settings import Settings, SettingsError
+from monitors.store import transactions
 from monitors.store.remediations import RemediationRepository
 
 
@@ -58,7 +59,7 @@ def _chunks(group: list[tuple[Anomaly, Alerts]]) -> list[list[tuple[Anomaly, Ale
 
 ANOMALIES = "anomalies"
 # Entities in one Table transaction (entity group transaction), all of one partition.
-BATCH_LIMIT = 100
+BATCH_LIMIT = transactions.MAX_OPERATIONS
 RUNS = "runs"
 SUPPRESSIONS = "suppressions"
 
@@ -286,7 +287,7 @@ class AnomalyRepository:
             elif len(ops) == 1:
                 meta = await table.update_entity(ops[0][1], **ops[0][2])
             else:
-                meta = (await table.submit_transaction(ops))[0]
+                meta = (await transactions.submit(table, ops))[0]
         except (ResourceExistsError, ResourceModifiedError, TableTransactionError) as exc:
             raise ConcurrentUpdate(anomaly.key) from exc
         anomaly.etag = meta.get("etag")
@@ -315,7 +316,7 @@ class AnomalyRepository:
         for anomaly, alert in chunk:
             ops.extend(self._ops(anomaly, alert))
         try:
-            results = await table.submit_transaction(ops)
+            results = await transactions.submit(table, ops)
         except TableTransactionError:
             for anomaly, alert in chunk:
                 await self.save(anomaly, alert)
@@ -380,7 +381,12 @@ class SuppressionRepository:
 
 
 class LeaseHeld(Exception):
-    """Another run of the same job holds the lease."""
+    """Another run of the same job holds the lease; ``holder`` is its owner, when known."""
+
+    def __init__(self, job: str, holder: str | None = None) -> None:
+        super().__init__(job)
+        self.job = job
+        self.holder = holder
 
 
 class LeaseRepository:
@@ -409,7 +415,7 @@ class LeaseRepository:
             return str(meta.get("etag"))
         expires = current.get("ExpiresAt")
         if current.get("Owner") and isinstance(expires, datetime) and expires > now:
-            raise LeaseHeld(job)
+            raise LeaseHeld(job, str(current.get("Owner")))
         try:
             meta = await table.update_entity(
                 entity,
