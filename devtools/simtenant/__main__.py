@@ -1,6 +1,6 @@
 """Command line.
 
-``python -m simtenant serve --scenario demo|scale[:N]|PATH [--port 0] [--latency-ms 20]``
+``python -m simtenant serve --scenario demo|scale[:N[:DAYS]]|PATH [--port 0] [--latency-ms 20]``
 """
 
 from __future__ import annotations
@@ -19,16 +19,24 @@ from devtools.simtenant.server import SimulatedTenant
 
 
 def scenario_from_arg(value: str) -> Scenario:
-    """``demo``, ``scale`` / ``scale:DEPLOYMENTS``, or a path to a scenario JSON file."""
+    """``demo``, ``scale`` / ``scale:DEPLOYMENTS`` / ``scale:DEPLOYMENTS:DAYS`` (the days the
+    deployments are spread over, 7 unless given), or a path to a scenario JSON file."""
     if value == "demo":
         return demo_scenario()
     if value == "scale" or value.startswith("scale:"):
-        _, _, count = value.partition(":")
+        _, _, rest = value.partition(":")
+        count, _, days = rest.partition(":")
         deployments = int(count) if count else 20000
+        window_days = float(days) if days else 7.0
+        if deployments < 0 or not 0 < window_days <= 30:
+            # Entra keeps the directory audit log 30 days at most, with P1/P2 (the retention
+            # azure-ad-auditlog-overview.md refers to): a longer spread would have no audit trail.
+            raise ValueError(f"scale scenario {value!r}: DEPLOYMENTS >= 0, DAYS in (0, 30]")
         return generate_scale_scenario(
             deployments=deployments,
             etg_members=max(deployments, deployments * 5),
             audit_events=deployments * 10,
+            window_days=window_days,
         )
     return load_scenario(value)
 
@@ -40,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve until SIGTERM/SIGINT")
     serve.add_argument(
-        "--scenario", default="demo", help="demo, scale, scale:DEPLOYMENTS or a scenario JSON path"
+        "--scenario",
+        default="demo",
+        help="demo, scale, scale:DEPLOYMENTS[:DAYS] or a scenario JSON path",
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0, help="0 picks a free port")

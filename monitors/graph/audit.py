@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -106,7 +107,19 @@ def parse_audit_event(item: Mapping[str, Any]) -> MembershipEvent | None:
         actor = name or app_id or None
     elif isinstance(user, Mapping) and user:
         actor = str(user.get("userPrincipalName") or user.get("id") or "") or None
-    return MembershipEvent(op, group, device, at, True, f"audit:{event_id}", event_id, actor, by_pc)
+    # The group and the actor repeat over a large tenant's events (a few ETGs, one
+    # provisioning client): one copy of each instead of one per event.
+    return MembershipEvent(
+        op,
+        sys.intern(group),
+        device,
+        at,
+        True,
+        f"audit:{event_id}",
+        event_id,
+        sys.intern(actor) if actor else None,
+        by_pc,
+    )
 
 
 @graph_call("GET /v1.0/auditLogs/directoryAudits", permissions.AUDIT_LOGS)

@@ -12,7 +12,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -24,7 +24,7 @@ from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
 from kiota_http.kiota_client_factory import KiotaClientFactory
 from kiota_http.middleware import RetryHandler
-from kiota_http.middleware.middleware import BaseMiddleware
+from kiota_http.middleware.middleware import REQUEST_OPTIONS_KEY, BaseMiddleware
 from kiota_http.middleware.options import HeadersInspectionHandlerOption, RetryHandlerOption
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.graph_request_adapter import GraphRequestAdapter
@@ -32,10 +32,11 @@ from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from monitors.aio import OwnedResources
-from monitors.graph.errors import MalformedResponse, object_items
+from monitors.graph.errors import GraphCallError, MalformedResponse, object_items
 from monitors.settings import Settings
 
 ERROR_MAP: dict[str, Any] = {"XXX": ODataError}
+DOWNLOAD_CHUNK = 64 * 1024
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _QUOTED = re.compile(r"\('[^']*'\)")
 
@@ -199,15 +200,26 @@ class GraphClient(OwnedResources):
             return None
         return json.loads(raw)
 
-    async def download(self, url: str) -> bytes:
-        """Fetch a pre-signed URL (report zips) through the SDK pipeline, so it is retried like
-        any call. The auth provider only sends tokens to the Graph host: none reaches storage."""
-        info = RequestInformation()
-        info.http_method = Method.GET
-        info.url = url
-        async with self._slots:
-            raw = await self.adapter.send_primitive_async(info, "bytes", ERROR_MAP)
-        return bytes(raw or b"")
+    async def download(self, url: str, into: IO[bytes], *, max_bytes: int) -> int:
+        """Stream a pre-signed URL (report zips) into ``into``, a chunk at a time, and return
+        the bytes written. It goes through the same middleware as every call (retries,
+        redirects, the request count) but not the adapter's auth provider: no token reaches
+        storage. A body over ``max_bytes`` is refused before it is all read."""
+        written = 0
+        # The middleware pipeline runs only for requests carrying kiota's options (empty: each
+        # handler's defaults); without them the request would bypass retries and the count.
+        options: dict[str, Any] = {REQUEST_OPTIONS_KEY: {}}
+        async with self._slots, self._http.stream("GET", url, extensions=options) as response:
+            if not response.is_success:
+                raise GraphCallError(
+                    response.status_code, None, f"report download answered {response.status_code}"
+                )
+            async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise MalformedResponse("report download is implausibly large")
+                into.write(chunk)
+        return written
 
     async def get(self, url: str) -> dict[str, Any]:
         data = await self.request("GET", url)

@@ -7,16 +7,18 @@ logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
 import re
+import tempfile
 import zipfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 from monitors.graph import permissions
 from monitors.graph.client import GraphClient
@@ -62,6 +64,8 @@ REPORT_COLUMNS = {
     SCRIPT_REPORT: SCRIPT_COLUMNS,
 }
 MAX_REPORT_BYTES = 512 * 1024 * 1024
+# A download stays in memory up to this size, then goes to a temporary file.
+SPOOL_BYTES = 4 * 1024 * 1024
 # A deployment longer than a year is a corrupt row, not a slow device.
 MAX_DEPLOYMENT_SECONDS = 366 * 24 * 3600
 
@@ -85,13 +89,14 @@ def parse_export_job(payload: Any) -> ExportJob:
     return ExportJob(job_id.strip(), str(job.get("status") or "").lower(), download)
 
 
-async def export_report(
+async def export_url(
     graph: GraphClient,
     report_name: str,
     select: Sequence[str] = (),
     *,
     poll_seconds: float = 5.0,
-) -> list[dict[str, str]]:
+) -> str:
+    """Create the export job and poll it until its file can be downloaded: the download URL."""
     timeout_seconds = graph.settings.export_timeout_seconds
     body: dict[str, Any] = {
         "reportName": report_name,
@@ -113,7 +118,7 @@ async def export_report(
         # A job can read completed a moment before its url is set: that is "poll again".
         download = job.url if job.status == "completed" else None
         if download is not None:
-            break
+            return download
         if job.status == "failed":
             raise GraphCallError(None, "exportJobFailed", f"report export {report_name} failed")
         if loop.time() >= deadline:
@@ -123,13 +128,72 @@ async def export_report(
         await asyncio.sleep(delay)
         delay = min(delay * 2, poll_seconds)
         job = parse_export_job(await graph.get(url))
-    return parse_export(await graph.download(download))
+
+
+@contextlib.asynccontextmanager
+async def downloaded(graph: GraphClient, url: str) -> AsyncIterator[IO[bytes]]:
+    """The export's zip (reports-export-graph-apis.md: the completed job's ``url`` is a zip
+    holding the report file), streamed to a temporary file, in memory while small, and
+    rewound: a 100,000-row export is never held whole in memory."""
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        await graph.download(url, spool, max_bytes=MAX_REPORT_BYTES)
+        spool.seek(0)
+        yield spool
+
+
+async def export_report(
+    graph: GraphClient,
+    report_name: str,
+    select: Sequence[str] = (),
+    *,
+    poll_seconds: float = 5.0,
+) -> list[dict[str, str]]:
+    """Every row of an export, held whole: for the small detailed reports."""
+    url = await export_url(graph, report_name, select, poll_seconds=poll_seconds)
+    async with downloaded(graph, url) as archive:
+        return list(export_rows(archive))
 
 
 def parse_export(payload: bytes) -> list[dict[str, str]]:
     """Rows of the single file inside the export zip (CSV, or JSON where a tenant sends it)."""
+    return list(export_rows(io.BytesIO(payload)))
+
+
+# What reading a damaged member raises (bad CRC, truncated or unknown compression, encryption):
+# an answer we cannot read, not a bug, so the export is unverified this run.
+_DAMAGED: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    OSError,
+)
+
+
+def _member_text(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> io.TextIOWrapper:
+    # newline="": csv reads line endings itself, and quoted fields may hold them.
+    return io.TextIOWrapper(archive.open(info), encoding="utf-8-sig", errors="replace", newline="")
+
+
+def _is_json(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    """Whether the member's first character other than white space opens a JSON document;
+    read a chunk at a time, so a file is never read whole to find out."""
+    with _member_text(archive, info) as text:
+        while chunk := text.read(8192):
+            if head := chunk.lstrip():
+                return head.startswith(("{", "["))
+    return False
+
+
+def export_rows(file: IO[bytes]) -> Iterator[dict[str, str]]:
+    """Rows of the single file inside the export zip, one at a time: a CSV member is
+    decompressed, decoded and parsed as it is read; a JSON one (small) is read whole. A damage
+    found part-way raises MalformedResponse after the rows before it: the caller must not
+    trust a partial read, which could make a device look absent."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(payload))
+        archive = zipfile.ZipFile(file)
     except zipfile.BadZipFile as exc:
         raise MalformedResponse("report download is not a zip archive") from exc
     with archive:
@@ -140,30 +204,20 @@ def parse_export(payload: bytes) -> list[dict[str, str]]:
         if info.file_size > MAX_REPORT_BYTES:
             raise MalformedResponse("report file is implausibly large")
         try:
-            raw = archive.read(names[0])
-        except (
-            zipfile.BadZipFile,
-            zlib.error,
-            EOFError,
-            NotImplementedError,
-            RuntimeError,
-            ValueError,
-            OSError,
-        ) as exc:
-            # A damaged member (bad CRC, truncated or unknown compression, encryption) is
-            # an answer we cannot read, not a bug: the export is unverified this run.
+            if names[0].lower().endswith(".json") or _is_json(archive, info):
+                with _member_text(archive, info) as text:
+                    yield from _json_rows(text.read())
+                return
+            with _member_text(archive, info) as text:
+                for row in csv.DictReader(text):
+                    yield {str(k).strip(): (v or "") for k, v in row.items() if k is not None}
+        except MalformedResponse:
+            raise
+        except (csv.Error, RecursionError, json.JSONDecodeError) as exc:
+            # csv refuses fields over its size limit; json refuses nesting beyond the stack.
+            raise MalformedResponse(f"unreadable report file: {type(exc).__name__}") from exc
+        except _DAMAGED as exc:
             raise MalformedResponse(f"report zip is damaged: {type(exc).__name__}") from exc
-    text = raw.decode("utf-8-sig", errors="replace")
-    try:
-        if names[0].lower().endswith(".json") or text.lstrip().startswith(("{", "[")):
-            return _json_rows(text)
-        return [
-            {str(k).strip(): (v or "") for k, v in row.items() if k is not None}
-            for row in csv.DictReader(io.StringIO(text, newline=""))
-        ]
-    except (csv.Error, RecursionError, json.JSONDecodeError) as exc:
-        # csv refuses fields over its size limit; json refuses nesting beyond the stack.
-        raise MalformedResponse(f"unreadable report file: {type(exc).__name__}") from exc
 
 
 def _key(data: Mapping[str, Any], name: str) -> Any:
@@ -282,7 +336,16 @@ def _opt(row: Mapping[str, str], key: str) -> str | None:
     return value or None
 
 
-def parse_deployment_row(row: Mapping[str, str]) -> Deployment:
+def _shared(value: str | None, seen: dict[str, str] | None) -> str | None:
+    """One copy of a value that repeats over the rows (a status, a phase, a user) instead of
+    one per row, at 100,000 deployments tens of megabytes; ``seen`` lives as long as one
+    parse, so values that do not repeat cost nothing after it."""
+    if value is None or seen is None:
+        return value
+    return seen.setdefault(value, value)
+
+
+def parse_deployment_row(row: Mapping[str, str], seen: dict[str, str] | None = None) -> Deployment:
     device_id = _opt(row, "DeviceId")
     enrolled = _opt(row, "EnrollmentTimeInUtc")
     if not device_id or not enrolled:
@@ -301,15 +364,17 @@ def parse_deployment_row(row: Mapping[str, str]) -> Deployment:
         managed_device_id=device_id.lower(),
         enrolled_at=parse_report_time(enrolled),
         status=status,
-        status_label=label,
+        status_label=_shared(label, seen) or "",
         device_name=_opt(row, "DeviceName"),
         serial_number=_opt(row, "SerialNumber"),
-        user_principal_name=_opt(row, "UPN") or _opt(row, "UserPrincipalName"),
+        user_principal_name=_shared(_opt(row, "UPN") or _opt(row, "UserPrincipalName"), seen),
         duration_seconds=duration,
-        result_code=_opt(row, "ResultCode"),
-        phase=_opt(row, "Phase_loc") or _opt(row, "Phase"),
-        current_phase=_opt(row, "CurrentProvisioningPhase_loc")
-        or _opt(row, "CurrentProvisioningPhase"),
+        result_code=_shared(_opt(row, "ResultCode"), seen),
+        phase=_shared(_opt(row, "Phase_loc") or _opt(row, "Phase"), seen),
+        current_phase=_shared(
+            _opt(row, "CurrentProvisioningPhase_loc") or _opt(row, "CurrentProvisioningPhase"),
+            seen,
+        ),
     )
 
 
@@ -354,19 +419,22 @@ class DeploymentReport:
     malformed: tuple[Unverified, ...]  # one per row that could not be read
 
 
-def parse_deployment_rows(rows: Sequence[Mapping[str, str]]) -> DeploymentReport:
-    """Every readable row as a deployment; an unreadable row is reported, never skipped
-    silently, and does not hide the others."""
+def parse_deployment_rows(rows: Iterable[Mapping[str, str]]) -> DeploymentReport:
+    """Every readable row as a deployment, each row let go once read; an unreadable row is
+    reported, never skipped silently, and does not hide the others."""
     out: dict[str, Deployment] = {}
     bad: list[Unverified] = []
+    seen: dict[str, str] = {}
+    count = 0
     for row in rows:
+        count += 1
         try:
-            deployment = parse_deployment_row(row)
+            deployment = parse_deployment_row(row, seen)
         except ValueError as exc:  # MalformedResponse included
             bad.append(DEPLOYMENT_ROW.unverified(UnverifiedReason.MALFORMED, str(exc)[:200]))
             continue
         out[deployment.key] = deployment
-    return DeploymentReport(len(rows), out, tuple(bad))
+    return DeploymentReport(count, out, tuple(bad))
 
 
 @graph_call(
@@ -374,8 +442,11 @@ def parse_deployment_rows(rows: Sequence[Mapping[str, str]]) -> DeploymentReport
     permissions.REPORT_EXPORT,
 )
 async def deployment_report(graph: GraphClient) -> DeploymentReport:
-    """The device preparation deployments Intune reports (AutopilotV2DeploymentStatus)."""
-    return parse_deployment_rows(await export_report(graph, DEPLOYMENT_REPORT, DEPLOYMENT_COLUMNS))
+    """The device preparation deployments Intune reports (AutopilotV2DeploymentStatus), read
+    row by row from the download: only the deployments are kept, never the rows."""
+    url = await export_url(graph, DEPLOYMENT_REPORT, DEPLOYMENT_COLUMNS)
+    async with downloaded(graph, url) as archive:
+        return parse_deployment_rows(export_rows(archive))
 
 
 @graph_call("POST exportJobs (detailed app and script reports)", permissions.REPORT_EXPORT)

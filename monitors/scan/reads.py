@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,10 +75,17 @@ def _with_device(
         md = managed[key]
         if md is not None:
             changes["azure_ad_device_id"] = md.azure_ad_device_id or record.azure_ad_device_id
-            changes["enrollment_profile_name"] = md.enrollment_profile_name
+            # One policy name for thousands of devices: one copy of it.
+            name = md.enrollment_profile_name
+            changes["enrollment_profile_name"] = sys.intern(name) if name else name
     if key in object_ids:
         changes["object_id"] = object_ids[key]
     return dataclasses.replace(record, **changes) if changes else record
+
+
+# Ids per look-up call: a multiple of 20 (a $batch) and of 300 (20 filters of 15 ids), so the
+# requests are as full as before; the answers of one chunk are let go before the next is read.
+READ_CHUNK = 6000
 
 
 async def _by_key(
@@ -85,15 +93,20 @@ async def _by_key(
     read: Callable[[list[str]], Awaitable[Mapping[str, V] | Unverified]],
     problems: dict[str, Unverified],
 ) -> dict[str, V | None]:
-    """One read for the ids of many deployments, answered per deployment key; when the read
-    fails, each of those deployments carries the reason."""
-    if not wanted:
-        return {}
-    found = await read(list(wanted.values()))
-    if isinstance(found, Unverified):
-        problems.update(dict.fromkeys(wanted, found))
-        return {}
-    return {key: found.get(value) for key, value in wanted.items()}
+    """One read for the ids of many deployments, a chunk at a time, answered per deployment
+    key; when a chunk's read fails, each deployment of it and of the chunks not yet read
+    carries the reason (nothing more is asked of a failing endpoint)."""
+    out: dict[str, V | None] = {}
+    # By id, so deployments of one device (enrolled twice) share a chunk and one look-up.
+    keys = sorted(wanted, key=wanted.__getitem__)
+    for start in range(0, len(keys), READ_CHUNK):
+        chunk = {key: wanted[key] for key in keys[start : start + READ_CHUNK]}
+        found = await read(list(chunk.values()))
+        if isinstance(found, Unverified):
+            problems.update(dict.fromkeys(keys[start:], found))
+            break
+        out.update((key, found.get(value)) for key, value in chunk.items())
+    return out
 
 
 async def read_devices(graph: GraphClient, records: Mapping[str, DeploymentRecord]) -> DeviceReads:

@@ -44,6 +44,9 @@ class ScanReport:
             f"{u.source}: {u.reason.value}" + (f" (needs {u.permission})" if u.permission else "")
             for u in self.all_unverified()
         )
+        ordered = sorted(self.judgements, key=lambda j: j.deployment.enrolled_at)
+        # Only the rows shown are built: the run record asks for none of 100,000.
+        shown = ordered if devices_limit is None else ordered[:devices_limit]
         rows = [
             {
                 "device_name": j.deployment.device_name,
@@ -56,7 +59,7 @@ class ScanReport:
                 "verdict": _verdict_label(j),
                 "why": j.summary,
             }
-            for j in sorted(self.judgements, key=lambda j: j.deployment.enrolled_at)
+            for j in shown
         ]
         return {
             "run_id": self.run_id,
@@ -84,7 +87,7 @@ class ScanReport:
             "missing_permissions": missing_permissions(self.all_unverified()),
             "graph_requests": self.graph_requests,
             "checkpoint_advanced": self.checkpoint_advanced,
-            "devices": rows if devices_limit is None else rows[:devices_limit],
+            "devices": rows,
         }
 
 
