@@ -150,6 +150,8 @@ SECTIONS = (
         (
             "ETG_SCAN_LOOKBACK_HOURS",
             "ETG_AUDIT_LATENCY_MINUTES",
+            "ETG_MEMBERSHIP_GRACE_MINUTES",
+            "ETG_EARLY_CONCLUSION",
             "ETG_STUCK_GRACE_MINUTES",
             "ETG_POLICY_GROUPS",
             "ETG_DETAILED_REPORTS",

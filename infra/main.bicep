@@ -257,6 +257,8 @@ var appSettings = {
   // Scan
   ETG_SCAN_LOOKBACK_HOURS: '168'
   ETG_AUDIT_LATENCY_MINUTES: '60'
+  ETG_MEMBERSHIP_GRACE_MINUTES: '10'
+  ETG_EARLY_CONCLUSION: 'true'
   ETG_STUCK_GRACE_MINUTES: '30'
   ETG_DETAILED_REPORTS: detailedReports ? 'true' : 'false'
   ETG_POLICY_GROUPS: policyGroups

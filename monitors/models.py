@@ -375,6 +375,9 @@ class Finding:
     explanation: str
     fix: str
     evidence: dict[str, JSON]
+    # A line for the anomaly's history, written once, by the first run whose finding carries
+    # it: what a later look at the evidence (the audit log settling) made of an open anomaly.
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +387,8 @@ class Clear:
     kind: str
     subject: Subject
     reason: str = "condition no longer holds"
+    # The finding it resolves should not have been made: counted in health and the summary.
+    false_alarm: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,3 +628,18 @@ class DeploymentFacts:
     payload: tuple[InstallItem, ...] | Unverified | None = None  # None: reports not enabled
     # The read the join events come from, as an unverified join time names it.
     audit_source: str = "audit log"
+    # Early conclusion (ETG_EARLY_CONCLUSION): how long after completion a live "not a member"
+    # counts before the audit log settles (directory replication); None: off.
+    membership_grace: timedelta | None = None
+    # The live check that opened an etg_missing still standing, as its evidence recorded it.
+    early_check: EarlyCheck | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyCheck:
+    """A live check that found the device outside its ETG before the audit log had settled
+    past completion, with how far the audit log had been searched then. Read back from the
+    anomaly it opened, so the evidence stays the same scan after scan."""
+
+    checked_at: datetime
+    audit_searched_until: datetime

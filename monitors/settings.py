@@ -520,6 +520,29 @@ SETTINGS: tuple[Setting, ...] = (
         "deployment stays pending.",
     ),
     Setting(
+        "ETG_MEMBERSHIP_GRACE_MINUTES",
+        "membership_grace_minutes",
+        "int",
+        default="10",
+        low=0,
+        high=120,
+        doc="Minutes after provisioning completed before a live check that finds the device "
+        "outside its ETG counts, with no join seen: directory replication can hide a join for "
+        "a while. Then `etg_missing` opens without waiting for the audit log "
+        "(`ETG_EARLY_CONCLUSION`).",
+    ),
+    Setting(
+        "ETG_EARLY_CONCLUSION",
+        "early_conclusion",
+        "bool",
+        default="true",
+        doc="`true`: a device still outside its ETG `ETG_MEMBERSHIP_GRACE_MINUTES` after "
+        "provisioning completed, with no join seen, opens `etg_missing` at once; the audit log "
+        "refines it when it settles. `false`: `etg_missing` waits for "
+        "`ETG_AUDIT_LATENCY_MINUTES`, as before. Off exists for comparison and for tenants "
+        "whose directory replication is unusually slow.",
+    ),
+    Setting(
         "ETG_STUCK_GRACE_MINUTES",
         "stuck_grace_minutes",
         "int",
@@ -904,6 +927,8 @@ class Settings:
     log_format: LogFormat = "auto"
     scan_lookback_hours: int = 168
     audit_latency_minutes: int = 60
+    membership_grace_minutes: int = 10
+    early_conclusion: bool = True
     stuck_grace_minutes: int = 30
     detailed_reports: bool = False
     graph_retry_budget_seconds: int = 120

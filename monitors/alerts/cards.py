@@ -194,6 +194,11 @@ def _anomaly_facts(
             ("Provisioning completed", str(evidence.get("provisioning_completed_at") or "")),
             ("Joined ETG", str(joined_at or "never")),
         ]
+        if evidence.get("early") is True:
+            # An early etg_missing: "never" is not known yet, only the live check is.
+            facts[-1] = ("Joined ETG", "none seen yet")
+            checked = evidence.get("checked_at")
+            facts.append(("Membership", f"Not a member at {checked}; audit log not settled yet"))
         if evidence.get("gap_seconds") is not None:
             gap = int(evidence["gap_seconds"])
             facts.append(("Late by", f"{gap // 60} min {gap % 60} s"))

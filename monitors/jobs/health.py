@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from monitors.models import JSON, Status
+from monitors.models import JSON, Anomaly, Status
+from monitors.rules.enrollment import false_alarm_at, opened_early
 from monitors.settings import parse_schedule, schedule_firings
 from monitors.store.notifications import NotificationStore
 from monitors.store.outbox import OutboxRepository, OutboxStatus
@@ -94,6 +96,27 @@ def _run_json(run: JobRun) -> dict[str, JSON]:
     }
 
 
+@dataclass(slots=True)
+class _EarlyConclusion:
+    """etg_missing alerts opened before the audit log settled in the last 7 days, and how many
+    the audit log then showed to be false alarms (ETG_EARLY_CONCLUSION): the second should
+    stay at zero; if it does not, replication is slower than ETG_MEMBERSHIP_GRACE_MINUTES."""
+
+    since: datetime
+    early_alerts: int = 0
+    false_alarms: int = 0
+
+    def add(self, anomaly: Anomaly) -> None:
+        if opened_early(anomaly) and anomaly.first_seen >= self.since:
+            self.early_alerts += 1
+        false_alarm = false_alarm_at(anomaly)
+        if false_alarm is not None and false_alarm >= self.since:
+            self.false_alarms += 1
+
+    def to_json(self) -> dict[str, JSON]:
+        return {"early_alerts_7d": self.early_alerts, "false_alarms_7d": self.false_alarms}
+
+
 async def health_report(
     store: TableStore, now: datetime, schedules: Mapping[str, str]
 ) -> tuple[bool, dict[str, JSON]]:
@@ -135,11 +158,13 @@ async def health_report(
 
     open_by_kind: Counter[str] = Counter()
     suppressed = 0
+    early = _EarlyConclusion(now - timedelta(days=7))
     async for anomaly in store.anomalies.iter():
         if anomaly.status is Status.OPEN:
             open_by_kind[anomaly.kind] += 1
         elif anomaly.status is Status.SUPPRESSED:
             suppressed += 1
+        early.add(anomaly)
 
     checkpoints = await ScanState(store).checkpoints()
     pending = await OutboxRepository(store).waiting()
@@ -160,6 +185,7 @@ async def health_report(
         "checkpoint_age_minutes": {k: _age_minutes(now, v) for k, v in checkpoints.items()},
         "open_anomalies": dict(sorted(open_by_kind.items())),
         "suppressed_anomalies": suppressed,
+        "early_conclusion": early.to_json(),
         "unverified_facts": unverified_total,
         "missing_permissions": sorted(missing),
         "subscriptions": {"count": len(subscriptions), "expiring_within_a_day": expiring},

@@ -28,7 +28,7 @@ from monitors.models import (
     json_object,
 )
 from monitors.rules.enrollment import RESOLVED_BY_ELIMINATION
-from monitors.rules.kinds import ETG_MISSING, ETG_OWNER_MISSING
+from monitors.rules.kinds import ETG_MISSING, ETG_OWNER_MISSING, ETG_REMOVED
 from monitors.store.remediations import RemediationEntry
 
 KINDS = (ETG_MISSING.name, ETG_OWNER_MISSING.name)
@@ -186,6 +186,12 @@ def _etg_refusal(groups: list[str], source: JSON) -> Refusal | None:
 
 
 def _member_refusal(evidence: Mapping[str, JSON]) -> Refusal | None:
+    if evidence.get("refined") == ETG_REMOVED.name:
+        # Someone took it out after it joined: putting it back would undo a person's decision.
+        return Refusal(
+            "the device was removed from its ETG after joining (see the history); re-add it "
+            "by hand if the removal was a mistake"
+        )
     policy = json_object(evidence.get("policy"))
     if not policy:
         return Refusal("the device's policy is not known")

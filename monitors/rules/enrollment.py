@@ -17,10 +17,12 @@ from enum import Enum, StrEnum, auto
 
 from monitors.models import (
     JSON,
+    Anomaly,
     Clear,
     Deployment,
     DeploymentFacts,
     DeploymentStatus,
+    EarlyCheck,
     EtgLookup,
     Finding,
     MembershipEvent,
@@ -89,6 +91,9 @@ class JoinTiming(Enum):
     LATE = auto()  # first joined after completion, at an exactly known time
     LATE_EXCUSED = auto()  # late, but after an etg_missing alert or only bounded from above
     AUDIT_PENDING = auto()  # audit events for the completion time may still arrive
+    # Early conclusion: past the grace, a live check found it outside its ETG and no join was
+    # seen, before the audit log settled past completion.
+    NOT_MEMBER_EARLY = auto()
     MEMBERSHIP_PENDING = auto()  # no join seen; current membership not asked yet
     MEMBERSHIP_UNREADABLE = auto()
     JOIN_UNSEEN = auto()  # a member now, but no event shows when it joined
@@ -325,9 +330,11 @@ class Case:
     def deployment(self) -> Deployment:
         return self.facts.deployment
 
-    def found(self, kind: str, explanation: str, evidence: dict[str, JSON]) -> Finding:
+    def found(
+        self, kind: str, explanation: str, evidence: dict[str, JSON], note: str | None = None
+    ) -> Finding:
         return Finding(
-            kind, self.subject, explanation, KINDS[kind].fix, {**self.evidence, **evidence}
+            kind, self.subject, explanation, KINDS[kind].fix, {**self.evidence, **evidence}, note
         )
 
     def clear(self, kind: str, reason: str) -> Clear:
@@ -498,13 +505,33 @@ def join_timing(case: Case) -> JoinTiming:
         excused = case.previously_missing or not late.exact
         return JoinTiming.LATE_EXCUSED if excused else JoinTiming.LATE
     if settled < completed or (late is not None and settled < late.at):
-        return JoinTiming.AUDIT_PENDING
+        return _before_settled(case, joins, completed)
     member_now = case.facts.is_member_now
     if member_now is None:
         return JoinTiming.MEMBERSHIP_PENDING
     if isinstance(member_now, Unverified):
         return JoinTiming.MEMBERSHIP_UNREADABLE
     return JoinTiming.JOIN_UNSEEN if member_now else JoinTiming.NEVER
+
+
+def early_due(facts: DeploymentFacts, now: datetime) -> bool:
+    """Early conclusion is on and its grace after completion has passed: a live "not a
+    member" now counts. The directory is eventually consistent, and app-only reads get no
+    session consistency (entra-docs architecture/architecture.md, "Data consistency"), so a
+    read soon after the join can still miss it."""
+    completed, grace = facts.deployment.completed_at, facts.membership_grace
+    return grace is not None and completed is not None and now >= completed + grace
+
+
+def _before_settled(case: Case, joins: JoinAnalysis, completed: datetime) -> JoinTiming:
+    """Before the audit log settles, only a device outside its ETG past the grace with no
+    join seen at all (audit events, or change notifications and delta) is decided."""
+    if joins.joined_at is not None or not early_due(case.facts, case.now):
+        return JoinTiming.AUDIT_PENDING
+    member_now = case.facts.is_member_now
+    if isinstance(member_now, Unverified):
+        return JoinTiming.MEMBERSHIP_UNREADABLE
+    return JoinTiming.NOT_MEMBER_EARLY if member_now is False else JoinTiming.AUDIT_PENDING
 
 
 def _timing_undecided(case: Case, kind: str, timing: JoinTiming) -> Ruling | None:
@@ -532,6 +559,8 @@ def _timing_why(case: Case, timing: JoinTiming) -> str:
     joins, completed, _ = _open(case)
     if timing is JoinTiming.ON_TIME and joins.joined_at is not None:
         return f"joined {_human(completed - joins.joined_at)} before provisioning completed"
+    if timing is JoinTiming.NOT_MEMBER_EARLY:
+        return "not in the ETG at the live check; audit log not settled yet"
     if joins.late_join is not None and timing in (JoinTiming.LATE, JoinTiming.LATE_EXCUSED):
         return f"joined {_human(joins.late_join.at - completed)} after provisioning completed"
     return "never joined the ETG"
@@ -549,9 +578,15 @@ def _join_evidence(joins: JoinAnalysis) -> dict[str, JSON]:
     return {"join": _ev(joins.join_event), "late_join": _ev(joins.late_join)}
 
 
-def _weigh_timing(case: Case, kind: str, not_on_time: Callable[[JoinTiming], Verdict]) -> Ruling:
+def _weigh_timing(
+    case: Case,
+    kind: str,
+    not_on_time: Callable[[JoinTiming], Verdict],
+    on_time: Callable[[], Verdict] | None = None,
+) -> Ruling:
     """etg_missing and etg_late read the same join timing; they differ only in what a join that
-    was not on time means for them, which ``not_on_time`` decides."""
+    was not on time means for them, which ``not_on_time`` decides (and ``on_time``, when an
+    on-time join has more to say than a Clear)."""
     unasked = _timing_unasked(case, kind)
     if unasked is not None:
         return unasked
@@ -560,32 +595,127 @@ def _weigh_timing(case: Case, kind: str, not_on_time: Callable[[JoinTiming], Ver
     if undecided is not None:
         return undecided
     if timing is JoinTiming.ON_TIME:
-        verdict: Verdict = case.clear(kind, "joined before completion")
+        verdict: Verdict = on_time() if on_time else case.clear(kind, "joined before completion")
     else:
         verdict = not_on_time(timing)
     return Ruling(verdict, _timing_why(case, timing))
 
 
+def _early_missing(case: Case) -> Finding:
+    """etg_missing before the audit log settles: what the live check and the grace showed."""
+    _, completed, settled = _open(case)
+    early = case.facts.early_check or EarlyCheck(case.now, settled)
+    grace = case.facts.membership_grace or timedelta(0)
+    return case.found(
+        ETG_MISSING.name,
+        f"Provisioning of {case.name} completed at {completed.isoformat()}. At "
+        f"{early.checked_at.isoformat()} the device was not a member of its ETG and no join had "
+        "been seen; the audit log is not settled yet (searched until "
+        f"{early.audit_searched_until.isoformat()}).",
+        {
+            "member_now": False,
+            "checked_at": early.checked_at.isoformat(),
+            "audit_settled": False,
+            "audit_searched_until": early.audit_searched_until.isoformat(),
+            "early": True,
+            "grace_minutes": _seconds(grace) // 60,
+        },
+    )
+
+
+def _never_joined(case: Case) -> Finding:
+    joins, completed, settled = _open(case)
+    early = case.facts.early_check
+    evidence: dict[str, JSON] = {
+        **_join_evidence(joins),
+        "member_now": False,
+        "audit_searched_until": settled.isoformat(),
+        "audit_settled": True,
+    }
+    if early is not None:
+        evidence["checked_at"] = early.checked_at.isoformat()
+    return case.found(
+        ETG_MISSING.name,
+        f"Provisioning of {case.name} completed at {completed.isoformat()} and the device "
+        "never joined its ETG: the user has no ETG apps or policies.",
+        evidence,
+        note="confirmed by the audit log: no join before provisioning completed"
+        if early is not None
+        else None,
+    )
+
+
+def _refined_removed(case: Case, early: EarlyCheck, removal: MembershipEvent) -> Finding:
+    """An early etg_missing whose device, the audit log shows, joined and was removed: the
+    anomaly on-call already has records it (no second alert as etg_removed)."""
+    joins, completed, _ = _open(case)
+    assert joins.joined_at is not None
+    by = f" by {removal.actor}" if removal.actor else ""
+    joined, removed = joins.joined_at.isoformat(), removal.at.isoformat()
+    return case.found(
+        ETG_MISSING.name,
+        f"{case.name} joined its ETG at {joined} and was removed at {removed}{by}, before the "
+        f"live check at {early.checked_at.isoformat()} found it outside the ETG (provisioning "
+        f"completed at {completed.isoformat()}); Intune pulls the apps and policies assigned "
+        "to it.",
+        {
+            **_join_evidence(joins),
+            "removal": removal.to_json(),
+            "member_now": False,
+            "checked_at": early.checked_at.isoformat(),
+            "audit_settled": True,
+            "refined": ETG_REMOVED.name,
+        },
+        note=f"refined: joined at {joined}, removed at {removed}{by}",
+    )
+
+
+def _on_time_after_early(case: Case, early: EarlyCheck) -> Verdict:
+    """An early etg_missing whose device the audit log shows joined before completion: removed
+    since (the removal is recorded), re-added, or, a member now, replication lag after all."""
+    kind, (joins, _, _) = ETG_MISSING.name, _open(case)
+    if joins.removal is not None:
+        return _refined_removed(case, early, joins.removal)
+    if joins.readded_after_removal is not None:
+        back = joins.readded_after_removal.at.isoformat()
+        return case.clear(kind, f"re-added to its ETG at {back}")
+    member_now = case.facts.is_member_now
+    if isinstance(member_now, Unverified):
+        return case.unknown(kind, (member_now,))
+    if member_now is None:
+        return case.pending(kind, "current membership not checked yet")
+    if not member_now:
+        # Audit events need not arrive in order: a removal may still be on its way.
+        return case.pending(kind, "joined before completion, not a member: removal not seen yet")
+    return Clear(
+        ETG_MISSING.name,
+        case.subject,
+        "was a member at completion after all (the live check at "
+        f"{early.checked_at.isoformat()} came before directory replication)",
+        false_alarm=True,
+    )
+
+
 @device_rule(ETG_MISSING.name)
 def etg_missing(case: Case) -> Ruling:
-    kind = ETG_MISSING.name
+    kind, early = ETG_MISSING.name, case.facts.early_check
 
     def not_on_time(timing: JoinTiming) -> Verdict:
+        if timing is JoinTiming.NOT_MEMBER_EARLY:
+            return _early_missing(case)
         if timing is not JoinTiming.NEVER:
             return case.clear(kind, _late_reason(case))
-        joins, completed, settled = _open(case)
-        return case.found(
-            kind,
-            f"Provisioning of {case.name} completed at {completed.isoformat()} and the device "
-            "never joined its ETG: the user has no ETG apps or policies.",
-            {
-                **_join_evidence(joins),
-                "member_now": False,
-                "audit_searched_until": settled.isoformat(),
-            },
-        )
+        removal = case.joins.removal if case.joins else None
+        if early is not None and removal is not None:
+            return _refined_removed(case, early, removal)
+        return _never_joined(case)
 
-    return _weigh_timing(case, kind, not_on_time)
+    def on_time() -> Verdict:
+        if early is None:
+            return case.clear(kind, "joined before completion")
+        return _on_time_after_early(case, early)
+
+    return _weigh_timing(case, kind, not_on_time, on_time)
 
 
 @device_rule(ETG_LATE.name)
@@ -595,6 +725,9 @@ def etg_late(case: Case) -> Ruling:
     def not_on_time(timing: JoinTiming) -> Verdict:
         if timing is JoinTiming.NEVER:
             return case.clear(kind, "not joined at all (see etg_missing)")
+        if timing is JoinTiming.NOT_MEMBER_EARLY:
+            # A join may still appear in the audit log: late, or before completion after all.
+            return case.pending(kind, "not a member yet; the audit log is not settled")
         if timing is JoinTiming.LATE_EXCUSED:
             # The join came after an etg_missing alert (usually the operator's own fix), or
             # only its upper bound is known: the history of etg_missing records it.
@@ -620,6 +753,12 @@ def etg_removed(case: Case) -> Ruling:
         return shared
     joins, _, _ = _open(case)
     removal = joins.removal
+    if removal is not None and case.facts.early_check is not None:
+        # The early etg_missing on-call was alerted to records the removal (see etg_missing).
+        return Ruling(
+            case.not_applicable(kind, "recorded on the etg_missing anomaly"),
+            "removed from the ETG (recorded on the etg_missing anomaly)",
+        )
     if removal is not None:
         removed = case.found(
             kind,
@@ -674,18 +813,43 @@ def payload_incomplete(case: Case) -> Ruling:
     return Ruling(incomplete)
 
 
-def needs_membership_check(facts: DeploymentFacts) -> bool:
-    """True when only the current membership can decide between missing and unknown."""
+def needs_membership_check(facts: DeploymentFacts, now: datetime) -> bool:
+    """True when only the current membership can decide between missing and unknown: once the
+    audit log settled past completion, or before that, with early conclusion on, once its
+    grace has passed. Never when a join was seen (audit events, notifications or delta)."""
     d = facts.deployment
     completed = d.completed_at
     if d.status is not DeploymentStatus.SUCCESS or completed is None:
         return False
     if _membership_blockers(facts) or facts.is_member_now is not None:
         return False
+    if facts.early_check is not None:
+        # An early etg_missing stands: only the device's membership now tells a join the
+        # audit log shows from replication lag (a member) or a removal still on its way.
+        return True
     assert isinstance(facts.audit_settled_until, datetime)
-    if facts.audit_settled_until < completed:
+    if facts.audit_settled_until < completed and not early_due(facts, now):
         return False
     return not any(e.op is MembershipOp.ADD for e in _relevant(facts))
+
+
+def opened_early(anomaly: Anomaly) -> bool:
+    """An etg_missing opened from a live check before the audit log settled: every form of its
+    evidence keeps the time of that check."""
+    return anomaly.kind == ETG_MISSING.name and isinstance(anomaly.evidence.get("checked_at"), str)
+
+
+def false_alarm_at(anomaly: Anomaly) -> datetime | None:
+    """When an early etg_missing resolved as a false alarm (the audit log showed the device a
+    member at completion after all), or None."""
+    if anomaly.kind != ETG_MISSING.name:
+        return None
+    marked = [h.get("at") for h in anomaly.history if h.get("false_alarm") is True]
+    last = marked[-1] if marked else None
+    try:
+        return datetime.fromisoformat(last) if isinstance(last, str) else None
+    except ValueError:
+        return None
 
 
 PolicyEntry = tuple[Policy, EtgLookup | Unverified]

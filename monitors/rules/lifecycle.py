@@ -98,6 +98,9 @@ def reconcile(
             updated.status = Status.RESOLVED
             updated.resolved_at = now
             note(updated, now, Status.RESOLVED, _resolution(updated, verdict.reason))
+            if verdict.false_alarm:
+                # Durable: health and the summary count resolutions marked so.
+                updated.history[-1]["false_alarm"] = True
             transitions.append(Transition(updated, Change.RESOLVED, current.status))
     return transitions
 
@@ -157,4 +160,7 @@ def _on_finding(
         return Transition(anomaly, Change.REOPENED, current.status)
     if current.status is not target:
         return suppression_change(anomaly, current.status, now, reason)
+    if finding.note and all(h.get("why") != finding.note for h in current.history):
+        # A refinement of what is already open: recorded in its history, announced by nothing.
+        note(anomaly, now, anomaly.status, finding.note)
     return Transition(anomaly, Change.UPDATED, current.status)

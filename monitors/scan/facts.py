@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from monitors.graph import audit, devices
@@ -12,10 +12,12 @@ from monitors.graph.policies import PolicyWithEtg
 from monitors.models import (
     Anomaly,
     DeploymentFacts,
+    EarlyCheck,
     InstallItem,
     MembershipEvent,
     MembershipOp,
     PolicyMatch,
+    Status,
     Unverified,
     UnverifiedReason,
     UserPolicies,
@@ -42,6 +44,8 @@ class Evidence:
     users: UserReads
     membership: Membership
     payload: Payload | Unverified | None
+    # The stored device anomalies by key: an early etg_missing standing shapes the facts.
+    anomalies: Mapping[str, Anomaly] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,28 @@ def scan_rules(settings: Settings, policy_list: Sequence[PolicyWithEtg]) -> Scan
         stuck_grace=timedelta(minutes=settings.stuck_grace_minutes),
         default_timeout_minutes=max(known) if known else DEFAULT_TIMEOUT_MINUTES,
     )
+
+
+def membership_grace(settings: Settings) -> timedelta | None:
+    """How long after completion a live "not a member" counts; None: early conclusion off."""
+    if not settings.early_conclusion:
+        return None
+    return timedelta(minutes=settings.membership_grace_minutes)
+
+
+def early_check(anomaly: Anomaly | None) -> EarlyCheck | None:
+    """The live check that opened this etg_missing early, while it stands (not resolved):
+    read back from its evidence, so every later finding repeats the same time."""
+    if anomaly is None or anomaly.status is Status.RESOLVED:
+        return None
+    checked, until = (anomaly.evidence.get(k) for k in ("checked_at", "audit_searched_until"))
+    if not isinstance(checked, str):
+        return None
+    try:
+        at = datetime.fromisoformat(checked)
+        return EarlyCheck(at, datetime.fromisoformat(until) if isinstance(until, str) else at)
+    except ValueError:
+        return None
 
 
 def _policy(
@@ -123,6 +149,8 @@ def prepare(key: str, record: DeploymentRecord, ev: Evidence) -> Prepared:
         audit_settled_until=ev.window.now - timedelta(minutes=ev.settings.audit_latency_minutes),
         payload=items,
         audit_source=audit.membership_events.source,
+        membership_grace=membership_grace(ev.settings),
+        early_check=early_check(ev.anomalies.get(anomaly_key(ETG_MISSING.name, f"device:{key}"))),
     )
     return Prepared(record, facts)
 

@@ -80,22 +80,28 @@ async def scan(ctx: JobContext) -> ScanReport:
         users=users,
         membership=membership,
         payload=intune.payload,
+        anomalies=stored.anomalies,
     )
     prepared = {key: prepare(key, r, evidence) for key, r in records.items()}
-    undecided = {k: p.record for k, p in prepared.items() if needs_membership_check(p.facts)}
+    # Each step lets go of what it no longer needs: the records as read (now prepared) are
+    # freed before judging, the prepared ones before the write, which needs memory of its own.
+    gaps, read_from = users.gaps, membership.read_from
+    del evidence, found, users, records, membership
+    undecided = {k: p.record for k, p in prepared.items() if needs_membership_check(p.facts, now)}
     members = await read_current_membership(graph, undecided)
     rules = scan_rules(settings, intune.policies)
     judgements = judge_all(prepared, members, stored.anomalies, rules, now)
 
     judged = {k: judged_record(prepared[k].record, j, now) for k, j in judgements.items()}
-    transitions = await write(ctx, stored, judged, judgements, membership.read_from, now)
+    del prepared, undecided
+    transitions = await write(ctx, stored, judged, judgements, read_from, now)
     return ScanReport(
         ctx.run_id,
         now,
         judgements=list(judgements.values()),
         transitions=transitions,
         # Reads that failed where other evidence still decided: reported as health.
-        unverified=[*intune.report.malformed, *users.gaps],
+        unverified=[*intune.report.malformed, *gaps],
         rows_in_report=intune.report.rows,
         graph_requests=dict(graph.counts),
         checkpoint_advanced=True,

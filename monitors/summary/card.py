@@ -8,7 +8,7 @@ from typing import Any
 from monitors.alerts.cards import CARD_VERSION, SCHEMA, fit
 from monitors.models import JSON
 from monitors.rules.kinds import severity_rank
-from monitors.summary.compute import policies_by_severity
+from monitors.summary.compute import early_line, policies_by_severity
 
 _BARS = "▁▂▃▄▅▆▇█"
 
@@ -48,6 +48,9 @@ def _issues(summary: Mapping[str, Any]) -> list[dict[str, JSON]]:
     opened = summary["anomalies_opened"]["by_kind"].items()
     top = sorted(opened, key=lambda kv: (severity_rank(kv[0]), -kv[1]))[:3]
     blocks = [_text("Top issues: " + ", ".join(f"{k} ({n})" for k, n in top))] if top else []
+    early = early_line(summary)
+    if early:
+        blocks.append(_text(f"Early conclusion: {early}"))
     failures = (summary.get("failure_codes") or [])[:3]
     if failures:
         blocks.append(

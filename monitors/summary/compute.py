@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitors.models import JSON, Anomaly, DeploymentStatus, Scope, Status, json_number, json_object
-from monitors.rules.enrollment import EtgOutcome
+from monitors.rules.enrollment import EtgOutcome, false_alarm_at, opened_early
 from monitors.rules.kinds import DEPLOYMENT_FAILED, severity_rank
 from monitors.rules.result_codes import describe_failure, parse_code
 from monitors.rules.suppression import Suppression
@@ -156,6 +156,8 @@ class _AnomalyTally:
     policy_issues: dict[str, list[str]] = field(default_factory=dict)  # policy -> open kinds
     # deployment_failed anomalies opened in the week, by result code (None: none reported)
     failure_codes: Counter[int | None] = field(default_factory=Counter)
+    early_alerts: int = 0  # etg_missing opened before the audit log settled
+    false_alarms: int = 0  # of those, resolved in the week as members at completion after all
 
 
 def _failure_code(evidence: Mapping[str, JSON]) -> int | None:
@@ -193,6 +195,11 @@ def _tally_anomalies(anomalies: Iterable[Anomaly], start: datetime, end: datetim
                 tally.failure_codes[_failure_code(a.evidence)] += 1
         if a.resolved_at and start <= a.resolved_at < end:
             tally.resolved.count(a.kind, policy)
+        if opened_early(a) and start <= a.first_seen < end:
+            tally.early_alerts += 1
+        false_alarm = false_alarm_at(a)
+        if false_alarm is not None and start <= false_alarm < end:
+            tally.false_alarms += 1
         if a.status is Status.OPEN and a.first_seen < end:
             tally.still_open.append(a)
             if a.subject.scope is not Scope.DEVICE:
@@ -281,12 +288,25 @@ def compute_summary(
         "open_anomalies": _open_json(changes.still_open, now),
         "suppressions": [s.to_json() for s in active],
         "failure_codes": _failures_json(changes.failure_codes),
+        "early_conclusion": {
+            "early_alerts": changes.early_alerts,
+            "false_alarms": changes.false_alarms,
+        },
         "policy_health": [
             {"policy": p, "issues": sorted(set(k))}
             for p, k in sorted(changes.policy_issues.items())
         ],
         "trend": _trend_json(week, trend, compliance_rate(deployments.outcome)),
     }
+
+
+def early_line(summary: Mapping[str, Any]) -> str | None:
+    """The early conclusion's week in one line; None for summaries stored before it existed."""
+    early = summary.get("early_conclusion")
+    if not isinstance(early, Mapping):
+        return None
+    alerts, false = early.get("early_alerts", 0), early.get("false_alarms", 0)
+    return f"early alerts: {alerts}, false alarms: {false}"
 
 
 def policies_by_severity(summary: Mapping[str, Any]) -> list[dict[str, Any]]:

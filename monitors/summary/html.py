@@ -8,7 +8,7 @@ from html import escape
 from typing import Any
 
 from monitors.rules.kinds import KINDS, severity_rank
-from monitors.summary.compute import headline, policies_by_severity
+from monitors.summary.compute import early_line, headline, policies_by_severity
 
 CSS = """
 body{font:14px/1.45 -apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1b1b1b;
@@ -228,6 +228,7 @@ def _failure_table(summary: Mapping[str, Any]) -> str:
 def _anomaly_sections(summary: Mapping[str, Any]) -> list[str]:
     opened, resolved = summary["anomalies_opened"], summary["anomalies_resolved"]
     open_now = summary["open_anomalies"]
+    early = early_line(summary)  # etg_missing opened early, and false alarms among them
     # Most severe first; within a severity the list stays oldest first.
     still_open = sorted(open_now["oldest"], key=lambda o: severity_rank(o["kind"]))
     return [
@@ -236,6 +237,7 @@ def _anomaly_sections(summary: Mapping[str, Any]) -> list[str]:
         _table(["policy", "opened"], _counts(opened["by_policy"])),
         "<h2>Anomalies resolved this week</h2>",
         _table(["kind", "severity", "resolved"], _kind_rows(resolved["by_kind"]), numeric_from=2),
+        *([f"<p>Early conclusion: {escape(early)}.</p>"] if early else []),
         "<h2>Still open</h2>",
         f"<p>{open_now['total']} open; median age {_num(open_now['median_age_hours'])} h, "
         f"oldest {_num(open_now['max_age_hours'])} h.</p>",

@@ -139,29 +139,40 @@ def test_audit_events_an_hour_late_never_raise_a_false_alarm(scan_settings, tena
     assert pairs(device_anomalies(scan_settings)) == GROUND_TRUTH
 
 
-def test_a_device_that_never_joins_is_still_caught_once_the_audit_window_passes(
-    scan_settings, tenant, scenario
+@pytest.mark.parametrize("early", [True, False])
+def test_a_device_that_never_joins_is_caught_after_the_grace_or_once_the_audit_window_passes(
+    scan_settings, tenant, scenario, early
 ):
     from devtools.simtenant.generate import add_deployments
 
-    scan(scan_settings, tenant)
+    settings = dataclasses.replace(scan_settings, early_conclusion=early)
+    scan(settings, tenant)
     (device,) = add_deployments(scenario, 1, at=tenant.clock.now())
     device.membership = []  # the provisioning client never added it
     tenant.state.add_devices([device])
+    completed_min = device.deployment.duration_s / 60
     opened_after = None
     for step in range(1, 13):
         tenant.clock.advance(600)
-        scan(scan_settings, tenant)
+        scan(settings, tenant)
         found = {
             a.kind
-            for a in device_anomalies(scan_settings)
+            for a in device_anomalies(settings)
             if a.subject.device_name == device.device_name
         }
         if found:
             assert found == {"etg_missing"}
             opened_after = opened_after or step * 10
-    # not before provisioning plus the configured audit latency, but within the next scans
-    assert opened_after is not None and 60 <= opened_after <= 100
+    assert opened_after is not None
+    if early:
+        # not before provisioning completed plus the membership grace, and before the audit
+        # log has settled
+        grace = settings.membership_grace_minutes
+        assert completed_min + grace <= opened_after < completed_min + grace + 10 + 1
+        assert opened_after < settings.audit_latency_minutes
+    else:
+        # not before provisioning plus the configured audit latency, but within the next scans
+        assert 60 <= opened_after <= 100
 
 
 @pytest.mark.parametrize(

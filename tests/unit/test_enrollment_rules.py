@@ -125,7 +125,7 @@ def test_never_joined_and_not_a_member_is_missing():
 
 def test_never_joined_asks_for_membership_before_deciding():
     f = facts([])
-    assert needs_membership_check(f)
+    assert needs_membership_check(f, NOW)
     j = judge(f, NOW)
     assert kinds(j, Finding) == set()
     assert j.state == "pending"
@@ -135,7 +135,7 @@ def test_missing_is_pending_while_audit_events_may_still_arrive():
     j = judge(facts([], settled=COMPLETED - timedelta(seconds=1), member=False), NOW)
     assert kinds(j, Finding) == set()
     assert j.state == "pending"
-    assert not needs_membership_check(facts([], settled=COMPLETED - timedelta(seconds=1)))
+    assert not needs_membership_check(facts([], settled=COMPLETED - timedelta(seconds=1)), NOW)
 
 
 def test_late_audit_event_turns_a_pending_device_into_on_time():

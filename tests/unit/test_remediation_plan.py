@@ -53,6 +53,7 @@ def missing(
     device: str | None = DEVICE,
     status: Status = Status.OPEN,
     first_seen: datetime = T0,
+    refined: str | None = None,
 ) -> Anomaly:
     subject = Subject(
         Scope.DEVICE,
@@ -72,6 +73,7 @@ def missing(
             "etg_group_ids": list(groups),
             "etg_source": source,
         },
+        **({"refined": refined} if refined else {}),
     }
     return Anomaly(
         "etg_missing", subject, status, first_seen, first_seen, f"{name} never joined", "", evidence
@@ -129,6 +131,7 @@ def test_a_concluded_missing_device_with_a_confirmed_etg_becomes_an_add_member_t
         (missing(groups=()), "names no ETG"),
         (missing(groups=(ETG, str(uuid.uuid4()))), "names 2 ETGs"),
         (missing(status=Status.SUPPRESSED), "suppressed"),
+        (missing(refined="etg_removed"), "removed from its ETG after joining"),
         (owner_missing(source=ETG_SOURCE_SETTINGS), "known only from the policy's settings"),
         (owner_missing(client=None), "object id is not known"),
     ],
