@@ -11,6 +11,7 @@ Kept import-light: job modules load on first use, so `import function_app` stays
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -197,7 +198,11 @@ async def process_notifications(
 ) -> Ran[ProcessReport]:
     from monitors.jobs.notifications import process_inbox
 
-    return await _run(settings, Job.NOTIFICATIONS, process_inbox, clock=clock)
+    ran = await _run(settings, Job.NOTIFICATIONS, process_inbox, clock=clock)
+    # Alerts a re-check queued leave now, as after a scan; a quiet minute starts no dispatch.
+    if ran.report is not None and ran.report.recheck_alerts:
+        return dataclasses.replace(ran, dispatched=await send_alerts(settings, clock=clock))
+    return ran
 
 
 async def read_store(settings: Settings, read: Callable[[TableStore], Awaitable[R]]) -> R:

@@ -1,4 +1,5 @@
-"""Receiving change notifications (fast, then 202) and processing them (delta -> observations)."""
+"""Receiving change notifications (fast, then 202) and processing them (delta -> observations,
+then a targeted re-check of the deployments they affect)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from monitors.notifications.webhook import (
     parse_notifications,
     validation_token,
 )
+from monitors.scan.recheck import RECHECK_LIMIT, recheck
 from monitors.settings import Settings
-from monitors.store.notifications import NotificationStore, SubscriptionState
+from monitors.store.notifications import InboxItem, NotificationStore, SubscriptionState
 from monitors.store.tables import TableStore
 
 JOB = "notifications"
@@ -109,6 +111,13 @@ class ProcessReport:
     resynced: list[str] = field(default_factory=list)
     lifecycle: list[str] = field(default_factory=list)
     unverified: list[Unverified] = field(default_factory=list)
+    # The targeted re-check that followed (monitors.scan.recheck): deployments judged again,
+    # those left for the next run or the scan by its bound, why it did not run, alerts queued.
+    rechecked: int = 0
+    recheck_waiting: int = 0
+    recheck_limit: int = RECHECK_LIMIT
+    recheck_skipped: str | None = None
+    recheck_alerts: int = 0
 
     def to_json(self) -> dict[str, JSON]:
         return fields_json(self)
@@ -124,8 +133,10 @@ def _page_key(link: str | None) -> str:
 
 async def process_inbox(ctx: JobContext) -> ProcessReport:
     """For each group named by a recorded notification, read delta from the saved link and
-    record what joined and left. Order: observations, then the new link, then the inbox rows
-    are removed, so a crash at any point only repeats work whose results are idempotent."""
+    record what joined and left; then re-check the deployments that affects and those whose
+    membership grace has passed (monitors.scan.recheck), one bounded batch whatever the number
+    of notifications. Order: observations, then the new link, then the re-check, then the inbox
+    rows are removed, so a crash at any point only repeats work whose results are idempotent."""
 
     async def body() -> ProcessReport:
         now = ctx.clock.now()
@@ -163,8 +174,22 @@ async def process_inbox(ctx: JobContext) -> ProcessReport:
             report.observations += added
             await notes.touch(group_id, now)
             report.groups.append(group_id)
-        # Rows for groups whose delta failed stay in the inbox and are retried next run.
-        done = [i.id for i in items if i.id in handled and group_of[i.id] not in failed_groups]
+        # Before the rows go: a crash here leaves them, and the next run catches up and
+        # re-checks again (delta then has nothing new; the observations are stored).
+        checked = await recheck(ctx, report.groups)
+        report.rechecked, report.recheck_waiting = checked.rechecked, checked.waiting
+        report.recheck_skipped, report.recheck_alerts = checked.skipped, checked.alerts
+        report.recheck_limit = checked.limit
+        report.unverified += checked.unverified
+
+        def kept(item: InboxItem) -> bool:
+            # Rows for groups whose delta failed stay and are retried next run; so do the
+            # change rows of groups whose changed deployments the re-check left waiting.
+            group = group_of[item.id]
+            deferred = not item.lifecycle_event and group in checked.deferred_groups
+            return group in failed_groups or deferred
+
+        done = [i.id for i in items if i.id in handled and not kept(i)]
         await notes.done(done)
         report.processed = len(done)
         return report

@@ -6,7 +6,7 @@ repeats into updates, never new anomalies."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from monitors.jobs.alerting import save_transitions
@@ -78,8 +78,23 @@ async def write(
         checker(stored.suppressions, now),
         refresh_after=timedelta(hours=1),
     )
+    await save_anomaly_changes(ctx, transitions, now)
+    # Expired or lifted suppressions also touch anomalies this run did not judge.
     routes = ctx.settings.alert_routes
-    await save_transitions(ctx.store, transitions, ctx.run_id, now, routes)
+    transitions += await settle_suppressions(ctx.store, now, routes, DEVICE_KINDS, ctx.run_id)
+    await save_deployments(ctx, records, stored.pending, now)
+    await ScanState(ctx.store).advance(
+        {DEPLOYMENTS_CHECKPOINT: now} | {AUDIT_CHECKPOINT + g: now for g in audit_read}
+    )
+    return transitions
+
+
+async def save_anomaly_changes(
+    ctx: JobContext, transitions: Sequence[Transition], now: datetime, *, via: str = "scan"
+) -> None:
+    """Anomaly changes, each with its alerts in the same transaction, and a line for each that
+    opens, resolves or reopens (the workbook's anomaly counts)."""
+    await save_transitions(ctx.store, transitions, ctx.run_id, now, ctx.settings.alert_routes)
     for transition in transitions:
         if transition.change is not Change.UPDATED:
             ctx.log.info(
@@ -88,19 +103,24 @@ async def write(
                 device=transition.anomaly.subject.device_name,
                 deployment=transition.anomaly.subject.deployment_key,
                 policy_id=transition.anomaly.subject.policy_id,
+                via=via,
             )
+
+
+async def save_deployments(
+    ctx: JobContext,
+    records: Mapping[str, DeploymentRecord],
+    pending: Mapping[str, str],
+    now: datetime,
+) -> None:
+    """The judged records, then the pending set: those not settled join it, those settled
+    that were in it (``pending``) leave it."""
     for key, record in records.items():
         if record.state in SETTLED:
             ctx.log.info("deployment.settled", deployment=key, **settled_fields(record))
-    # Expired or lifted suppressions also touch anomalies this run did not judge.
-    transitions += await settle_suppressions(ctx.store, now, routes, DEVICE_KINDS, ctx.run_id)
     state = ScanState(ctx.store)
     await state.save_records(list(records.values()), now)
     await state.set_pending(
         [r for r in records.values() if r.state not in SETTLED],
-        [k for k, r in records.items() if r.state in SETTLED and k in stored.pending],
+        [k for k, r in records.items() if r.state in SETTLED and k in pending],
     )
-    await state.advance(
-        {DEPLOYMENTS_CHECKPOINT: now} | {AUDIT_CHECKPOINT + g: now for g in audit_read}
-    )
-    return transitions

@@ -254,3 +254,30 @@ def test_timers_and_routes_turn_an_unreachable_store_into_one_line_and_a_503(
     assert health.status_code == 503
     assert "could not be reached" in json.loads(health.get_body())["error"]
     assert key not in capsys.readouterr().err
+
+
+def test_a_scan_waits_for_a_brief_holder_of_its_lease_instead_of_skipping(settings, tenant):
+    from monitors.jobs.context import BRIEF_HOLDER
+
+    async def hold_then_release() -> service.Ran:
+        async with open_store(settings) as store:
+            owner = BRIEF_HOLDER + "recheck"
+            etag = await store.leases.acquire("scan", owner, tenant.clock.now(), 300)
+            scan = asyncio.ensure_future(service.scan(settings, clock=tenant.clock))
+            await asyncio.sleep(1.0)  # the re-check's seconds
+            assert not scan.done()
+            await store.leases.release("scan", owner, etag)
+            return await scan
+
+    ran = asyncio.run(hold_then_release())
+    assert not ran.skipped and ran.report is not None
+
+
+def test_a_scan_still_skips_when_another_scan_holds_its_lease(settings, tenant):
+    async def hold() -> None:
+        async with open_store(settings) as store:
+            await store.leases.acquire("scan", "another-scan", tenant.clock.now(), 600)
+
+    asyncio.run(hold())
+    ran = asyncio.run(service.scan(settings, clock=tenant.clock))
+    assert ran.skipped and ran.report is None
