@@ -68,9 +68,16 @@ def report_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") + f".{value.microsecond:06d}0"
 
 
+def report_shows(device: DeviceSpec, now_ts: float) -> bool:
+    """Whether the deployment's row is in the report yet: ``report_delay_s`` after enrollment."""
+    return now_ts >= device.enrolled_at.timestamp() + device.report_delay_s
+
+
 def deployment_state(device: DeviceSpec, now_ts: float) -> tuple[str, float]:
-    """The report label for a deployment at ``now_ts`` and its duration so far."""
-    elapsed = max(0.0, now_ts - device.enrolled_at.timestamp())
+    """The report label for a deployment at ``now_ts`` and its duration so far, as the report
+    shows them: ``report_delay_s`` behind the device (UNVERIFIED lag, see ``DeviceSpec``)."""
+    seen_ts = now_ts - device.report_delay_s
+    elapsed = max(0.0, seen_ts - device.enrolled_at.timestamp())
     deployment = device.deployment
     if deployment.outcome == "in_progress" or elapsed < deployment.duration_s:
         return "In progress", elapsed
@@ -145,6 +152,8 @@ def report_rows(
 ) -> list[dict[str, str]]:
     rows: list[dict[str, str]] = []
     for device in devices:
+        if not report_shows(device, now_ts):
+            continue
         if report_name == DEPLOYMENT_REPORT:
             rows.append(deployment_row(device, now_ts))
         elif report_name == APP_REPORT:

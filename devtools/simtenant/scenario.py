@@ -198,6 +198,11 @@ class DeviceSpec:
     apps: list[InstallItem] = field(default_factory=list)
     scripts: list[InstallItem] = field(default_factory=list)
     note: str = ""
+    # How long the report export lags this deployment: its row appears this long after
+    # enrollment and each later state (completion, duration) this long after it happened.
+    # memdocs autopilot/device-preparation/reporting-monitoring.md promises "near real-time"
+    # status and gives no figure, so any value here is UNVERIFIED; 0 keeps the report exact.
+    report_delay_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -254,6 +259,11 @@ class Scenario:
     apps: list[AppSpec] = field(default_factory=list)
     scripts: list[ScriptSpec] = field(default_factory=list)
     missing_payload_ids: list[str] = field(default_factory=list)
+    # How long a membership change takes to show in groups/delta and to be notified. For
+    # groups Graph gives an average under 2 minutes and a maximum of 15 ("Latency" table):
+    # microsoft-graph-docs-contrib concepts/includes/change-notifications-delivery-latency.md.
+    # 0 makes them show the moment the change takes effect.
+    delta_delay_s: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scenario:
@@ -458,6 +468,8 @@ def _validate(s: Scenario) -> list[str]:
             problems.append(f"id {value!r} must be lower case, as Graph writes GUIDs")
     if s.audit_retention_days <= 0:
         problems.append("audit_retention_days must be positive")
+    if s.delta_delay_s < 0:
+        problems.append("delta_delay_s must be >= 0")
     if s.export_polls_before_ready < 0:
         problems.append("export_polls_before_ready must be >= 0")
     if s.other_configuration_policies < 0:
@@ -525,6 +537,8 @@ def _validate(s: Scenario) -> list[str]:
             problems.append(f"{where}: unknown policy id {d.policy_id!r}")
         if d.deployment.duration_s < 0:
             problems.append(f"{where}: deployment.duration_s must be >= 0")
+        if d.report_delay_s < 0:
+            problems.append(f"{where}: report_delay_s must be >= 0")
         for mi, m in enumerate(d.membership):
             if m.group_id is not None:
                 if m.group_id not in group_ids:

@@ -263,6 +263,9 @@ class TenantState:
         # effective and, for watched groups, already reported to the sink.
         self._sink: ChangeSink | None = None
         self._watermark = self.clock.timestamp()
+        # A change shows in delta and is notified this long after it takes effect (see
+        # Scenario.delta_delay_s); members and checkMemberGroups show it at once.
+        self.delta_delay_s = scenario.delta_delay_s
 
         for directory_device in scenario.directory_devices:
             self._by_device_id[directory_device.device_id] = directory_device
@@ -313,14 +316,16 @@ class TenantState:
             now = self.clock.timestamp()
             self._watermark = now
             changes: list[tuple[MembershipRecord, float]] = []
+            delay = self.delta_delay_s
             if sink is not None and now > since:
                 for group_id in sink.watched_groups:
                     timeline = self._by_group.get(group_id)
                     if not timeline:
                         continue
-                    start = bisect.bisect_right(timeline, (since, math.inf), key=_record_key)
-                    end = bisect.bisect_right(timeline, (now, math.inf), key=_record_key)
-                    changes.extend((record, record.ts) for record in timeline[start:end])
+                    low, high = (since - delay, math.inf), (now - delay, math.inf)
+                    start = bisect.bisect_right(timeline, low, key=_record_key)
+                    end = bisect.bisect_right(timeline, high, key=_record_key)
+                    changes.extend((record, record.ts + delay) for record in timeline[start:end])
         if sink is None:
             return
         if changes:
@@ -329,7 +334,7 @@ class TenantState:
         sink.time_moved(now)
 
     def _due_now(self, records: Iterable[MembershipRecord]) -> list[tuple[MembershipRecord, float]]:
-        """New records that are already effective (the clock will never pass them)."""
+        """New records already due for notification (the clock will never pass them)."""
         sink = self._sink
         if sink is None:
             return []
@@ -340,7 +345,7 @@ class TenantState:
         return [
             (record, now)
             for record in records
-            if record.group_id in watched and record.ts <= self._watermark
+            if record.group_id in watched and record.ts + self.delta_delay_s <= self._watermark
         ]
 
     def _report(self, changes: list[tuple[MembershipRecord, float]]) -> None:
@@ -1068,11 +1073,13 @@ class TenantState:
     def membership_changes(
         self, group_id: str, since_ts: float, until_ts: float
     ) -> list[tuple[str, MembershipOp]]:
-        """Net membership changes in (since, until]: the last operation per member, by time."""
+        """Net membership changes that delta shows in (since, until]: the last operation per
+        member, by time. A change shows ``delta_delay_s`` after it took effect."""
         with self._lock:
             timeline = self._by_group.get(group_id, [])
-            start = bisect.bisect_right(timeline, (since_ts, math.inf), key=_record_key)
-            end = bisect.bisect_right(timeline, (until_ts, math.inf), key=_record_key)
+            low, high = since_ts - self.delta_delay_s, until_ts - self.delta_delay_s
+            start = bisect.bisect_right(timeline, (low, math.inf), key=_record_key)
+            end = bisect.bisect_right(timeline, (high, math.inf), key=_record_key)
             last: dict[str, MembershipOp] = {}
             for record in timeline[start:end]:
                 last.pop(record.member_id, None)

@@ -3,8 +3,10 @@
 ``SubscriptionService`` serves ``/subscriptions`` (create, list, get, renew, delete,
 reauthorize) through the Graph dispatcher, so fault rules, statistics and ``$batch``
 apply as for any other route. It is also the tenant state's change sink: membership
-changes of watched groups arrive here as they become effective (the clock passes
-them, or a mutation adds one already due) and are POSTed to the subscribers'
+changes of watched groups arrive here as they become due, ``Scenario.delta_delay_s``
+after they take effect (the clock passes them, or a mutation adds one already due; groups
+average under 2 minutes in microsoft-graph-docs-contrib
+concepts/includes/change-notifications-delivery-latency.md) and are POSTed to the subscribers'
 ``notificationUrl`` from the server's event loop, never from the thread that moved
 the clock or changed the tenant. What is due to one URL by the time the loop posts
 goes out as one POST (change and lifecycle items of any subscriptions); ``hold`` keeps
