@@ -305,11 +305,7 @@ class SimService:
             )
         greq.params = params
         self.stats.count(route.name)
-        cap = self.faults.page_cap
-        if cap and request.method == "GET":
-            top = (greq.query.get("top") or "").strip()
-            if not top or (top.isdigit() and int(top) > cap):
-                greq.query["top"] = str(cap)
+        self._cap_page(greq)
         if request.can_read_body:
             payload = await request.read()
             if payload.strip():
@@ -408,6 +404,19 @@ class SimService:
         responses = await asyncio.gather(*(self._inner(outer, r) for r in requests))
         return GraphResponse(status=200, body={"responses": list(responses)})
 
+    def _cap_page(self, greq: GraphRequest, *, asked_only: bool = False) -> None:
+        """Serve pages of at most ``faults.page_cap`` items: the page size is the server's to
+        choose, whatever ``$top`` asks (paging.md). ``asked_only``: only where the request
+        asked for a page size, as batched listings do; a batched look-up of a few ids is
+        answered in one page, as Graph's default page sizes ensure."""
+        cap = self.faults.page_cap
+        if cap and greq.method == "GET":
+            top = (greq.query.get("top") or "").strip()
+            if asked_only and not top:
+                return
+            if not top or (top.isdigit() and int(top) > cap):
+                greq.query["top"] = str(cap)
+
     async def _inner(self, outer: GraphRequest, item: dict[str, Any]) -> dict[str, Any]:
         request_id = new_request_id()
         inner_id = item["id"]
@@ -463,6 +472,7 @@ class SimService:
             )
         greq.params = params
         self.stats.count(route.name)
+        self._cap_page(greq, asked_only=True)
         decision = self.faults.decide(
             route.name,
             greq.full_path,

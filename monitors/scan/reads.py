@@ -40,14 +40,17 @@ class Intune:
     payload: Payload | Unverified | None  # None: the detailed reports are not enabled
 
 
-async def read_intune(graph: GraphClient, settings: Settings) -> Intune | list[Unverified]:
+async def read_intune(
+    graph: GraphClient, settings: Settings, wanted: reports.Wanted | None = None
+) -> Intune | list[Unverified]:
     """The policies with their ETGs, the deployment report and, when enabled, the detailed app
     and script reports; without the first two nothing can be judged."""
     payload = (
         asyncio.ensure_future(reports.install_items(graph)) if settings.detailed_reports else None
     )
     policy_list, report = await asyncio.gather(
-        policies.policies_with_etgs(graph, settings.policy_groups), reports.deployment_report(graph)
+        policies.policies_with_etgs(graph, settings.policy_groups),
+        reports.deployment_report(graph, wanted),
     )
     items = await payload if payload else None
     if isinstance(policy_list, Unverified) or isinstance(report, Unverified):
@@ -207,10 +210,11 @@ async def read_membership(
     audit log may take an hour."""
     etg_ids = list(since)
     notes = NotificationStore(store)
-    results, observed = await asyncio.gather(
-        asyncio.gather(*(audit.membership_events(graph, g, since[g]) for g in etg_ids)),
+    read, observed = await asyncio.gather(
+        audit.membership_events_of(graph, since),
         asyncio.gather(*(notes.observations(g, since[g]) for g in etg_ids)),
     )
+    results = [read[g] for g in etg_ids]
     by_object: dict[str, list[MembershipEvent]] = {}
     read_from: dict[str, datetime] = {}
     gaps: dict[str, Unverified] = {}
