@@ -15,7 +15,7 @@ import re
 import tempfile
 import zipfile
 import zlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -419,9 +419,28 @@ class DeploymentReport:
     malformed: tuple[Unverified, ...]  # one per row that could not be read
 
 
-def parse_deployment_rows(rows: Iterable[Mapping[str, str]]) -> DeploymentReport:
+# Whether a deployment, by key and enrollment time, is one the caller will judge.
+Wanted = Callable[[str, datetime], bool]
+
+
+def _identity(row: Mapping[str, str]) -> tuple[str, datetime]:
+    """A row's deployment key and enrollment time: all that deciding whether to read it
+    takes."""
+    device_id = _opt(row, "DeviceId")
+    enrolled = _opt(row, "EnrollmentTimeInUtc")
+    if not device_id or not enrolled:
+        raise MalformedResponse("deployment row without DeviceId or EnrollmentTimeInUtc")
+    at = parse_report_time(enrolled)
+    return f"{device_id.lower()}_{at:%Y%m%dT%H%M%S}", at
+
+
+def parse_deployment_rows(
+    rows: Iterable[Mapping[str, str]], wanted: Wanted | None = None
+) -> DeploymentReport:
     """Every readable row as a deployment, each row let go once read; an unreadable row is
-    reported, never skipped silently, and does not hide the others."""
+    reported, never skipped silently, and does not hide the others. With ``wanted``, rows it
+    declines are counted but not read further: an incremental scan judges only the newest of a
+    week of rows, and reading every row whole was most of its time."""
     out: dict[str, Deployment] = {}
     bad: list[Unverified] = []
     seen: dict[str, str] = {}
@@ -429,6 +448,8 @@ def parse_deployment_rows(rows: Iterable[Mapping[str, str]]) -> DeploymentReport
     for row in rows:
         count += 1
         try:
+            if wanted is not None and not wanted(*_identity(row)):
+                continue
             deployment = parse_deployment_row(row, seen)
         except ValueError as exc:  # MalformedResponse included
             bad.append(DEPLOYMENT_ROW.unverified(UnverifiedReason.MALFORMED, str(exc)[:200]))
@@ -441,12 +462,12 @@ def parse_deployment_rows(rows: Iterable[Mapping[str, str]]) -> DeploymentReport
     f"POST /beta/deviceManagement/reports/exportJobs ({DEPLOYMENT_REPORT})",
     permissions.REPORT_EXPORT,
 )
-async def deployment_report(graph: GraphClient) -> DeploymentReport:
+async def deployment_report(graph: GraphClient, wanted: Wanted | None = None) -> DeploymentReport:
     """The device preparation deployments Intune reports (AutopilotV2DeploymentStatus), read
-    row by row from the download: only the deployments are kept, never the rows."""
+    row by row from the download: only the deployments ``wanted`` are kept, never the rows."""
     url = await export_url(graph, DEPLOYMENT_REPORT, DEPLOYMENT_COLUMNS)
     async with downloaded(graph, url) as archive:
-        return parse_deployment_rows(export_rows(archive))
+        return parse_deployment_rows(export_rows(archive), wanted)
 
 
 @graph_call("POST exportJobs (detailed app and script reports)", permissions.REPORT_EXPORT)

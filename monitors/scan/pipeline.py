@@ -61,10 +61,14 @@ async def run_scan(ctx: JobContext) -> ScanReport:
 async def scan(ctx: JobContext) -> ScanReport:
     graph, settings, now = ctx.graph, ctx.settings, ctx.clock.now()
     stored = await read_stored(ctx.store)
-    intune = await read_intune(graph, settings)
+    window = Window.of(now, settings, stored.checkpoints)
+
+    def wanted(key: str, enrolled: datetime) -> bool:
+        return enrolled >= window.start or key in stored.pending
+
+    intune = await read_intune(graph, settings, wanted)
     if not isinstance(intune, Intune):
         return _nothing_judged(ctx, now, intune)
-    window = Window.of(now, settings, stored.checkpoints)
     records = await load_records(ctx.store, intune.report.deployments, stored.pending, window.start)
     found = await read_devices(graph, records)
     users = await read_users(graph, found.records, intune.policies)

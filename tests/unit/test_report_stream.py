@@ -235,3 +235,27 @@ def test_values_repeated_over_the_rows_are_kept_once():
     assert first.user_principal_name is other.user_principal_name
     assert first.status_label is other.status_label and first.phase is other.phase
     assert first.result_code is other.result_code
+
+
+def test_rows_the_scan_will_not_judge_are_counted_but_not_read():
+    rows = list(reports.export_rows(io.BytesIO(zipped(report_csv(60)))))
+    rows.append({"DeviceId": "", "EnrollmentTimeInUtc": "2026-07-01 10:00:00"})
+    # an old row (2026-07-02, before ``since``, not pending) with an unreadable duration
+    rows.append({**rows[1], "DeploymentDurationTimeInSeconds": "not a number"})
+    since = datetime(2026, 7, 20, tzinfo=UTC)
+    pending = {next(k for k in reports.parse_deployment_rows(rows[:1]).deployments)}
+
+    def wanted(key: str, enrolled: datetime) -> bool:
+        return enrolled >= since or key in pending
+
+    report = reports.parse_deployment_rows(rows, wanted)
+    everything = reports.parse_deployment_rows(rows)
+    assert report.rows == everything.rows == 62
+    assert set(report.deployments) == {
+        k for k, d in everything.deployments.items() if d.enrolled_at >= since or k in pending
+    }
+    assert 0 < len(report.deployments) < len(everything.deployments)
+    # A row without its identity is reported either way; a bad duration only where it is read.
+    assert len(everything.malformed) == 2
+    assert [u.detail for u in report.malformed] == [everything.malformed[0].detail]
+    assert "DeviceId" in report.malformed[0].detail
