@@ -35,6 +35,12 @@ _SECRET_PATTERNS = (
     re.compile(r"(?i)(client_?state[\"']?\s*[:=]\s*[\"']?)[^\"'&,\s}]+"),
 )
 
+# One pass that finds whether any pattern could apply: nearly every value logged holds no
+# secret, and a scan logs a line per deployment, so the substitutions run only after a hit.
+_ANY_SECRET = re.compile(
+    "|".join(p.pattern.removeprefix("(?i)") for p in _SECRET_PATTERNS), re.IGNORECASE
+)
+
 _registered: set[str] = set()
 _registered_lock = threading.Lock()
 
@@ -50,6 +56,8 @@ def scrub(text: str) -> str:
     for secret in tuple(_registered):
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if not _ANY_SECRET.search(text):
+        return text
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
     return text
