@@ -498,10 +498,14 @@ class Deployment:
     result_code: str | None = None
     phase: str | None = None
     current_phase: str | None = None
+    # Made once: a scan asks every deployment's key many times, and one string per
+    # deployment instead of one per question is tens of megabytes at 100,000 deployments.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.managed_device_id}_{self.enrolled_at:%Y%m%dT%H%M%S}"
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "key", f"{self.managed_device_id}_{self.enrolled_at:%Y%m%dT%H%M%S}"
+        )
 
     @property
     def completed_at(self) -> datetime | None:
