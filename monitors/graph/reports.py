@@ -15,7 +15,15 @@ import re
 import tempfile
 import zipfile
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -113,7 +121,7 @@ async def export_url(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_seconds
     # Small exports finish in a moment, large ones take minutes: poll soon, then back off.
-    delay = 0.2
+    delay = 0.1
     while True:
         # A job can read completed a moment before its url is set: that is "poll again".
         download = job.url if job.status == "completed" else None
@@ -421,6 +429,8 @@ class DeploymentReport:
 
 # Whether a deployment, by key and enrollment time, is one the caller will judge.
 Wanted = Callable[[str, datetime], bool]
+# Which ones, once the caller knows: asked when the rows are about to be read.
+WantedLater = Callable[[], Awaitable[Wanted | None]]
 
 
 def _identity(row: Mapping[str, str]) -> tuple[str, datetime]:
@@ -462,12 +472,15 @@ def parse_deployment_rows(
     f"POST /beta/deviceManagement/reports/exportJobs ({DEPLOYMENT_REPORT})",
     permissions.REPORT_EXPORT,
 )
-async def deployment_report(graph: GraphClient, wanted: Wanted | None = None) -> DeploymentReport:
+async def deployment_report(
+    graph: GraphClient, wanted: WantedLater | None = None
+) -> DeploymentReport:
     """The device preparation deployments Intune reports (AutopilotV2DeploymentStatus), read
     row by row from the download: only the deployments ``wanted`` are kept, never the rows."""
     url = await export_url(graph, DEPLOYMENT_REPORT, DEPLOYMENT_COLUMNS)
     async with downloaded(graph, url) as archive:
-        return parse_deployment_rows(export_rows(archive), wanted)
+        keep = await wanted() if wanted is not None else None
+        return parse_deployment_rows(export_rows(archive), keep)
 
 
 @graph_call("POST exportJobs (detailed app and script reports)", permissions.REPORT_EXPORT)

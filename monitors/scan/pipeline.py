@@ -17,10 +17,12 @@ Each step is a function of what the steps before it returned:
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from monitors.graph.reports import Wanted
 from monitors.jobs.context import JobContext, recorded_run
 from monitors.models import Unverified
 from monitors.rules.enrollment import needs_membership_check
@@ -35,8 +37,9 @@ from monitors.scan.reads import (
     read_users,
 )
 from monitors.scan.report import ScanReport
-from monitors.scan.stored import bring_back, load_records, read_stored
+from monitors.scan.stored import StoredState, bring_back, load_records, read_stored
 from monitors.scan.write import judged_record, write
+from monitors.settings import Settings
 
 JOB = "scan"
 
@@ -60,13 +63,17 @@ async def run_scan(ctx: JobContext) -> ScanReport:
 
 async def scan(ctx: JobContext) -> ScanReport:
     graph, settings, now = ctx.graph, ctx.settings, ctx.clock.now()
-    stored = await read_stored(ctx.store)
+    # The stored state is read while the report export is created and polled, which is mostly
+    # waiting; the report's rows are read once it is known which of them will be judged.
+    reading = asyncio.ensure_future(read_stored(ctx.store))
+    try:
+        intune = await read_intune(graph, settings, lambda: _judged_rows(reading, now, settings))
+    except BaseException:
+        reading.cancel()
+        await asyncio.wait([reading])
+        raise
+    stored = await reading
     window = Window.of(now, settings, stored.checkpoints)
-
-    def wanted(key: str, enrolled: datetime) -> bool:
-        return enrolled >= window.start or key in stored.pending
-
-    intune = await read_intune(graph, settings, wanted)
     if not isinstance(intune, Intune):
         return _nothing_judged(ctx, now, intune)
     records = await load_records(ctx.store, intune.report.deployments, stored.pending, window.start)
@@ -110,6 +117,20 @@ async def scan(ctx: JobContext) -> ScanReport:
         graph_requests=dict(graph.counts),
         checkpoint_advanced=True,
     )
+
+
+async def _judged_rows(
+    reading: asyncio.Future[StoredState], now: datetime, settings: Settings
+) -> Wanted | None:
+    """Which report rows the scan will judge: those enrolled in its window, and the pending.
+    None (every row) when the stored state could not be read: the scan raises that failure
+    itself, outside the Graph call."""
+    try:
+        stored = await asyncio.shield(reading)
+    except Exception:
+        return None
+    window = Window.of(now, settings, stored.checkpoints)
+    return lambda key, enrolled: enrolled >= window.start or key in stored.pending
 
 
 def _nothing_judged(ctx: JobContext, now: datetime, unread: list[Unverified]) -> ScanReport:

@@ -41,7 +41,7 @@ class Intune:
 
 
 async def read_intune(
-    graph: GraphClient, settings: Settings, wanted: reports.Wanted | None = None
+    graph: GraphClient, settings: Settings, wanted: reports.WantedLater | None = None
 ) -> Intune | list[Unverified]:
     """The policies with their ETGs, the deployment report and, when enabled, the detailed app
     and script reports; without the first two nothing can be judged."""
