@@ -12,8 +12,6 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from monitors import service
 from monitors.clock import Clock, SystemClock
 from monitors.failures import SettingsError, Unavailable
@@ -23,7 +21,14 @@ if TYPE_CHECKING:
     from monitors.store.tables import TableStore
 
 _settings: Settings | None = None
-log = structlog.get_logger("etg_monitor")
+
+
+def _log() -> Any:
+    """The app's logger, imported on first use: structlog is most of what this module would
+    otherwise add to the host's cold import of function_app."""
+    import structlog
+
+    return structlog.get_logger("etg_monitor")
 
 
 def settings() -> Settings:
@@ -60,7 +65,7 @@ async def run_job(job: service.Job, clock: Clock | None = None) -> dict[str, Any
     try:
         return _outcome(await _RUNS[job](settings(), clock=clock))
     except (SettingsError, Unavailable) as exc:
-        log.error("job.not_run", job=job.value, problem=str(exc))
+        _log().error("job.not_run", job=job.value, problem=str(exc))
         return {"failed": str(exc)}
 
 
@@ -81,7 +86,7 @@ async def weekly_report(week_text: str | None, clock: Clock | None = None) -> tu
     except SettingsError:
         return 503, "not configured"
     except Unavailable as exc:
-        log.error("report.unavailable", problem=str(exc))
+        _log().error("report.unavailable", problem=str(exc))
         return 503, "state store unavailable; retry later"
     return 200, render_html(summary)
 
@@ -116,7 +121,7 @@ async def graph_notifications(
         )
     except Unavailable as exc:
         # Graph redelivers on a 5xx for hours; a 503 now loses nothing, a 500 says "bug".
-        log.error("webhook.store_unavailable", problem=str(exc))
+        _log().error("webhook.store_unavailable", problem=str(exc))
         return 503, "state store unavailable; retry later", "text/plain"
     return answer.status, answer.body, answer.mimetype
 
@@ -177,7 +182,7 @@ async def console(
     try:
         response = await service.read_store(current, answer)
     except Unavailable as exc:
-        log.error("console.unavailable", problem=str(exc))
+        _log().error("console.unavailable", problem=str(exc))
         nonce = "unavailable"
         page = pages.message_page("Unavailable", "The state store cannot be reached.", nonce)
         return 503, page, pages.headers(nonce)

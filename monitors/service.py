@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import structlog
-
 from monitors.clock import Clock, SystemClock
 from monitors.failures import Unavailable, dependency_failures_as_unavailable
 
@@ -100,6 +98,8 @@ async def _run(
             async with open_context(settings, clock=clock, with_graph=with_graph) as ctx:
                 report = await work(ctx)
     except LeaseHeld:
+        import structlog
+
         structlog.get_logger("etg_monitor").info(
             "job.skipped", job=job.value, reason="another run holds the lease"
         )
@@ -117,6 +117,8 @@ async def _remediate_after(
     failure (recorded by its runner as monitor_job_failing) never keeps the alerts back."""
     if settings.remediation == "off":
         return None
+    import structlog
+
     log = structlog.get_logger("etg_monitor")
     try:
         return await remediate(settings, clock=clock)
