@@ -1,0 +1,95 @@
+"""The storage floor of a scan: the bare cost of writing one record per deployment with
+azure-data-tables, measured against the same Azurite the scan will use. Prints one JSON line.
+
+The records are as large as the scan's own (``--record-bytes``, about 1 KB) and spread over the
+days the scan's records fall in, written the way the SDK documents batching: 100 upserts per
+``submit_transaction``, one partition each, 8 transactions in flight.
+
+    python bench/table_floor.py --records 20000 --connection "..."
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableServiceClient
+
+IN_FLIGHT = 8
+PER_TRANSACTION = 100
+
+
+def records(count: int, days: int, record_bytes: int) -> list[dict[str, Any]]:
+    blob = "x" * max(0, record_bytes - 100)
+    return [
+        {
+            "PartitionKey": f"d{i % days:03d}",
+            "RowKey": f"{uuid.UUID(int=i)}_{i:08d}",
+            "State": "conclusive",
+            "Status": "success",
+            "Record": blob,
+        }
+        for i in range(count)
+    ]
+
+
+async def write(connection: str, entities: list[dict[str, Any]]) -> float:
+    async with TableServiceClient.from_connection_string(connection) as service:
+        name = "floor" + uuid.uuid4().hex[:10]
+        await service.create_table(name)
+        table = service.get_table_client(name)
+        by_day: dict[str, list[dict[str, Any]]] = {}
+        for entity in entities:
+            by_day.setdefault(entity["PartitionKey"], []).append(entity)
+        chunks = [
+            group[i : i + PER_TRANSACTION]
+            for group in by_day.values()
+            for i in range(0, len(group), PER_TRANSACTION)
+        ]
+        slots = asyncio.Semaphore(IN_FLIGHT)
+
+        async def send(chunk: list[dict[str, Any]]) -> None:
+            async with slots:
+                await table.submit_transaction(
+                    [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in chunk]
+                )
+
+        start = time.perf_counter()
+        await asyncio.gather(*(send(chunk) for chunk in chunks))
+        elapsed = time.perf_counter() - start
+        await table.close()
+        return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=20000)
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--record-bytes", type=int, default=1024)
+    parser.add_argument("--connection", default=os.environ.get("ETG_STORAGE_CONNECTION", ""))
+    args = parser.parse_args()
+    entities = records(args.records, args.days, args.record_bytes)
+    cpu = time.process_time()
+    wall = asyncio.run(write(args.connection, entities))
+    print(
+        json.dumps(
+            {
+                "records": args.records,
+                "record_bytes": args.record_bytes,
+                "wall_s": round(wall, 3),
+                "cpu_s": round(time.process_time() - cpu, 3),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
