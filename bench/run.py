@@ -170,24 +170,9 @@ def median(values: list[float]) -> float:
 def floor(connection: str, records: int, days: int) -> dict[str, Any]:
     """The same-run reference of a first scan: bare azure-data-tables writes of one ~1 KB
     record per deployment (bench/table_floor.py), in an Azurite of its own."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "table_floor.py"),
-            "--records",
-            str(records),
-            "--days",
-            str(days),
-            "--connection",
-            connection,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=900,
+    return bench_script(
+        "table_floor.py", "--records", str(records), "--days", str(days), "--connection", connection
     )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
 
 
 def bench_scans(
