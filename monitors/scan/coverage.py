@@ -83,6 +83,12 @@ def merged_events(
     return events
 
 
+def audit_mark(checkpoints: Mapping[str, datetime], group_id: str) -> datetime | None:
+    """How far the scan has read this ETG's audit log: its own checkpoint, or the one mark
+    older installations kept for every ETG."""
+    return checkpoints.get(AUDIT_CHECKPOINT + group_id, checkpoints.get(LEGACY_AUDIT_CHECKPOINT))
+
+
 def audit_since(
     records: Mapping[str, DeploymentRecord],
     policy_list: Sequence[PolicyWithEtg],
@@ -92,11 +98,10 @@ def audit_since(
     """Where each ETG's audit log is read from: its own checkpoint less the overlap, widened
     for any judged device not yet covered back to its enrollment, never before the look-back."""
     etg_ids = etg_ids_of(policy_list)
-    legacy = checkpoints.get(LEGACY_AUDIT_CHECKPOINT)
     policy_etgs = {p.id: etg for p, etg in policy_list}
     since: dict[str, datetime] = {}
     for g in etg_ids:
-        mark = checkpoints.get(AUDIT_CHECKPOINT + g, legacy)
+        mark = audit_mark(checkpoints, g)
         since[g] = (mark - OVERLAP) if mark is not None else window.start
     for r in records.values():
         if not r.object_id:

@@ -44,7 +44,7 @@ from monitors.rules.enrollment import Judgement, JudgementState, needs_membershi
 from monitors.rules.kinds import DEVICE_KINDS, PAYLOAD_INCOMPLETE
 from monitors.rules.lifecycle import Transition, reconcile
 from monitors.rules.suppression import checker
-from monitors.scan.coverage import LEGACY_AUDIT_CHECKPOINT, Window
+from monitors.scan.coverage import Window, audit_mark
 from monitors.scan.facts import (
     Evidence,
     Prepared,
@@ -56,7 +56,7 @@ from monitors.scan.facts import (
 from monitors.scan.reads import Membership, UserReads, read_current_membership
 from monitors.scan.write import judged_record, save_anomaly_changes, save_deployments
 from monitors.store.notifications import NotificationStore
-from monitors.store.scan_state import AUDIT_CHECKPOINT, DeploymentRecord, ScanState
+from monitors.store.scan_state import DeploymentRecord, ScanState
 from monitors.store.tables import LeaseHeld
 
 # A minute's re-check stays a few $batch requests (directoryobject-checkmembergroups.md, 20
@@ -197,8 +197,7 @@ def audit_settled_until(
 ) -> datetime:
     """What the audit log the scan last read can tell: each ETG's events up to its checkpoint
     less the latency with which events arrive, the least of the ETGs."""
-    legacy = checkpoints.get(LEGACY_AUDIT_CHECKPOINT)
-    marks = [checkpoints.get(AUDIT_CHECKPOINT + g, legacy) for g in group_ids]
+    marks = [audit_mark(checkpoints, g) for g in group_ids]
     if not marks or any(m is None for m in marks):
         return NEVER
     return min(m for m in marks if m is not None) - latency
