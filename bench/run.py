@@ -167,12 +167,25 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 3)
 
 
-def floor(connection: str, records: int, days: int) -> dict[str, Any]:
+def floor(connection: str, records: int, days: int, path: str = "sdk") -> dict[str, Any]:
     """The same-run reference of a first scan: bare azure-data-tables writes of one ~1 KB
     record per deployment (bench/table_floor.py), in an Azurite of its own."""
     return bench_script(
-        "table_floor.py", "--records", str(records), "--days", str(days), "--connection", connection
+        "table_floor.py",
+        *("--records", str(records), "--days", str(days), "--connection", connection),
+        *("--path", path),
     )
+
+
+def bench_transactions(records: int, runs: int) -> dict[str, Any]:
+    """The SDK's transaction path against the store's own, alternating, each write in a fresh
+    Azurite: what replacing the SDK's multipart encoding bought."""
+    out: dict[str, list[dict[str, Any]]] = {"sdk": [], "store": []}
+    for _ in range(runs):
+        for path in ("sdk", "store"):
+            with Azurite() as azurite:
+                out[path].append(floor(azurite.connection_string, records, 7, path))
+    return out
 
 
 def bench_scans(
@@ -485,6 +498,33 @@ def scan_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def transactions_section(tx: dict[str, Any] | None) -> list[str]:
+    if not tx:
+        return []
+    rows = []
+    for path, label in (
+        ("sdk", "azure-data-tables `submit_transaction`"),
+        ("store", "`monitors/store/transactions.submit`"),
+    ):
+        runs = tx[path]
+        rows.append(
+            f"| {label} | {median([r['wall_s'] for r in runs])} s | "
+            f"{median([r['cpu_s'] for r in runs])} s | {len(runs)} |"
+        )
+    return [
+        "",
+        "## Table transactions",
+        "",
+        f"{tx['sdk'][0]['records']} records of about 1 KB over 7 days, 100 upserts per "
+        "transaction, 8 in flight, each write in a fresh Azurite, the two paths alternating "
+        "(`bench/table_floor.py --path sdk|store`).",
+        "",
+        "| path | wall (median) | Python CPU (median) | runs |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+
+
 def webhook_section(hook: dict[str, Any]) -> list[str]:
     return [
         "",
@@ -593,6 +633,7 @@ def render(results: dict[str, Any]) -> str:
         "the same run.",
         "",
         *scan_section(results),
+        *transactions_section(results.get("transactions")),
         *strict_section(results.get("strict")),
         *webhook_section(results["webhook"]),
         "",
@@ -650,7 +691,17 @@ def strict_section(strict: dict[str, Any] | None) -> list[str]:
     ]
 
 
-SECTIONS = ("scans", "large", "profile", "webhook", "summary", "import", "strict", "day")
+SECTIONS = (
+    "scans",
+    "large",
+    "profile",
+    "transactions",
+    "webhook",
+    "summary",
+    "import",
+    "strict",
+    "day",
+)
 
 
 def measure(section: str, args: argparse.Namespace) -> Any:
@@ -658,6 +709,8 @@ def measure(section: str, args: argparse.Namespace) -> Any:
         return bench_scans(args.deployments, args.runs, args.increments, args.new)
     if section == "large":
         return bench_large(args.large, args.large_runs)
+    if section == "transactions":
+        return bench_transactions(args.deployments, 3)
     if section == "profile":
         return bench_script("profile_scan.py", "--deployments", str(args.deployments))
     if section == "webhook":

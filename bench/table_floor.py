@@ -5,7 +5,7 @@ The records are as large as the scan's own (``--record-bytes``, about 1 KB) and 
 days the scan's records fall in, written the way the SDK documents batching: 100 upserts per
 ``submit_transaction``, one partition each, 8 transactions in flight.
 
-    python bench/table_floor.py --records 20000 --connection "..."
+    python bench/table_floor.py --records 20000 --connection "..." [--path sdk|store]
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableServiceClient
+
+from monitors.store import transactions
 
 IN_FLIGHT = 8
 PER_TRANSACTION = 100
@@ -40,7 +42,7 @@ def records(count: int, days: int, record_bytes: int) -> list[dict[str, Any]]:
     ]
 
 
-async def write(connection: str, entities: list[dict[str, Any]]) -> float:
+async def write(connection: str, entities: list[dict[str, Any]], path: str) -> float:
     async with TableServiceClient.from_connection_string(connection) as service:
         name = "floor" + uuid.uuid4().hex[:10]
         await service.create_table(name)
@@ -56,10 +58,12 @@ async def write(connection: str, entities: list[dict[str, Any]]) -> float:
         slots = asyncio.Semaphore(IN_FLIGHT)
 
         async def send(chunk: list[dict[str, Any]]) -> None:
+            ops = [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in chunk]
             async with slots:
-                await table.submit_transaction(
-                    [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in chunk]
-                )
+                if path == "store":
+                    await transactions.submit(table, ops)
+                else:
+                    await table.submit_transaction(ops)
 
         start = time.perf_counter()
         await asyncio.gather(*(send(chunk) for chunk in chunks))
@@ -74,14 +78,22 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--record-bytes", type=int, default=1024)
     parser.add_argument("--connection", default=os.environ.get("ETG_STORAGE_CONNECTION", ""))
+    parser.add_argument(
+        "--path",
+        choices=("sdk", "store"),
+        default="sdk",
+        help="sdk: azure-data-tables' submit_transaction (the reference); store: the store's "
+        "own transaction path (monitors/store/transactions.py), to compare",
+    )
     args = parser.parse_args()
     entities = records(args.records, args.days, args.record_bytes)
     cpu = time.process_time()
-    wall = asyncio.run(write(args.connection, entities))
+    wall = asyncio.run(write(args.connection, entities, args.path))
     print(
         json.dumps(
             {
                 "records": args.records,
+                "path": args.path,
                 "record_bytes": args.record_bytes,
                 "wall_s": round(wall, 3),
                 "cpu_s": round(time.process_time() - cpu, 3),
