@@ -94,9 +94,13 @@ def audit_since(
     policy_list: Sequence[PolicyWithEtg],
     window: Window,
     checkpoints: Mapping[str, datetime],
+    *,
+    unread_devices: bool = False,
 ) -> dict[str, datetime]:
     """Where each ETG's audit log is read from: its own checkpoint less the overlap, widened
-    for any judged device not yet covered back to its enrollment, never before the look-back."""
+    for any judged device not yet covered back to its enrollment, never before the look-back.
+    ``unread_devices``: also for deployments whose Entra device is not known yet, as if each
+    had one: a start no later than what reading their devices first could call for."""
     etg_ids = etg_ids_of(policy_list)
     policy_etgs = {p.id: etg for p, etg in policy_list}
     since: dict[str, datetime] = {}
@@ -104,7 +108,7 @@ def audit_since(
         mark = audit_mark(checkpoints, g)
         since[g] = (mark - OVERLAP) if mark is not None else window.start
     for r in records.values():
-        if not r.object_id:
+        if not r.object_id and not unread_devices:
             continue
         needed = audit_needed_from(r, window.lookback_start)
         etg = policy_etgs.get(r.policy.policy.id) if r.policy is not None else None

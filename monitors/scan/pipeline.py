@@ -11,8 +11,13 @@ Each step is a function of what the steps before it returned:
 6. ``prepare`` (pure): each deployment's facts; ``read_current_membership`` only where nothing
    else can decide.
 7. ``judge_all`` (pure): the rules' verdicts.
-8. ``write``: anomaly changes, records, the pending set, then checkpoints. Nothing is written
-   before this step: a scan stopped earlier has changed no anomaly, record or checkpoint.
+8. ``write_chunk``: anomaly changes, then records; ``finish``: the pending set, then
+   checkpoints.
+
+Steps 4 to 8 run a chunk of deployments at a time, the audit log (5) read alongside the first
+chunk's devices, and each chunk written while the next one's devices are read. A scan stopped
+part way has stored whole chunks (their anomaly changes before their records) and moved no
+checkpoint: the next scan reads the same window again.
 """
 
 from __future__ import annotations
@@ -25,11 +30,15 @@ from typing import Any
 from monitors.graph.reports import Wanted
 from monitors.jobs.context import JobContext, recorded_run
 from monitors.models import Unverified
-from monitors.rules.enrollment import needs_membership_check
+from monitors.rules.enrollment import Judgement, needs_membership_check
+from monitors.rules.lifecycle import Transition
 from monitors.scan.coverage import Window, audit_since
 from monitors.scan.facts import Evidence, judge_all, prepare, scan_rules
 from monitors.scan.reads import (
     Intune,
+    Membership,
+    UserCache,
+    UserReads,
     read_current_membership,
     read_devices,
     read_intune,
@@ -38,8 +47,9 @@ from monitors.scan.reads import (
 )
 from monitors.scan.report import ScanReport
 from monitors.scan.stored import StoredState, bring_back, load_records, read_stored
-from monitors.scan.write import judged_record, write
+from monitors.scan.write import finish, judged_record, write_chunk
 from monitors.settings import Settings
+from monitors.store.scan_state import DeploymentRecord
 
 JOB = "scan"
 
@@ -77,46 +87,167 @@ async def scan(ctx: JobContext) -> ScanReport:
     if not isinstance(intune, Intune):
         return _nothing_judged(ctx, now, intune)
     records = await load_records(ctx.store, intune.report.deployments, stored.pending, window.start)
-    found = await read_devices(graph, records)
-    users = await read_users(graph, found.records, intune.policies)
-    since = audit_since(users.records, intune.policies, window, stored.checkpoints)
-    membership = await read_membership(graph, ctx.store, since)
-    records = await bring_back(ctx.store, users.records, membership.by_object, stored.anomalies)
-
-    evidence = Evidence(
-        policies=intune.policies,
-        window=window,
-        settings=settings,
-        device_problems=found.problems,
-        users=users,
-        membership=membership,
-        payload=intune.payload,
-        anomalies=stored.anomalies,
-    )
-    prepared = {key: prepare(key, r, evidence) for key, r in records.items()}
-    # Each step lets go of what it no longer needs: the records as read (now prepared) are
-    # freed before judging, the prepared ones before the write, which needs memory of its own.
-    gaps, read_from = users.gaps, membership.read_from
-    del evidence, found, users, records, membership
-    undecided = {k: p.record for k, p in prepared.items() if needs_membership_check(p.facts, now)}
-    members = await read_current_membership(graph, undecided)
-    rules = scan_rules(settings, intune.policies)
-    judgements = judge_all(prepared, members, stored.anomalies, rules, now)
-
-    judged = {k: judged_record(prepared[k].record, j, now) for k, j in judgements.items()}
-    del prepared, undecided
-    transitions = await write(ctx, stored, judged, judgements, read_from, now)
+    # The audit log is read while the devices are: from no later than the devices could ask.
+    early = audit_since(records, intune.policies, window, stored.checkpoints, unread_devices=True)
+    audit_read = asyncio.ensure_future(read_membership(graph, ctx.store, early))
+    run = _Run(ctx, stored, intune, window, UserCache())
+    try:
+        await run.judge_and_write(records, audit_read, early)
+    finally:
+        audit_read.cancel()
+        await asyncio.wait([audit_read])
+    transitions = await finish(ctx, stored, run.judged, run.transitions, run.read_from, now)
     return ScanReport(
         ctx.run_id,
         now,
-        judgements=list(judgements.values()),
+        judgements=run.judgements,
         transitions=transitions,
         # Reads that failed where other evidence still decided: reported as health.
-        unverified=[*intune.report.malformed, *gaps],
+        unverified=[*intune.report.malformed, *_unique(run.gaps)],
         rows_in_report=intune.report.rows,
         graph_requests=dict(graph.counts),
         checkpoint_advanced=True,
     )
+
+
+# Deployments judged and written together. The next chunk's devices are read while one is
+# written: the scan then costs about its reads or its writes, whichever is more, not both. A
+# multiple of 300 (20 device filters of 15 ids in a $batch), so every chunk's requests are full.
+CHUNK = 3000
+
+
+class _Run:
+    """One scan's chunks, in order: each is read, judged, then written (anomaly changes, then
+    records) while the next is read. Only once every chunk is stored do the pending set and
+    the checkpoints move (``finish``): a scan stopped between chunks has changed what it
+    judged, each chunk as a whole, and the next scan reads the same window again."""
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        stored: StoredState,
+        intune: Intune,
+        window: Window,
+        users: UserCache,
+    ) -> None:
+        self.ctx, self.stored, self.intune, self.window, self.users = (
+            ctx,
+            stored,
+            intune,
+            window,
+            users,
+        )
+        self.rules = scan_rules(ctx.settings, intune.policies)
+        self.judged: dict[str, DeploymentRecord] = {}
+        self.judgements: list[Judgement] = []
+        self.transitions: list[Transition] = []
+        self.gaps: list[Unverified] = []
+        self.read_from: dict[str, datetime] = {}
+        self._membership: Membership | None = None
+
+    async def judge_and_write(
+        self,
+        records: dict[str, DeploymentRecord],
+        audit_read: asyncio.Future[Membership],
+        early: dict[str, datetime],
+    ) -> None:
+        # By device: deployments of one device (enrolled twice) share a chunk, as they share
+        # a look-up.
+        keys = sorted(records, key=lambda k: records[k].deployment.managed_device_id)
+        chunks = [keys[i : i + CHUNK] for i in range(0, len(keys), CHUNK)]
+        writing: asyncio.Future[None] | None = None
+        try:
+            for chunk in chunks:
+                found = await read_devices(self.ctx.graph, {k: records.pop(k) for k in chunk})
+                users = await read_users(
+                    self.ctx.graph, found.records, self.intune.policies, self.users
+                )
+                if self._membership is None:
+                    self._membership = await self._audit(audit_read, early, users.records)
+                judged = await self._judge(found.problems, users, self._membership)
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(self._write(judged))
+            if writing is not None:
+                await writing
+                writing = None
+            if self._membership is None:  # nothing new: removals may still bring some back
+                self._membership = await self._audit(audit_read, early, {})
+            await self._brought_back()
+        finally:
+            if writing is not None:
+                writing.cancel()
+                await asyncio.wait([writing])
+
+    async def _audit(
+        self,
+        audit_read: asyncio.Future[Membership],
+        early: dict[str, datetime],
+        first: dict[str, DeploymentRecord],
+    ) -> Membership:
+        """The audit log as read from ``early``; an ETG a device of the first chunk needs read
+        from further back (a device first seen now, enrolled before the ETG's mark) is read
+        again from there."""
+        membership = await audit_read
+        exact = audit_since(first, self.intune.policies, self.window, self.stored.checkpoints)
+        again = {g: t for g, t in exact.items() if g in early and t < early[g]}
+        if again:
+            more = await read_membership(self.ctx.graph, self.ctx.store, again)
+            membership = membership.updated(more)
+        self.read_from = dict(membership.read_from)
+        return membership
+
+    async def _judge(
+        self,
+        device_problems: dict[str, Unverified],
+        users: UserReads,
+        membership: Membership,
+    ) -> dict[str, tuple[DeploymentRecord, Judgement]]:
+        now = self.window.now
+        evidence = Evidence(
+            policies=self.intune.policies,
+            window=self.window,
+            settings=self.ctx.settings,
+            device_problems=device_problems,
+            users=users,
+            membership=membership,
+            payload=self.intune.payload,
+            anomalies=self.stored.anomalies,
+        )
+        self.gaps.extend(users.gaps)
+        prepared = {key: prepare(key, r, evidence) for key, r in users.records.items()}
+        undecided = {
+            k: p.record for k, p in prepared.items() if needs_membership_check(p.facts, now)
+        }
+        members = await read_current_membership(self.ctx.graph, undecided)
+        judgements = judge_all(prepared, members, self.stored.anomalies, self.rules, now)
+        return {k: (judged_record(prepared[k].record, j, now), j) for k, j in judgements.items()}
+
+    async def _write(self, judged: dict[str, tuple[DeploymentRecord, Judgement]]) -> None:
+        records = {k: r for k, (r, _) in judged.items()}
+        judgements = [j for _, j in judged.values()]
+        self.transitions += await write_chunk(
+            self.ctx, self.stored, records, judgements, self.window.now
+        )
+        self.judged.update(records)
+        self.judgements += judgements
+
+    async def _brought_back(self) -> None:
+        """Deployments judged in earlier scans that this run's membership events touch again
+        (a removal long after, an open anomaly that may clear): known once every chunk's
+        devices are, judged and written last."""
+        assert self._membership is not None
+        every = await bring_back(
+            self.ctx.store, self.judged, self._membership.by_object, self.stored.anomalies
+        )
+        back = {k: r for k, r in every.items() if k not in self.judged}
+        if back:
+            users = UserReads(back, {}, {}, [])
+            await self._write(await self._judge({}, users, self._membership))
+
+
+def _unique(gaps: list[Unverified]) -> list[Unverified]:
+    return list({(g.reason, g.detail): g for g in gaps}.values())
 
 
 async def _judged_rows(

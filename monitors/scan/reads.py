@@ -151,8 +151,20 @@ def named_policy(policy_list: Sequence[PolicyWithEtg], record: DeploymentRecord)
     return bool(name) and sum(p.name.strip().casefold() == name for p, _ in policy_list) == 1
 
 
+@dataclass(slots=True)
+class UserCache:
+    """What read_users learnt, kept across the scan's chunks: the policies' assignments are
+    read once, and each user's groups once."""
+
+    assignments: dict[str, Any] | None = None  # policy id -> its assignments, or Unverified
+    member_of: dict[str, set[str] | None] = dataclasses.field(default_factory=dict)
+
+
 async def read_users(
-    graph: GraphClient, records: Mapping[str, DeploymentRecord], policy_list: list[PolicyWithEtg]
+    graph: GraphClient,
+    records: Mapping[str, DeploymentRecord],
+    policy_list: list[PolicyWithEtg],
+    cache: UserCache | None = None,
 ) -> UserReads:
     """For deployments the profile name does not settle: which policies are assigned to the
     enrolling user, as Intune decides (assignments to user groups, transitive membership)."""
@@ -166,18 +178,25 @@ async def read_users(
     }
     if not need:
         return UserReads(dict(records), {}, {}, [])
+    cache = UserCache() if cache is None else cache
     ids = [p.id for p, _ in policy_list]
-    read = await policies.policy_assignments(graph, ids)
-    assignments = dict.fromkeys(ids, read) if isinstance(read, Unverified) else read
+    if cache.assignments is None:
+        read = await policies.policy_assignments(graph, ids)
+        cache.assignments = dict(dict.fromkeys(ids, read) if isinstance(read, Unverified) else read)
+    assignments = cache.assignments
     gaps = list({g.detail: g for g in assignments.values() if isinstance(g, Unverified)}.values())
     readable = {p: a for p, a in assignments.items() if not isinstance(a, Unverified)}
     unreadable = tuple(p for p, a in assignments.items() if isinstance(a, Unverified))
     groups = sorted({g for a in readable.values() for g in (*a.include_groups, *a.exclude_groups)})
     users = sorted({(r.deployment.user_principal_name or "").lower() for r in need.values()})
-    found = await devices.user_member_groups(graph, {u: groups for u in users})
-    if isinstance(found, Unverified):
-        gaps.append(found)
-        return UserReads(dict(records), {}, dict.fromkeys(need, found), gaps)
+    unknown = [u for u in users if u not in cache.member_of]
+    if unknown:
+        read_groups = await devices.user_member_groups(graph, {u: groups for u in unknown})
+        if isinstance(read_groups, Unverified):
+            gaps.append(read_groups)
+            return UserReads(dict(records), {}, dict.fromkeys(need, read_groups), gaps)
+        cache.member_of.update((u, read_groups.get(u)) for u in unknown)
+    found = cache.member_of
     out, partial, problems = dict(records), {}, {}
     for key, r in need.items():
         upn = (r.deployment.user_principal_name or "").lower()
@@ -200,6 +219,21 @@ class Membership:
     by_object: dict[str, list[MembershipEvent]]  # device object id -> joins and removals seen
     read_from: dict[str, datetime]  # per ETG whose audit log was read: from when
     gaps: dict[str, Unverified]  # per ETG whose audit log could not be read
+
+    def updated(self, again: Membership) -> Membership:
+        """With the ETGs of ``again`` read once more, from further back: their events added
+        (an event seen twice is one, by id: coverage.merged_events), their outcome replacing
+        the first read's."""
+        by_object = {obj: list(events) for obj, events in self.by_object.items()}
+        for obj, events in again.by_object.items():
+            by_object.setdefault(obj, []).extend(events)
+        read_from = {**self.read_from, **again.read_from}
+        gaps = {**self.gaps, **again.gaps}
+        for group_id in again.read_from:
+            gaps.pop(group_id, None)
+        for group_id in again.gaps:
+            read_from.pop(group_id, None)
+        return Membership(by_object, read_from, gaps)
 
 
 async def read_membership(

@@ -1,7 +1,8 @@
 """Storing a scan, in the one order that lets a crash at any point lose and double nothing:
-anomaly changes (each with its alert), then the deployment records, then the pending set, and
-only then the checkpoints. A rerun reads the same window again; reconcile turns findings it
-repeats into updates, never new anomalies."""
+chunk by chunk, anomaly changes (each with its alert), then the deployment records; once all
+are stored, the pending set, and only then the checkpoints. A rerun reads the same window
+again: reconcile turns findings it repeats into updates, never new anomalies, and a record
+stored conclusive already has its anomaly changes stored before it."""
 
 from __future__ import annotations
 
@@ -60,17 +61,17 @@ def settled_fields(record: DeploymentRecord) -> dict[str, object]:
     }
 
 
-async def write(
+async def write_chunk(
     ctx: JobContext,
     stored: StoredState,
     records: Mapping[str, DeploymentRecord],
-    judgements: Mapping[str, Judgement],
-    audit_read: Iterable[str],
+    judgements: Iterable[Judgement],
     now: datetime,
 ) -> list[Transition]:
-    """``records`` are as judged (see judged_record); ``audit_read`` the ETGs whose audit log
-    this run read, the only ones whose checkpoint moves."""
-    verdicts = [v for j in judgements.values() for v in j.verdicts]
+    """One chunk of a scan: its anomaly changes (each with its alert), then its records.
+    ``records`` are as judged (see judged_record). Each deployment is in one chunk only, so
+    every chunk reconciles against the anomalies as the scan read them."""
+    verdicts = [v for j in judgements for v in j.verdicts]
     transitions = reconcile(
         stored.anomalies,
         verdicts,
@@ -79,10 +80,27 @@ async def write(
         refresh_after=timedelta(hours=1),
     )
     await save_anomaly_changes(ctx, transitions, now)
+    await save_records(ctx, records, now)
+    return transitions
+
+
+async def finish(
+    ctx: JobContext,
+    stored: StoredState,
+    records: Mapping[str, DeploymentRecord],
+    transitions: list[Transition],
+    audit_read: Iterable[str],
+    now: datetime,
+) -> list[Transition]:
+    """After every chunk is stored: suppressions that expired or were lifted, the pending set,
+    and only then the checkpoints. ``audit_read``: the ETGs whose audit log this run read,
+    the only ones whose checkpoint moves."""
     # Expired or lifted suppressions also touch anomalies this run did not judge.
     routes = ctx.settings.alert_routes
-    transitions += await settle_suppressions(ctx.store, now, routes, DEVICE_KINDS, ctx.run_id)
-    await save_deployments(ctx, records, stored.pending, now)
+    transitions = transitions + await settle_suppressions(
+        ctx.store, now, routes, DEVICE_KINDS, ctx.run_id
+    )
+    await save_pending(ctx, records, stored.pending)
     await ScanState(ctx.store).advance(
         {DEPLOYMENTS_CHECKPOINT: now} | {AUDIT_CHECKPOINT + g: now for g in audit_read}
     )
@@ -113,14 +131,26 @@ async def save_deployments(
     pending: Mapping[str, str],
     now: datetime,
 ) -> None:
-    """The judged records, then the pending set: those not settled join it, those settled
-    that were in it (``pending``) leave it."""
+    """The judged records, then the pending set."""
+    await save_records(ctx, records, now)
+    await save_pending(ctx, records, pending)
+
+
+async def save_records(
+    ctx: JobContext, records: Mapping[str, DeploymentRecord], now: datetime
+) -> None:
     for key, record in records.items():
         if record.state in SETTLED:
             ctx.log.info("deployment.settled", deployment=key, **settled_fields(record))
-    state = ScanState(ctx.store)
-    await state.save_records(list(records.values()), now)
-    await state.set_pending(
+    await ScanState(ctx.store).save_records(list(records.values()), now)
+
+
+async def save_pending(
+    ctx: JobContext, records: Mapping[str, DeploymentRecord], pending: Mapping[str, str]
+) -> None:
+    """Those not settled join the pending set, those settled that were in it (``pending``)
+    leave it."""
+    await ScanState(ctx.store).set_pending(
         [r for r in records.values() if r.state not in SETTLED],
         [k for k, r in records.items() if r.state in SETTLED and k in pending],
     )
