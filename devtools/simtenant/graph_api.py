@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -32,7 +32,7 @@ from devtools.simtenant.odata import (
     strip_parens,
     ts_to_datetime,
 )
-from devtools.simtenant.reports import ExportJobStore, report_rows
+from devtools.simtenant.reports import ExportJobStore, RowsAt, report_rows
 from devtools.simtenant.scenario import DeviceSpec, Policy, User
 from devtools.simtenant.state import (
     AuditQuery,
@@ -1232,7 +1232,8 @@ class GraphApi:
     # ------------------------------------------------------------------ report exports
 
     def create_export(self, req: GraphRequest) -> GraphResponse:
-        job = self.exports.create(req.body, self.state.now())
+        now = self.state.now()
+        job = self.exports.create(req.body, now, self._rows_at(now))
         # microsoft-graph-docs-contrib api-reference/beta/api/intune-reporting-devicemanagementexportjob-create.md  # noqa: E501
         return self._single(
             req,
@@ -1243,9 +1244,7 @@ class GraphApi:
             status=201,
         )
 
-    def get_export(self, req: GraphRequest) -> GraphResponse:
-        now = self.state.now()
-
+    def _rows_at(self, now: datetime) -> RowsAt:
         def rows_at(
             report_name: str, keep: Callable[[DeviceSpec], bool] | None
         ) -> list[dict[str, str]]:
@@ -1254,12 +1253,16 @@ class GraphApi:
                 devices = [d for d in devices if keep(d)]
             return report_rows(report_name, devices, now.timestamp())
 
+        return rows_at
+
+    def get_export(self, req: GraphRequest) -> GraphResponse:
+        now = self.state.now()
         job = self.exports.poll(
             _param(req, "id"),
             now,
             polls_before_ready=self.state.export_polls_before_ready,
             fail=self.state.export_jobs_fail,
-            rows_at=rows_at,
+            rows_at=self._rows_at(now),
         )
         # microsoft-graph-docs-contrib api-reference/beta/api/intune-reporting-devicemanagementexportjob-get.md  # noqa: E501
         return self._single(

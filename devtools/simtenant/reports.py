@@ -15,6 +15,7 @@ import threading
 import uuid
 import zipfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -292,6 +293,8 @@ class ExportJob:
     polls: int = 0
     completed_at: datetime | None = None
     content: bytes | None = field(default=None, repr=False)
+    # The archive, built in the background from the moment the job is created.
+    prepared: Future[bytes] | None = field(default=None, repr=False)
 
     def to_graph(self, download_url: str | None) -> dict[str, Any]:
         expiration = self.completed_at + timedelta(hours=1) if self.completed_at else None
@@ -314,14 +317,23 @@ class ExportJob:
         }
 
 
+# The report's rows for a report name and an optional device filter.
+RowsAt = Callable[[str, Callable[[DeviceSpec], bool] | None], list[dict[str, str]]]
+
+
 class ExportJobStore:
     """Export jobs and their finished archives."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, ExportJob] = {}
+        self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export")
 
-    def create(self, body: Any, now: datetime) -> ExportJob:
+    def create(self, body: Any, now: datetime, rows_at: RowsAt | None = None) -> ExportJob:
+        """``rows_at``: the rows as of now, to build the archive from while the client polls
+        (intune-reporting-devicemanagementexportjob-create.md: the job is queued when it is
+        created and runs while it reads notStarted / inProgress). Without it the archive is
+        built by the poll that completes the job."""
         if not isinstance(body, dict):
             raise bad_request("The request body must be a JSON object.")
         report_name = body.get("reportName")
@@ -346,9 +358,23 @@ class ExportJobStore:
             localization_type=localization,
             requested_at=now,
         )
+        if rows_at is not None:
+            job.prepared = self._builder.submit(self._archive, job, rows_at)
         with self._lock:
             self._jobs[job.id.lower()] = job
         return job
+
+    @staticmethod
+    def _archive(job: ExportJob, rows_at: RowsAt) -> bytes:
+        columns = output_columns(job.report_name, job.select, job.localization_type)
+        values = shape_rows(
+            rows_at(job.report_name, device_filter(job.filter)), columns, job.localization_type
+        )
+        if job.format == "csv":
+            payload = render_csv(columns, values)
+        else:
+            payload = render_json(columns, values)
+        return zip_bytes(f"{job.id}.{job.format}", payload)
 
     def poll(
         self,
@@ -357,7 +383,7 @@ class ExportJobStore:
         *,
         polls_before_ready: int,
         fail: bool,
-        rows_at: Callable[[str, Callable[[DeviceSpec], bool] | None], list[dict[str, str]]],
+        rows_at: RowsAt,
     ) -> ExportJob:
         with self._lock:
             job = self._jobs.get(job_id.lower())
@@ -373,16 +399,11 @@ class ExportJobStore:
             if fail:
                 job.status = "failed"
                 return job
-            columns = output_columns(job.report_name, job.select, job.localization_type)
-            values = shape_rows(
-                rows_at(job.report_name, device_filter(job.filter)), columns, job.localization_type
-            )
-            if job.format == "csv":
-                payload = render_csv(columns, values)
-            else:
-                payload = render_json(columns, values)
-            job.content = zip_bytes(f"{job.id}.{job.format}", payload)
-            job.status = "completed"
+            prepared = job.prepared
+        # Outside the lock: other jobs' polls are not held up while this one's archive is built.
+        content = prepared.result() if prepared is not None else self._archive(job, rows_at)
+        with self._lock:
+            job.content, job.status = content, "completed"
             return job
 
     def content(self, job_id: str) -> bytes | None:
