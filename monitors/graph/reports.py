@@ -217,8 +217,7 @@ def export_rows(file: IO[bytes]) -> Iterator[dict[str, str]]:
                     yield from _json_rows(text.read())
                 return
             with _member_text(archive, info) as text:
-                for row in csv.DictReader(text):
-                    yield {str(k).strip(): (v or "") for k, v in row.items() if k is not None}
+                yield from _csv_rows(text)
         except MalformedResponse:
             raise
         except (csv.Error, RecursionError, json.JSONDecodeError) as exc:
@@ -226,6 +225,24 @@ def export_rows(file: IO[bytes]) -> Iterator[dict[str, str]]:
             raise MalformedResponse(f"unreadable report file: {type(exc).__name__}") from exc
         except _DAMAGED as exc:
             raise MalformedResponse(f"report zip is damaged: {type(exc).__name__}") from exc
+
+
+def _csv_rows(text: IO[str]) -> Iterator[dict[str, str]]:
+    """Rows as csv.DictReader reads them (blank lines skipped, a short row's missing cells
+    empty, cells beyond the header dropped), names stripped once for the whole file rather
+    than per row: one dict per row is built instead of two."""
+    reader = csv.reader(text)
+    header = next(reader, None)
+    if header is None:
+        return
+    names = [name.strip() for name in header]
+    width = len(names)
+    for row in reader:
+        if not row:
+            continue
+        if len(row) < width:
+            row += [""] * (width - len(row))
+        yield dict(zip(names, row, strict=False))
 
 
 def _key(data: Mapping[str, Any], name: str) -> Any:
