@@ -18,7 +18,7 @@ from monitors.graph.subscriptions import (
 )
 from monitors.jobs.context import JobContext, recorded_run
 from monitors.models import JSON, Unverified, UnverifiedReason, fields_json
-from monitors.store.notifications import NotificationStore, SubscriptionState
+from monitors.store.notifications import NotificationStore, SubscriptionState, client_state_mark
 
 JOB = "subscriptions"
 RENEW_WITHIN = timedelta(days=1)
@@ -122,6 +122,15 @@ async def _subscribe(
     ``group`` is the group id and the names of the policies using it."""
     group_id, names = group
     policy_names = ", ".join(names)
+    mark = client_state_mark(target.client_state)
+    if current is not None and not _made_with(current, state, mark):
+        # Graph never returns a subscription's clientState (subscription-list.md): one this
+        # store did not make with today's client state (rotated, or another tenant's
+        # deployment made it) would have every notification refused. It is replaced.
+        gone = await delete_subscription(ctx.graph, current.id)
+        if isinstance(gone, Unverified):
+            return gone
+        current, state, live_count = None, None, live_count - 1
     if current is None:
         if live_count >= QUOTA:
             return create_subscription.unverified(
@@ -135,7 +144,12 @@ async def _subscribe(
         if isinstance(created, Unverified):
             return created
         return "created", SubscriptionState(
-            group_id, created.id, created.expires_at, now, policy_names=policy_names
+            group_id,
+            created.id,
+            created.expires_at,
+            now,
+            policy_names=policy_names,
+            client_state_mark=mark,
         )
     change, renewed_at = "kept", state.renewed_at if state else None
     expires: datetime | Unverified = current.expires_at
@@ -152,7 +166,16 @@ async def _subscribe(
         renewed_at=renewed_at,
         last_notification_at=state.last_notification_at if state else None,
         policy_names=policy_names,
+        client_state_mark=mark,
     )
+
+
+def _made_with(current: GraphSubscription, state: SubscriptionState | None, mark: str) -> bool:
+    """Whether this store made the live subscription, with this client state. A row from before
+    marks were kept counts as made with the client state of today."""
+    if state is None or state.subscription_id.lower() != current.id.lower():
+        return False
+    return state.client_state_mark in (None, mark)
 
 
 async def _baseline(

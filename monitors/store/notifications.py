@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,6 +55,9 @@ class SubscriptionState:
     renewed_at: datetime | None = None
     last_notification_at: datetime | None = None
     policy_names: str = ""
+    # Which client state the subscription was made with (client_state_mark): Graph never
+    # returns it. None: a row kept before marks were, made with the client state of its time.
+    client_state_mark: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +71,12 @@ class SubscriptionState:
             if self.last_notification_at
             else None,
         }
+
+
+def client_state_mark(client_state: str) -> str:
+    """A fingerprint of a client state, to tell which one a subscription carries without
+    storing the secret itself."""
+    return hashlib.sha256(b"client-state-mark:" + client_state.encode()).hexdigest()[:16]
 
 
 class NotificationStore:
@@ -149,6 +159,7 @@ class NotificationStore:
                 e.get("RenewedAt"),
                 e.get("LastNotificationAt"),
                 e.get("PolicyNames", ""),
+                e.get("ClientStateMark") or None,
             )
         return out
 
@@ -169,6 +180,8 @@ class NotificationStore:
             entity["RenewedAt"] = state.renewed_at
         if state.last_notification_at:
             entity["LastNotificationAt"] = state.last_notification_at
+        if state.client_state_mark:
+            entity["ClientStateMark"] = state.client_state_mark
         await table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
     async def touch(self, group_id: str, when: datetime) -> None:

@@ -4,6 +4,7 @@ and the scan using what was observed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from datetime import timedelta
@@ -100,6 +101,33 @@ def test_subscription_removed_by_graph_is_recreated(notif_settings, tenant, scen
     tenant.drop_subscription(victim["id"])  # for groups Graph says nothing: only the list shows it
     again = run_job(notif_settings, tenant, sync_subscriptions)
     assert again.created == [victim["resource"].split("/")[1]]
+    assert len(tenant.subscriptions()) == len(etgs(scenario))
+
+
+def test_a_rotated_client_state_replaces_the_subscriptions_made_with_the_old_one(
+    notif_settings, tenant, scenario
+):
+    first = run_job(notif_settings, tenant, sync_subscriptions)
+    old_ids = {s["id"] for s in tenant.subscriptions()}
+    rotated = dataclasses.replace(notif_settings, client_state="Zq8wN3vR6tY1uI4oP7aS2dF5")
+    again = run_job(rotated, tenant, sync_subscriptions)
+    live = tenant.subscriptions()
+    assert sorted(again.created) == sorted(first.created) == etgs(scenario)
+    assert {s["clientState"] for s in live} == {"Zq8wN3vR6tY1uI4oP7aS2dF5"}
+    assert not old_ids & {s["id"] for s in live}
+    steady = run_job(rotated, tenant, sync_subscriptions)
+    assert steady.created == [] and sorted(steady.kept) == etgs(scenario)
+
+
+def test_a_live_subscription_this_store_has_no_record_of_is_replaced(
+    notif_settings, tenant, scenario
+):
+    run_job(notif_settings, tenant, sync_subscriptions)
+    # Another deployment's tables (a registry tenant's, or a store that was reset) know none of
+    # them: their client state cannot be known, so they are made again.
+    other = dataclasses.replace(notif_settings, table_prefix=notif_settings.table_prefix + "x")
+    report = run_job(other, tenant, sync_subscriptions)
+    assert sorted(report.created) == etgs(scenario)
     assert len(tenant.subscriptions()) == len(etgs(scenario))
 
 
