@@ -57,6 +57,11 @@ IN_AZURE = {
     "ETG_ALERT_WEBHOOK_URL": "parameter `alertWebhookUrl` (azd: `ETG_ALERT_WEBHOOK_URL`)",
     "ETG_ALERT_WEBHOOK_SECRET": "Key Vault secret `alert-webhook-secret` (azd: "
     "`ETG_ALERT_WEBHOOK_SECRET`)",
+    "ETG_STORAGE_QUEUE_URL": "the account's endpoint, `https://<account>.queue.core.windows.net`",
+    "ETG_KEY_VAULT_URL": "the template's Key Vault",
+    "ETG_MSP_APP_CLIENT_ID": "the multi-tenant app's application id with `mspMode`; empty "
+    "otherwise",
+    "ETG_MSP_IDENTITY_CLIENT_ID": "the app identity's client id with `mspMode`; empty otherwise",
 }
 
 
@@ -189,6 +194,18 @@ SECTIONS = (
             "ETG_CONSOLE_SECRET",
             "ETG_REMIND_AFTER_HOURS",
         ),
+    ),
+    Section(
+        "Many tenants",
+        (
+            "ETG_MSP_APP_CLIENT_ID",
+            "ETG_MSP_IDENTITY_CLIENT_ID",
+            "ETG_JOB_QUEUE",
+            "ETG_STORAGE_QUEUE_URL",
+            "ETG_KEY_VAULT_URL",
+        ),
+        "Used only while the tenant registry (`etg-monitor tenants`) has entries; with none, "
+        "the install watches the one tenant of the settings above. See docs/msp.md.",
     ),
     Section("Logging", ("ETG_LOG_FORMAT",)),
     Section(

@@ -21,6 +21,7 @@ from monitors.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from monitors.store.tables import TableStore
+    from monitors.summary.compute import IsoWeek
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -85,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     summary.add_argument("--week", help="ISO week, e.g. 2026-W47 (default: last complete week)")
     summary.add_argument("--json", action="store_true", help="print the summary as JSON")
     summary.add_argument("--html", metavar="FILE", help="also write the HTML report here")
+    summary.add_argument(
+        "--all-tenants",
+        action="store_true",
+        help="every registered tenant's compliance, worst first, with its trend (exits 3 when "
+        "a tenant's tables could not be read)",
+    )
 
     subs = sub.add_parser(
         "subscriptions",
@@ -98,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--json", action="store_true", help="print the result as JSON")
 
     _remediation_parsers(sub)
+    from monitors.tenants.commands import add_parsers as tenants_parsers
+
+    tenants_parsers(sub)
     return parser
 
 
@@ -343,6 +353,8 @@ async def _summary(settings: Settings, args: argparse.Namespace, clock: Clock | 
     except ValueError as exc:
         _note(f"etg-monitor: {exc}")
         return EXIT_USAGE
+    if args.all_tenants:
+        return await _rollup(settings, week, args, clock)
     data = await service.summary_of_week(settings, week, clock=clock)
     if args.html:
         Path(args.html).write_text(render_html(data), encoding="utf-8")  # noqa: ASYNC240
@@ -353,6 +365,24 @@ async def _summary(settings: Settings, args: argparse.Namespace, clock: Clock | 
     if args.html:
         print(f"  report written to {args.html}")
     return EXIT_OK
+
+
+async def _rollup(
+    settings: Settings, week: IsoWeek, args: argparse.Namespace, clock: Clock | None
+) -> int:
+    from monitors.summary.rollup import rollup_text
+    from monitors.summary.rollup_html import render_rollup_html
+
+    data = await service.rollup_of_week(settings, week, clock=clock)
+    if args.html:
+        Path(args.html).write_text(render_rollup_html(data), encoding="utf-8")  # noqa: ASYNC240
+    if args.json:
+        _print_json(data)
+    else:
+        print(rollup_text(data))
+        if args.html:
+            print(f"  report written to {args.html}")
+    return EXIT_UNVERIFIED if data["totals"]["unavailable"] else EXIT_OK
 
 
 def _summary_text(data: dict[str, Any]) -> str:
@@ -447,6 +477,13 @@ async def _health(settings: Settings, as_json: bool) -> int:
     return EXIT_OK if healthy else EXIT_UNVERIFIED
 
 
+async def _tenants(settings: Settings, args: argparse.Namespace) -> int:
+    from monitors.tenants.commands import Outcome, run
+
+    exits = {Outcome.OK: EXIT_OK, Outcome.USAGE: EXIT_USAGE, Outcome.UNVERIFIED: EXIT_UNVERIFIED}
+    return exits[await run(settings, args)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = logging.INFO if args.verbose else logging.WARNING
@@ -491,4 +528,6 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await _remediate(settings, args)
     if command == "remediations":
         return await _remediations(settings, args.json)
+    if command == "tenants":
+        return await _tenants(settings, args)
     raise AssertionError(f"unhandled command {command}")

@@ -35,7 +35,9 @@ KNOWN_GRAPH_ENDPOINTS = (GLOBAL_GRAPH, *NATIONAL_CLOUD_GRAPH)
 _TABLE_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,39}$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
-CredentialMode = Literal["default", "none"]
+# "federated" is never read from the environment: a registry tenant's settings take it
+# (monitors.tenants.scope), the multi-tenant app signing in with the managed identity's token.
+CredentialMode = Literal["default", "none", "federated"]
 LogFormat = Literal["auto", "json", "console"]
 RemediationMode = Literal["off", "dry-run", "auto"]
 SettingType = Literal["text", "url", "int", "float", "bool", "json", "schedule"]
@@ -217,6 +219,28 @@ def _storage_table_url(value: str) -> str:
     if parts.scheme != "https" and not is_loopback_host(parts.hostname):
         raise ValueError("must be an https URL")
     return table_url
+
+
+def _guid(problem: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not _GUID.match(value):
+            raise ValueError(problem)
+        return value.lower()
+
+    return check
+
+
+# queue names: 3-63 lower-case letters, digits and single hyphens, starting and ending alnum
+_QUEUE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+def _queue_name(value: str) -> str:
+    if not _QUEUE_NAME.match(value):
+        raise ValueError(
+            "must be 3-63 lower-case letters, digits and single hyphens, starting and ending "
+            f"with a letter or digit (storage queue names), got {value!r}"
+        )
+    return value
 
 
 def _table_prefix(value: str) -> str:
@@ -756,6 +780,54 @@ SETTINGS: tuple[Setting, ...] = (
         doc="An open anomaly nobody acknowledged is announced again after this many hours, then "
         "at most daily, saying how long it has been open.",
     ),
+    # Many tenants (docs/msp.md): used only while the tenant registry has entries
+    Setting(
+        "ETG_MSP_APP_CLIENT_ID",
+        "msp_app_client_id",
+        "text",
+        check=_guid("must be the application (client) id of the multi-tenant app registration"),
+        doc="Application (client) id of the multi-tenant app registration that is the monitor's "
+        "identity in every customer tenant of the registry. Its credential is the function "
+        "app's managed identity (a federated identity credential); no secret exists. Empty: "
+        "only simulated (loopback) registry tenants can be reached.",
+    ),
+    Setting(
+        "ETG_MSP_IDENTITY_CLIENT_ID",
+        "msp_identity_client_id",
+        "text",
+        check=_guid("must be the client id of a user-assigned managed identity"),
+        doc="Client id of the user-assigned managed identity whose token "
+        "(`api://AzureADTokenExchange`) signs the app registration in: a federated identity "
+        "credential trusts user-assigned identities only. Empty: the identity of "
+        "`AZURE_CLIENT_ID`, the one the Bicep assigns the app.",
+    ),
+    Setting(
+        "ETG_JOB_QUEUE",
+        "job_queue",
+        "text",
+        default="etg-jobs",
+        check=_queue_name,
+        doc="Storage queue the timers fan tenants' jobs out on, one message per enabled tenant "
+        "and job; the host moves a message that failed five times to `<name>-poison`. The "
+        "queue trigger in function_app.py names the same queue.",
+    ),
+    Setting(
+        "ETG_STORAGE_QUEUE_URL",
+        "storage_queue_url",
+        "url",
+        check=_storage_table_url,
+        doc="Queue endpoint of the storage account (`https://<account>.queue.core.windows.net`), "
+        "reached with the managed identity. Empty: from `ETG_STORAGE_CONNECTION`, or derived "
+        "from `ETG_STORAGE_TABLE_URL`'s account.",
+    ),
+    Setting(
+        "ETG_KEY_VAULT_URL",
+        "key_vault_url",
+        "url",
+        check=_https_url("must be the vault's https URL, e.g. https://<vault>.vault.azure.net"),
+        doc="Key Vault holding the registry tenants' alert secrets (`kv:<secret name>` in a "
+        "tenant's routes). Empty: only `env:<NAME>` references resolve.",
+    ),
     # Logging
     Setting(
         "ETG_LOG_FORMAT",
@@ -821,6 +893,16 @@ SETTINGS_BY_NAME: Mapping[str, Setting] = {setting.name: setting for setting in 
 # Setting name -> default NCRONTAB expression, for every job schedule.
 SCHEDULE_SETTINGS: Mapping[str, str] = {
     s.name: s.default for s in SETTINGS if s.type == "schedule" and s.default is not None
+}
+# Job -> the schedule setting of its timer (function_app.py): health knows from it when a job
+# is overdue, the fan-out which tenants a firing is for. Remediation has no timer of its own.
+JOB_SCHEDULES: Mapping[str, str] = {
+    "scan": "SCAN_SCHEDULE",
+    "config_check": "CONFIG_CHECK_SCHEDULE",
+    "alerts": "ALERTS_SCHEDULE",
+    "notifications": "NOTIFICATIONS_SCHEDULE",
+    "subscriptions": "SUBSCRIPTIONS_SCHEDULE",
+    "weekly_summary": "SUMMARY_SCHEDULE",
 }
 
 
@@ -953,6 +1035,14 @@ class Settings:
     console_dev_principal: str | None = None
     console_secret: str | None = field(default=None, repr=False)
     remind_after_hours: int = 24
+    msp_app_client_id: str | None = None
+    msp_identity_client_id: str | None = None
+    job_queue: str = "etg-jobs"
+    storage_queue_url: str | None = None
+    key_vault_url: str | None = None
+    # Set on a registry tenant's settings (monitors.tenants.scope): its display name, shown on
+    # every card, summary and page. None: a single-tenant install.
+    tenant_name: str | None = None
     # Schedule setting name (SCAN_SCHEDULE, ...) -> its NCRONTAB expression, defaults filled in.
     schedules: Mapping[str, str] = field(default_factory=lambda: dict(SCHEDULE_SETTINGS))
 

@@ -129,6 +129,11 @@ class GraphClient(OwnedResources):
 
                 credential = DefaultAzureCredential()
             self._owned_credential = credential
+        elif settings.graph_credential == "federated" and credential is None:
+            # A registry tenant: the multi-tenant app, signed in with the managed identity.
+            from monitors.tenants.credential import federated_credential
+
+            credential = self._owned_credential = federated_credential(settings)
         self.budget = RetryBudget(retry_budget_seconds, max_single_wait)
         middleware = KiotaClientFactory.get_default_middleware(None)
         retry_option = RetryHandlerOption(delay=0.5, max_retries=settings.graph_max_retries)

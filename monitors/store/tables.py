@@ -122,6 +122,7 @@ class TableStore(OwnedResources):
                 endpoint=settings.storage_table_url, credential=credential
             )
         self._ready: set[str] = set()
+        self._clients: dict[str, TableClient] = {}
         self.anomalies = AnomalyRepository(self)
         self.suppressions = SuppressionRepository(self)
         self.leases = LeaseRepository(self)
@@ -133,13 +134,24 @@ class TableStore(OwnedResources):
     def table_name(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
+    def existing_table(self, name: str) -> TableClient:
+        """The table's client without creating it: for reads where a missing table means
+        nothing stored yet (reading it then raises ResourceNotFoundError)."""
+        full = self.table_name(name)
+        client = self._clients.get(full)
+        if client is None:
+            # One client per table for the store's life: building one configures a whole
+            # pipeline, a third of the webhook's own work per request when made every time.
+            client = self._clients[full] = self._service.get_table_client(full)
+        return client
+
     async def table(self, name: str) -> TableClient:
         full = self.table_name(name)
         if full not in self._ready:
             with contextlib.suppress(ResourceExistsError):
                 await self._service.create_table(full)
             self._ready.add(full)
-        return self._service.get_table_client(full)
+        return self.existing_table(name)
 
 
 class AnomalyRepository:
