@@ -42,7 +42,18 @@ async def weekly_summary(timer: func.TimerRequest) -> None:
 @app.function_name("weekly_report")
 @app.route(route="reports/weekly", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def weekly_report(req: func.HttpRequest) -> func.HttpResponse:
-    status, body = await entry.weekly_report(req.params.get("week"))
+    status, body = await entry.weekly_report(
+        req.params.get("week"), tenant_text=req.params.get("tenant")
+    )
+    mimetype = "text/html" if status == 200 else "text/plain"
+    return func.HttpResponse(body, status_code=status, mimetype=mimetype, charset="utf-8")
+
+
+@app.function_name("rollup_report")
+@app.route(route="reports/rollup", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def rollup_report(req: func.HttpRequest) -> func.HttpResponse:
+    # Every registry tenant's week, worst first (docs/msp.md).
+    status, body = await entry.rollup_report(req.params.get("week"))
     mimetype = "text/html" if status == 200 else "text/plain"
     return func.HttpResponse(body, status_code=status, mimetype=mimetype, charset="utf-8")
 
@@ -57,6 +68,29 @@ async def subscriptions(timer: func.TimerRequest) -> None:
 @app.timer_trigger(arg_name="timer", schedule="%NOTIFICATIONS_SCHEDULE%", use_monitor=True)
 async def notifications(timer: func.TimerRequest) -> None:
     await entry.run_job(Job.NOTIFICATIONS)
+
+
+# Many tenants (docs/msp.md): each timer above enqueues one message per enabled registry tenant
+# instead of running its job, and these run them. Queue names are app-setting binding
+# expressions (functions-bindings-expressions-patterns.md, "Binding expressions - app
+# settings"); the connection is the host's storage, AzureWebJobsStorage, the account the app
+# enqueues on. After maxDequeueCount (host.json: 5) failed tries the host moves a message to
+# "<queue>-poison" (functions-bindings-storage-queue-trigger.md, "Poison messages").
+@app.function_name("tenant_job")
+@app.queue_trigger(
+    arg_name="message", queue_name="%ETG_JOB_QUEUE%", connection="AzureWebJobsStorage"
+)
+async def tenant_job(message: func.QueueMessage) -> None:
+    # A failed run raises here, so the host retries it.
+    await entry.run_queued(message.get_body(), getattr(message, "dequeue_count", None))
+
+
+@app.function_name("tenant_job_poison")
+@app.queue_trigger(
+    arg_name="message", queue_name="%ETG_JOB_QUEUE%-poison", connection="AzureWebJobsStorage"
+)
+async def tenant_job_poison(message: func.QueueMessage) -> None:
+    await entry.poisoned(message.get_body())
 
 
 @app.function_name("graph_notifications")

@@ -17,8 +17,13 @@ from monitors.clock import Clock, SystemClock
 from monitors.failures import SettingsError, Unavailable
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from monitors.settings import Settings
     from monitors.store.tables import TableStore
+    from monitors.summary.compute import IsoWeek
+    from monitors.tenants.fanout import JobMessage
+    from monitors.tenants.registry import Tenant
 
 _settings: Settings | None = None
 
@@ -60,35 +65,178 @@ _RUNS: dict[service.Job, _Runner] = {
 }
 
 
+# The jobs a fanned-out timer still runs under the deployment's own settings, after enqueuing
+# its tenants': the weekly summary, which there is the provider's roll-up (monitors.jobs.summary),
+# and the alerts, whose dispatch of the deployment's own outbox is what retries the roll-up's
+# card when Teams did not take it at once.
+_OWN_AFTER_FAN_OUT = frozenset({service.Job.WEEKLY_SUMMARY, service.Job.ALERTS})
+
+
 async def run_job(job: service.Job, clock: Clock | None = None) -> dict[str, Any]:
-    """What a timer does: run its job (and the dispatch after it), report the outcome."""
+    """What a timer does: run its job (and the dispatch after it), report the outcome. With
+    enabled tenants in the registry it enqueues the job for each instead (docs/msp.md), and
+    runs the deployment's own roll-up and its delivery."""
+    from monitors.tenants.fanout import fan_out
+
     try:
-        return _outcome(await _RUNS[job](settings(), clock=clock))
+        current = settings()
+        fanned = await fan_out(current, job.value, clock=clock)
+        if fanned is None:
+            return _outcome(await _RUNS[job](current, clock=clock))
     except (SettingsError, Unavailable) as exc:
         _log().error("job.not_run", job=job.value, problem=str(exc))
         return {"failed": str(exc)}
+    answer = fanned.to_json()
+    if job in _OWN_AFTER_FAN_OUT:
+        try:
+            answer["deployment"] = _outcome(await _RUNS[job](current, clock=clock))
+        except Unavailable as exc:
+            # The tenants' messages are queued already: only the deployment's own run failed.
+            _log().error("job.own_not_run", job=job.value, problem=str(exc))
+            answer["deployment"] = {"failed": str(exc)}
+    return answer
 
 
-async def weekly_report(week_text: str | None, clock: Clock | None = None) -> tuple[int, str]:
-    """(status, HTML or a short plain-text error) for GET /api/reports/weekly."""
+def _queued(message_body: bytes, dequeue_count: int | None, event: str) -> JobMessage | None:
+    """The message's job, or None after one log line saying why it can never run (the host
+    then completes it: retrying cannot help)."""
+    from monitors.tenants.fanout import BadMessage, parse_message
+
+    try:
+        return parse_message(message_body)
+    except BadMessage as exc:
+        _log().error(event, problem=str(exc), dequeue_count=dequeue_count)
+        return None
+
+
+async def run_queued(
+    message_body: bytes, dequeue_count: int | None, clock: Clock | None = None
+) -> dict[str, Any]:
+    """What the queue trigger does: run one tenant's job. A message that can never run
+    (hostile, unknown job, tenant not registered or disabled) is logged and completed; a run
+    that fails raises, so the host retries it and, after the fifth try, moves it to the
+    poison queue."""
+    from monitors.tenants.run import run_tenant_job
+
+    message = _queued(message_body, dequeue_count, "queue.message_refused")
+    if message is None:
+        return {"refused": "not a job message"}
+    try:
+        base = settings()
+    except SettingsError as exc:
+        _log().error("job.not_run", job=message.job, problem=str(exc))
+        return {"failed": str(exc)}
+    try:
+        return await run_tenant_job(base, message.tenant_id, message.job, clock=clock)
+    except Unavailable as exc:
+        _log().error(
+            "tenant_job.failed",
+            tenant=message.tenant_id,
+            job=message.job,
+            dequeue_count=dequeue_count,
+            problem=str(exc),
+        )
+        raise
+
+
+async def poisoned(message_body: bytes, clock: Clock | None = None) -> dict[str, Any]:
+    """What the poison queue's trigger does: the job the host gave up on becomes that
+    tenant's monitor_job_failing, alerted through its own outbox."""
+    from monitors.tenants.run import give_up
+
+    message = _queued(message_body, None, "queue.poison_refused")
+    if message is None:
+        return {"refused": "not a job message"}
+    try:
+        base = settings()
+    except SettingsError as exc:
+        _log().error("job.not_run", job=message.job, problem=str(exc))
+        return {"failed": str(exc)}
+    error = (
+        f"the queued {message.job} run of {message.at.isoformat()} failed on every try; "
+        f"the host moved it to {base.job_queue}-poison"
+    )
+    return await give_up(base, message.tenant_id, message.job, error, clock=clock)
+
+
+def _report_week(week_text: str | None, now: datetime) -> IsoWeek | str:
+    """The week a report route asks for (the last complete one by default), or why not, in a
+    short sentence that never quotes the input."""
     from monitors.summary.compute import IsoWeek
-    from monitors.summary.html import render_html
 
-    now = (clock or SystemClock()).now()
     try:
         week = IsoWeek.parse(week_text) if week_text else IsoWeek.last_complete(now)
     except ValueError as exc:
-        return 400, str(exc)
+        return str(exc)
     if week.start > now:
-        return 400, f"week {week} has not started yet"
+        return f"week {week} has not started yet"
+    return week
+
+
+async def _report_scope(base: Settings, tenant_text: str | None) -> Settings | None:
+    """The settings the weekly report reads: the deployment's own without ``?tenant=``, else
+    the registry tenant's tables (monitors.tenants.scope.storage_settings: no secret of the
+    tenant is needed to read them). None when no registered tenant has that id."""
+    from monitors.tenants.registry import TenantError, TenantRegistry, normalize_tenant_id
+    from monitors.tenants.scope import storage_settings
+
+    wanted = (tenant_text or "").strip()
+    if not wanted:
+        return base
     try:
-        summary = await service.summary_of_week(settings(), week, clock=clock, prefer_kept=True)
+        tenant_id = normalize_tenant_id(wanted)
+    except TenantError:
+        return None
+
+    async def read(store: TableStore) -> Tenant | None:
+        return await TenantRegistry(store).get(tenant_id)
+
+    tenant = await service.read_store(base, read)
+    return None if tenant is None else storage_settings(base, tenant)
+
+
+async def weekly_report(
+    week_text: str | None, clock: Clock | None = None, tenant_text: str | None = None
+) -> tuple[int, str]:
+    """(status, HTML or a short plain-text error) for GET /api/reports/weekly; ``tenant_text``
+    (``?tenant=<id>``) asks for a registry tenant's, named on the page."""
+    from monitors.alerts.cards import tenant_label
+    from monitors.summary.html import render_html
+
+    week = _report_week(week_text, (clock or SystemClock()).now())
+    if isinstance(week, str):
+        return 400, week
+    try:
+        scoped = await _report_scope(settings(), tenant_text)
+        if scoped is None:
+            return 404, "unknown tenant: no registered tenant has this id"
+        summary = await service.summary_of_week(scoped, week, clock=clock, prefer_kept=True)
     except SettingsError:
         return 503, "not configured"
     except Unavailable as exc:
         _log().error("report.unavailable", problem=str(exc))
         return 503, "state store unavailable; retry later"
-    return 200, render_html(summary)
+    return 200, render_html(summary, tenant=tenant_label(scoped.tenant_name, scoped.tenant_id))
+
+
+async def rollup_report(week_text: str | None, clock: Clock | None = None) -> tuple[int, str]:
+    """(status, HTML or a short plain-text error) for GET /api/reports/rollup: every registry
+    tenant's week, worst first; 404 while no tenant is registered."""
+    from monitors.summary.rollup_html import render_rollup_html
+
+    week = _report_week(week_text, (clock or SystemClock()).now())
+    if isinstance(week, str):
+        return 400, week
+    try:
+        rollup = await service.rollup_of_week(settings(), week, clock=clock)
+    except SettingsError:
+        return 503, "not configured"
+    except Unavailable as exc:
+        _log().error("report.unavailable", problem=str(exc))
+        return 503, "state store unavailable; retry later"
+    if not rollup["tenants"]:
+        return 404, "no tenants registered"
+    return 200, render_rollup_html(rollup)
 
 
 _webhook_stores: dict[tuple[int, str | None, str], TableStore] = {}

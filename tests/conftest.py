@@ -47,6 +47,16 @@ def azurite() -> Iterator[object]:
         yield emulator
 
 
+@pytest.fixture(scope="session")
+def azurite_queues() -> Iterator[object]:
+    """An Azurite with its Queue service as well (the fan-out of many tenants); its
+    connection string names both endpoints. Started only by the tests that use queues."""
+    from devtools.simtenant.azurite import Azurite
+
+    with Azurite(queues=True) as emulator:
+        yield emulator
+
+
 @pytest.fixture
 def table_prefix() -> str:
     return "t" + uuid.uuid4().hex[:12]

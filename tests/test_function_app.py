@@ -23,8 +23,11 @@ TIMERS = {
 ROUTES = {
     "health": ("health", ["GET"]),
     "weekly_report": ("reports/weekly", ["GET"]),
+    "rollup_report": ("reports/rollup", ["GET"]),
     "graph_notifications": ("graph/notifications", ["POST"]),
 }
+# Queue triggers: one registry tenant's job per message, and its poison queue.
+QUEUES = {"tenant_job": "%ETG_JOB_QUEUE%", "tenant_job_poison": "%ETG_JOB_QUEUE%-poison"}
 # Anonymous for the host: App Service Authentication signs operators in before the app.
 CONSOLE_ROUTES = {
     "console_anomalies": ("console/anomalies", ["GET"]),
@@ -35,7 +38,15 @@ CONSOLE_ROUTES = {
 
 
 def test_app_declares_exactly_the_documented_functions():
-    assert set(app_functions()) == set(TIMERS) | set(ROUTES) | set(CONSOLE_ROUTES)
+    assert set(app_functions()) == set(TIMERS) | set(ROUTES) | set(CONSOLE_ROUTES) | set(QUEUES)
+
+
+def test_queue_functions_read_the_job_queue_and_its_poison_queue():
+    for name, queue in QUEUES.items():
+        trigger = trigger_of(name)
+        assert trigger["type"] == "queueTrigger"
+        assert trigger["queueName"] == queue
+        assert trigger["connection"] == "AzureWebJobsStorage"
 
 
 @pytest.mark.parametrize("name", sorted(CONSOLE_ROUTES))

@@ -1,4 +1,5 @@
-"""Start the Azurite Table emulator from the project's pinned npm package.
+"""Start the Azurite Table emulator, and with ``queues=True`` its Queue service, from the
+project's pinned npm package.
 
 By default data lives in memory only (``--inMemoryPersistence``): ``restart()``
 keeps the port but loses every table and entity. With ``persistent=True`` the
@@ -26,6 +27,9 @@ ACCOUNT_KEY = (
 EXECUTABLE = Path("node_modules") / ".bin" / "azurite-table"
 # Explicit override for checkouts whose node_modules lives elsewhere.
 EXECUTABLE_ENV = "AZURITE_TABLE_BIN"
+# The Queue service of the same pinned package (the fan-out of many tenants runs on a queue).
+QUEUE_EXECUTABLE = Path("node_modules") / ".bin" / "azurite-queue"
+QUEUE_EXECUTABLE_ENV = "AZURITE_QUEUE_BIN"
 STOP_GRACE_SECONDS = 5.0
 
 
@@ -40,14 +44,24 @@ def find_azurite_table(*starts: Path) -> Path | None:
     from the repository root, from a test subdirectory and from an installed copy.
     The ``AZURITE_TABLE_BIN`` environment variable, when set, wins.
     """
-    override = os.environ.get(EXECUTABLE_ENV)
+    return _find(EXECUTABLE, EXECUTABLE_ENV, starts)
+
+
+def find_azurite_queue(*starts: Path) -> Path | None:
+    """``node_modules/.bin/azurite-queue``, found as ``find_azurite_table`` finds its
+    executable; ``AZURITE_QUEUE_BIN``, when set, wins."""
+    return _find(QUEUE_EXECUTABLE, QUEUE_EXECUTABLE_ENV, starts)
+
+
+def _find(executable: Path, env: str, starts: tuple[Path, ...]) -> Path | None:
+    override = os.environ.get(env)
     if override:
         path = Path(override)
         return path if path.is_file() else None
     roots = starts or (Path.cwd(), Path(__file__).resolve().parent)
     for root in roots:
         for directory in (root, *root.resolve().parents):
-            candidate = directory / EXECUTABLE
+            candidate = directory / executable
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return candidate
     return None
@@ -68,11 +82,12 @@ def _port_open(host: str, port: int) -> bool:
 
 
 class Azurite:
-    """A running Azurite Table service; use as a context manager.
+    """A running Azurite Table service, and with ``queues=True`` its Queue service too; use
+    as a context manager.
 
     ``connection_string`` is a full explicit development-account string, so it
     works with clients that do not understand ``UseDevelopmentStorage=true`` and
-    with a non-default port.
+    with a non-default port. It names the QueueEndpoint as well when the queues run.
     """
 
     def __init__(
@@ -83,9 +98,14 @@ class Azurite:
         executable: str | Path | None = None,
         startup_timeout: float = 30.0,
         persistent: bool = False,
+        queues: bool = False,
+        queue_port: int | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.queues = queues
+        self.queue_port = (queue_port or free_port(host)) if queues else None
+        self._queue_process: subprocess.Popen[bytes] | None = None
         self.startup_timeout = startup_timeout
         self._executable = Path(executable) if executable is not None else None
         self._process: subprocess.Popen[bytes] | None = None
@@ -108,35 +128,74 @@ class Azurite:
         return f"http://{self.host}:{self.port}/{ACCOUNT_NAME}"
 
     @property
+    def queue_endpoint(self) -> str:
+        if self.queue_port is None:
+            raise RuntimeError("this Azurite runs no Queue service: start it with queues=True")
+        return f"http://{self.host}:{self.queue_port}/{ACCOUNT_NAME}"
+
+    @property
     def connection_string(self) -> str:
+        queue = f"QueueEndpoint={self.queue_endpoint};" if self.queues else ""
         return (
             "DefaultEndpointsProtocol=http;"
             f"AccountName={ACCOUNT_NAME};"
             f"AccountKey={ACCOUNT_KEY};"
             f"TableEndpoint={self.table_endpoint};"
+            f"{queue}"
         )
 
     @property
+    def queue_connection_string(self) -> str:
+        """The connection string with both endpoints; only with ``queues=True``."""
+        _ = self.queue_endpoint  # raises without the Queue service
+        return self.connection_string
+
+    @property
+    def queue_executable(self) -> Path:
+        found = find_azurite_queue()
+        if found is None or not found.exists():
+            raise AzuriteNotInstalled(
+                f"{QUEUE_EXECUTABLE} not found in this directory or any parent: "
+                "run `make setup` (npm ci) first"
+            )
+        return found
+
+    @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        table = self._process is not None and self._process.poll() is None
+        if not self.queues:
+            return table
+        return table and self._queue_process is not None and self._queue_process.poll() is None
 
     def start(self) -> Azurite:
         if self.running:
             return self
+        self.stop()  # one of the two may have died: start both afresh
+        self._process = self._spawn(
+            self.executable, "data", ["--tableHost", self.host, "--tablePort", str(self.port)]
+        )
+        self._wait_listening(self._process, self.port)
+        if self.queue_port is not None:
+            self._queue_process = self._spawn(
+                self.queue_executable,
+                "queue-data",
+                ["--queueHost", self.host, "--queuePort", str(self.queue_port)],
+            )
+            self._wait_listening(self._queue_process, self.queue_port)
+        return self
+
+    def _spawn(self, executable: Path, data_dir: str, listen: list[str]) -> subprocess.Popen[bytes]:
         storage = (
-            ["--location", str(Path(self._workdir.name) / "data")]
+            ["--location", str(Path(self._workdir.name) / data_dir)]
             if self.persistent
             else ["--inMemoryPersistence"]
         )
         command = [
-            str(self.executable),
+            str(executable),
             *storage,
             "--disableTelemetry",
             "--skipApiVersionCheck",
-            "--tableHost",
-            self.host,
-            "--tablePort",
-            str(self.port),
+            *listen,
         ]
         log = self.log_path.open("ab")
         try:
@@ -144,7 +203,7 @@ class Azurite:
             # without touching the caller's group.
             # cwd is a private temp dir because Azurite may drop files in its
             # working directory even with in-memory persistence.
-            self._process = subprocess.Popen(
+            return subprocess.Popen(
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -154,26 +213,30 @@ class Azurite:
             )
         finally:
             log.close()
+
+    def _wait_listening(self, process: subprocess.Popen[bytes], port: int) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"Azurite exited with code {self._process.returncode}:\n{self.log_tail()}"
-                )
-            if _port_open(self.host, self.port):
-                return self
+            if process.poll() is not None:
+                code = process.returncode
+                self.stop()
+                raise RuntimeError(f"Azurite exited with code {code}:\n{self.log_tail()}")
+            if _port_open(self.host, port):
+                return
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(
-            f"Azurite did not listen on {self.host}:{self.port} "
+            f"Azurite did not listen on {self.host}:{port} "
             f"within {self.startup_timeout} s:\n{self.log_tail()}"
         )
 
     def stop(self) -> None:
-        process = self._process
-        if process is None:
-            return
-        self._process = None
+        processes = [p for p in (self._process, self._queue_process) if p is not None]
+        self._process = self._queue_process = None
+        for process in processes:
+            self._stop(process)
+
+    def _stop(self, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is not None:
             return
         # Azurite saves its persistent store only on a graceful close, which it does on
@@ -195,7 +258,8 @@ class Azurite:
         """Stop and start again on the same port; in-memory data is lost, persistent kept."""
         self.stop()
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        while _port_open(self.host, self.port) and time.monotonic() < deadline:
+        ports = [p for p in (self.port, self.queue_port) if p is not None]
+        while any(_port_open(self.host, p) for p in ports) and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.start()
 

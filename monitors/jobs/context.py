@@ -207,3 +207,16 @@ async def _monitor_anomaly(ctx: JobContext, job: str, now: datetime, error: str 
     # Repeated failures only refresh the record hourly; the alert went out on the first.
     transitions = reconcile(existing, [verdict], now, refresh_after=timedelta(hours=1))
     await save_transitions(ctx.store, transitions, ctx.run_id, now, ctx.settings.alert_routes)
+
+
+async def record_job_failure(
+    settings: Settings, job: str, error: str, *, clock: Clock | None = None
+) -> None:
+    """A job that failed where its runner could not see it (a queued run the host gave up on,
+    a tenant whose settings could not be built): its monitor_job_failing opens and alerts as
+    if the runner had recorded the failure, and health shows the failed run."""
+    async with open_context(settings, clock=clock, with_graph=False) as ctx:
+        now = ctx.clock.now()
+        error = scrub(error)[:500]
+        await _monitor_anomaly(ctx, job, now, error)
+        await RunRepository(ctx.store).failed(job, now, error)

@@ -12,22 +12,14 @@ from typing import Any
 
 from monitors.models import JSON, Anomaly, Status
 from monitors.rules.enrollment import false_alarm_at, opened_early
-from monitors.settings import parse_schedule, schedule_firings
+from monitors.settings import JOB_SCHEDULES, parse_schedule, schedule_firings
 from monitors.store.notifications import NotificationStore
 from monitors.store.outbox import OutboxRepository, OutboxStatus
 from monitors.store.runs import JobRun, RunRepository
 from monitors.store.scan_state import ScanState
 from monitors.store.tables import TableStore
 
-# job -> the app setting holding its schedule
-JOBS = {
-    "scan": "SCAN_SCHEDULE",
-    "config_check": "CONFIG_CHECK_SCHEDULE",
-    "alerts": "ALERTS_SCHEDULE",
-    "notifications": "NOTIFICATIONS_SCHEDULE",
-    "subscriptions": "SUBSCRIPTIONS_SCHEDULE",
-    "weekly_summary": "SUMMARY_SCHEDULE",
-}
+JOBS = JOB_SCHEDULES  # job -> the app setting holding its schedule
 # Jobs that run only when another does (remediation follows the scan and the check), and only
 # when enabled: listed once they have run.
 UNSCHEDULED = ("remediation",)
