@@ -1,13 +1,16 @@
 """Command line.
 
-``python -m simtenant serve --scenario demo|scale[:N[:DAYS]]|PATH [--port 0] [--latency-ms 20]``
+``python -m simtenant serve --scenario demo|scale[:N[:DAYS]]|PATH [--port 0] [--latency-ms 20]
+[--tenant-id GUID]``
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
+import re
 import signal
 import sys
 import threading
@@ -41,6 +44,17 @@ def scenario_from_arg(value: str) -> Scenario:
     return load_scenario(value)
 
 
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def tenant_id_arg(value: str) -> str:
+    """A directory (tenant) id: a GUID, as Graph's changenotification.md types tenantId."""
+    text = value.strip().lower()
+    if not _GUID.match(text):
+        raise argparse.ArgumentTypeError(f"--tenant-id must be a GUID, got {value!r}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.simtenant", description="Serve a simulated tenant on loopback."
@@ -57,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--latency-ms", type=float, default=0.0, help="latency added to every Graph request"
     )
+    serve.add_argument(
+        "--tenant-id",
+        type=tenant_id_arg,
+        default=None,
+        help="the simulated directory's id (default: the scenario's); several simulated "
+        "tenants of one scenario differ by it",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -64,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ScenarioError, OSError, ValueError) as exc:
         print(f"simtenant: {exc}", file=sys.stderr)
         return 2
+    if args.tenant_id is not None:
+        # The scenario's tenant id is the one every answer names: the tenantId and
+        # resourceData.organizationId of each change notification (changenotification.md:
+        # "The unique identifier of the tenant from which the change notification
+        # originated"), the monitor app's ids, the audit log's ids.
+        scenario = dataclasses.replace(scenario, tenant_id=args.tenant_id)
 
     stop = threading.Event()
 
@@ -78,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     # The scenario objects live for the whole process; keeping them out of the
     # cyclic collector avoids multi-hundred-millisecond pauses at scale.
     gc.freeze()
-    print(json.dumps({"base_url": tenant.base_url, "teams_url": tenant.teams_url}), flush=True)
+    ready = {"base_url": tenant.base_url, "teams_url": tenant.teams_url}
+    ready["tenant_id"] = scenario.tenant_id
+    print(json.dumps(ready), flush=True)
     try:
         while not stop.wait(0.5):
             pass

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -19,13 +19,17 @@ from monitors.models import JSON, Unverified, fields_json
 from monitors.notifications.webhook import (
     Notification,
     Rejected,
+    authentic_tenants,
     parse_notifications,
+    request_items,
+    route_notifications,
     validation_token,
 )
 from monitors.scan.recheck import RECHECK_LIMIT, recheck
 from monitors.settings import Settings
 from monitors.store.notifications import InboxItem, NotificationStore, SubscriptionState
 from monitors.store.tables import TableStore
+from monitors.tenants.webhook import TenantRoute, client_states, routes_cache, tenant_stores
 
 JOB = "notifications"
 log = structlog.get_logger("etg_monitor.webhook")
@@ -46,36 +50,102 @@ async def receive(
     body: bytes,
     now: datetime,
 ) -> WebhookAnswer:
-    """Validate, record durably, answer. Does nothing else: Graph wants an answer within 3 s."""
-    notifications = NotificationStore(store)
-
-    async def parse(refresh: bool) -> tuple[list[Notification], int]:
-        known = await _known.get(notifications, store.prefix, refresh=refresh)
-        return parse_notifications(
-            body,
-            content_type,
-            client_state=settings.client_state,
-            known_subscriptions=known,
-            tenant_id=settings.tenant_id,
-        )
-
+    """Validate, record durably, answer. Does nothing else: Graph wants an answer within 3 s.
+    With tenants in the registry, each item goes to the tenant it names (``_receive_routed``)."""
     try:
         token = validation_token(params)
         if token is not None:
             return WebhookAnswer(200, token)
-        try:
-            accepted, refused = await parse(refresh=False)
-        except Rejected as exc:
-            # A subscription created moments ago may be missing from the cache: look once more.
-            if exc.status != 403 or not _known.may_refresh(store.prefix):
-                raise
-            accepted, refused = await parse(refresh=True)
+        routes = await routes_cache.get(store, settings)
+        if routes:
+            return await _receive_routed(settings, routes, content_type, body, now)
+        notifications = NotificationStore(store)
+        accepted, refused = await _parse_retrying(
+            store.prefix,
+            lambda refresh: _parse_single(
+                notifications, store.prefix, settings, body, content_type, refresh
+            ),
+        )
     except Rejected as exc:
         log.warning("webhook.rejected", status=exc.status, reason=exc.reason, size=len(body))
         return WebhookAnswer(exc.status, exc.reason)
     await notifications.record(accepted, now)
     if refused:
         log.warning("webhook.items_refused", refused=refused, accepted=len(accepted))
+    return WebhookAnswer(202, "")
+
+
+_T = TypeVar("_T")
+
+
+async def _parse_retrying(
+    prefixes: str | Collection[str], parse: Callable[[bool], Awaitable[_T]]
+) -> _T:
+    """``parse(refresh=False)``; when nothing was acceptable, once more with the subscription
+    ids read afresh: a subscription created moments ago may be missing from the cache."""
+    try:
+        return await parse(False)
+    except Rejected as exc:
+        names = [prefixes] if isinstance(prefixes, str) else list(prefixes)
+        if exc.status != 403 or not any(_known.may_refresh(p) for p in names):
+            raise
+        return await parse(True)
+
+
+async def _parse_single(
+    notifications: NotificationStore,
+    prefix: str,
+    settings: Settings,
+    body: bytes,
+    content_type: str | None,
+    refresh: bool,
+) -> tuple[list[Notification], int]:
+    known = await _known.get(notifications, prefix, refresh=refresh)
+    return parse_notifications(
+        body,
+        content_type,
+        client_state=settings.client_state,
+        known_subscriptions=known,
+        tenant_id=settings.tenant_id,
+    )
+
+
+async def _receive_routed(
+    settings: Settings,
+    routes: Mapping[str, TenantRoute],
+    content_type: str | None,
+    body: bytes,
+    now: datetime,
+) -> WebhookAnswer:
+    """Each item stored in the inbox of the tenant it names, when it carries that tenant's
+    client state and names one of its subscriptions; refused otherwise, with the answers and
+    log lines of the single-tenant webhook. Only the tables of tenants named by an item with
+    their own client state are read or written. Raises Rejected."""
+    items = request_items(body, content_type)
+    states = client_states(routes)
+    named = authentic_tenants(items, states)
+    stores = {
+        t: NotificationStore(tenant_stores.get(settings, routes[t].table_prefix)) for t in named
+    }
+    prefixes = {t: routes[t].table_prefix for t in named}
+
+    async def parse(refresh: bool) -> tuple[dict[str, list[Notification]], int]:
+        known = {
+            t: await _known.get(
+                stores[t], prefixes[t], refresh=refresh and _known.may_refresh(prefixes[t])
+            )
+            for t in sorted(named)
+        }
+        return route_notifications(items, states, known)
+
+    accepted, refused = await _parse_retrying(prefixes.values(), parse)
+    # One tenant after the other: a failure raises before the answer, Graph redelivers the
+    # whole request, and the rows already written are rewritten unchanged (content-hash keys).
+    for tenant in sorted(accepted):
+        await stores[tenant].record(accepted[tenant], now)
+    if refused:
+        total = sum(len(found) for found in accepted.values())
+        log.warning("webhook.items_refused", refused=refused, accepted=total)
     return WebhookAnswer(202, "")
 
 
