@@ -234,6 +234,21 @@ async def summary_of_week(
     return await read_store(settings, read)
 
 
+async def rollup_of_week(
+    settings: Settings, week: IsoWeek, *, clock: Clock | None = None
+) -> dict[str, Any]:
+    """The provider's roll-up of ``week``: every registered tenant's compliance, worst first,
+    with its trend; a tenant whose tables cannot be read is listed as unavailable. Reads only."""
+    from monitors.jobs.summary import build_rollup
+
+    now = (clock or SystemClock()).now()
+
+    async def read(store: TableStore) -> dict[str, Any]:
+        return await build_rollup(store, settings, week, now)
+
+    return await read_store(settings, read)
+
+
 async def health(settings: Settings, *, clock: Clock | None = None) -> tuple[bool, dict[str, Any]]:
     from monitors.jobs.health import health_report
 

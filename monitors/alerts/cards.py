@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from monitors.console.ids import console_url
 from monitors.models import JSON, Scope, json_list, json_object
@@ -95,6 +96,37 @@ def _text(text: str, **style: JSON) -> dict[str, JSON]:
 
 def _facts(pairs: Sequence[tuple[str, str]]) -> dict[str, JSON]:
     return {"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in pairs if v]}
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLabel:
+    """A registry tenant as every card, report and console page names it:
+    "Contoso (<tenant id>)"; the id also scopes the console links to that tenant."""
+
+    tenant_id: str
+    display_name: str
+
+    def __str__(self) -> str:
+        return f"{self.display_name} ({self.tenant_id})"
+
+
+def tenant_label(name: str | None, tenant_id: str | None) -> TenantLabel | None:
+    """The label of a registry tenant's settings (``tenant_name``, ``tenant_id``); None for a
+    single-tenant install, whose cards, reports and pages stay as they were."""
+    if not name or not tenant_id:
+        return None
+    return TenantLabel(tenant_id, name)
+
+
+def with_tenant(card: Mapping[str, JSON], tenant: TenantLabel | None) -> dict[str, JSON]:
+    """The card with the tenant it speaks of as its first line: an MSP's channel receives many
+    tenants' cards, and the first thing on-call needs is whose."""
+    if tenant is None:
+        return dict(card)
+    # Adaptive Cards schema, TextBlock: isSubtle tones the line down (since 1.0), so it names
+    # the tenant without competing with the title below it.
+    line = _text(f"Tenant: {tenant}", weight="Bolder", isSubtle=True)
+    return fit({**card, "body": [line, *json_list(card.get("body"))]})
 
 
 def _link(title: str, url: str) -> dict[str, JSON]:
@@ -232,13 +264,19 @@ def _what_to_do(anomaly: Mapping[str, Any], kind: Kind | None) -> list[dict[str,
 
 
 def _anomaly_actions(
-    anomaly: Mapping[str, Any], graph_endpoint: str, public_base_url: str | None = None
+    anomaly: Mapping[str, Any],
+    graph_endpoint: str,
+    public_base_url: str | None = None,
+    tenant: TenantLabel | None = None,
 ) -> list[dict[str, JSON]]:
     actions = []
     # Both open the anomaly's console page, where acknowledging is a form (a POST): a card
     # button that changed state would do so on a GET, and carry a key.
     console = console_url(public_base_url, anomaly)
     if console is not None:
+        if tenant is not None:
+            # The one console serves every tenant; the page reads the tenant's own tables.
+            console += f"?tenant={quote(tenant.tenant_id)}"
         actions.append(_link("Open in console", console))
         if not anomaly.get("acknowledged_by"):
             actions.append(_link("Acknowledge", console))
@@ -295,8 +333,10 @@ def anomaly_card(
     change: str,
     graph_endpoint: str,
     public_base_url: str | None = None,
+    tenant: TenantLabel | None = None,
 ) -> dict[str, JSON]:
-    """One anomaly opening or resolving. ``anomaly`` is Anomaly.to_json()."""
+    """One anomaly opening or resolving. ``anomaly`` is Anomaly.to_json(); ``tenant`` the
+    registry tenant it belongs to (tenant_label), None for a single-tenant install."""
     kind = KINDS.get(str(anomaly.get("kind")))
     resolved = change == Change.RESOLVED
     evidence = anomaly.get("evidence") or {}
@@ -317,7 +357,8 @@ def anomaly_card(
         body += _not_ready_items(evidence)
     body += remediation_lines(anomaly, resolved)
     body += [_why_resolved(anomaly)] if resolved else _what_to_do(anomaly, kind)
-    return fit(_card(body, _anomaly_actions(anomaly, graph_endpoint, public_base_url)))
+    card = _card(body, _anomaly_actions(anomaly, graph_endpoint, public_base_url, tenant))
+    return with_tenant(fit(card), tenant)
 
 
 def open_for_text(first_seen: str | None, now: datetime) -> str:
@@ -337,17 +378,23 @@ def reminder_card(
     now: datetime,
     graph_endpoint: str,
     public_base_url: str | None = None,
+    tenant: TenantLabel | None = None,
 ) -> dict[str, JSON]:
     """An open anomaly nobody acknowledged: its opening card, console buttons included, under
-    a reminder line."""
-    card = anomaly_card(anomaly, Change.OPENED, graph_endpoint, public_base_url)
+    a reminder line (and the tenant's, first, for a registry tenant)."""
+    card = anomaly_card(anomaly, Change.OPENED, graph_endpoint, public_base_url, tenant)
     since = open_for_text(anomaly.get("first_seen"), now)
     line = _text(f"Reminder: open for {since}, not acknowledged", weight="Bolder", color="Warning")
-    return fit({**card, "body": [line, *json_list(card.get("body"))]})
+    body = json_list(card.get("body"))
+    first = 1 if tenant is not None else 0  # the tenant's line stays the first
+    return fit({**card, "body": [*body[:first], line, *body[first:]]})
 
 
 def digest_card(
-    anomalies: Sequence[Mapping[str, Any]], change: str, graph_endpoint: str
+    anomalies: Sequence[Mapping[str, Any]],
+    change: str,
+    graph_endpoint: str,
+    tenant: TenantLabel | None = None,
 ) -> dict[str, JSON]:
     """One card for many anomalies from one run, so a bad hour is one message, not fifty."""
     resolved = change == Change.RESOLVED
@@ -407,7 +454,8 @@ def digest_card(
                 isSubtle=True,
             )
         )
-    return fit(_card(body, [_link("Device preparation policies", policies_url(graph_endpoint))]))
+    card = _card(body, [_link("Device preparation policies", policies_url(graph_endpoint))])
+    return with_tenant(fit(card), tenant)
 
 
 def _shortened(block: Mapping[str, JSON]) -> dict[str, JSON]:

@@ -10,6 +10,10 @@ claimed (an ETag-conditional update) just before the post, so dispatchers that o
 send the same item twice. 429 honours Retry-After and
 stops the round (hammering a throttled webhook only prolongs it); other failures back off
 exponentially; items older than the configured age are given up and recorded as failed.
+
+A registry tenant's dispatch names the tenant on everything it sends (its label on every card,
+in PagerDuty's summary and details, in the webhook's event): a provider's channels receive
+many tenants' alerts. A single-tenant install's messages carry nothing new.
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ from typing import Any
 import httpx
 import structlog
 
-from monitors.alerts.cards import anomaly_card, digest_card, fit, message, reminder_card
+from monitors.alerts.cards import (
+    TenantLabel,
+    anomaly_card,
+    digest_card,
+    fit,
+    message,
+    reminder_card,
+)
 from monitors.alerts.pagerduty import PERMANENT_STATUSES, PagerDutyTarget, pagerduty_event
 from monitors.alerts.routing import Channel
 from monitors.alerts.webhook import WebhookTarget, signed, webhook_event
@@ -103,9 +114,12 @@ def plan_messages(
     threshold: int,
     graph_endpoint: str,
     public_base_url: str | None = None,
+    tenant: TenantLabel | None = None,
 ) -> list[Outgoing]:
     """Pure: pending items -> messages. A run that opens (or resolves) more than ``threshold``
-    anomalies becomes one digest; the most severe go first, policy-level before device-level."""
+    anomalies becomes one digest; the most severe go first, policy-level before device-level.
+    ``tenant``: the registry tenant every card names; the weekly summary's card was labelled
+    when it was queued."""
     groups: dict[tuple[str, str], list[OutboxItem]] = defaultdict(list)
     out: list[Outgoing] = []
     for item in items:
@@ -114,7 +128,9 @@ def plan_messages(
             out.append(Outgoing([item], message(fit(card)), "weekly summary"))
             continue
         if item.change == "reminder":
-            card = reminder_card(item.payload, item.created_at, graph_endpoint, public_base_url)
+            card = reminder_card(
+                item.payload, item.created_at, graph_endpoint, public_base_url, tenant
+            )
             out.append(Outgoing([item], message(card), f"reminder {item.payload.get('kind')}"))
             continue
         direction = "resolved" if item.change == "resolved" else "opened"
@@ -122,13 +138,15 @@ def plan_messages(
     for (_run, direction), group in groups.items():
         group.sort(key=_urgency)
         if len(group) > threshold:
-            card = digest_card([i.payload for i in group], direction, graph_endpoint)
+            card = digest_card([i.payload for i in group], direction, graph_endpoint, tenant)
             out.append(Outgoing(group, message(card), f"digest of {len(group)} {direction}"))
         else:
             out.extend(
                 Outgoing(
                     [i],
-                    message(anomaly_card(i.payload, i.change, graph_endpoint, public_base_url)),
+                    message(
+                        anomaly_card(i.payload, i.change, graph_endpoint, public_base_url, tenant)
+                    ),
                     f"{i.change} {i.payload.get('kind')}",
                 )
                 for i in group
@@ -151,14 +169,17 @@ def _backoff(attempts: int) -> timedelta:
 
 
 def plan_pagerduty(
-    items: list[OutboxItem], target: PagerDutyTarget, now: datetime
+    items: list[OutboxItem],
+    target: PagerDutyTarget,
+    now: datetime,
+    tenant: TenantLabel | None = None,
 ) -> list[Outgoing]:
     """Pure: one Events API v2 event per row, most severe first. A row PagerDuty has no event
     for (a reminder routed there before the route changed) is planned with no payload."""
     out: list[Outgoing] = []
     for item in sorted(items, key=_urgency):
         key = payload_key(item.payload) or item.id
-        event = pagerduty_event(item.payload, key, item.change, target.routing_key, now)
+        event = pagerduty_event(item.payload, key, item.change, target.routing_key, now, tenant)
         action = event.get("event_action") if event else "none"
         out.append(
             Outgoing(
@@ -172,11 +193,16 @@ def plan_pagerduty(
     return out
 
 
-def plan_webhook(items: list[OutboxItem], target: WebhookTarget, now: datetime) -> list[Outgoing]:
+def plan_webhook(
+    items: list[OutboxItem],
+    target: WebhookTarget,
+    now: datetime,
+    tenant: TenantLabel | None = None,
+) -> list[Outgoing]:
     """Pure: one signed event per row, most severe first."""
     out: list[Outgoing] = []
     for item in sorted(items, key=_urgency):
-        event = webhook_event(item.id, item.change, item.payload, now)
+        event = webhook_event(item.id, item.change, item.payload, now, tenant)
         content, headers = signed(target, event, now)
         label = f"webhook {event['event']} {item.payload.get('kind') or item.change}"
         out.append(Outgoing([item], event, label, url=target.url, content=content, headers=headers))
@@ -191,13 +217,14 @@ def _plan(
     threshold: int,
     graph_endpoint: str,
     public_base_url: str | None = None,
+    tenant: TenantLabel | None = None,
 ) -> list[Outgoing]:
     if channel == Channel.PAGERDUTY and targets.pagerduty:
-        return plan_pagerduty(items, targets.pagerduty, now)
+        return plan_pagerduty(items, targets.pagerduty, now, tenant)
     if channel == Channel.WEBHOOK and targets.webhook:
-        return plan_webhook(items, targets.webhook, now)
+        return plan_webhook(items, targets.webhook, now, tenant)
     if channel == Channel.TEAMS and targets.teams_url:
-        planned = plan_messages(items, threshold, graph_endpoint, public_base_url)
+        planned = plan_messages(items, threshold, graph_endpoint, public_base_url, tenant)
         for outgoing in planned:
             outgoing.url = targets.teams_url
         return planned
@@ -218,10 +245,12 @@ async def dispatch(
     pagerduty: PagerDutyTarget | None = None,
     webhook: WebhookTarget | None = None,
     public_base_url: str | None = None,
+    tenant: TenantLabel | None = None,
 ) -> DispatchResult:
     """Deliver what is due. ``webhook_url`` is Teams'. ``owner`` (the run id) claims each
     message's items just before its post, so two dispatchers that overlap despite the job lease
-    still send it once. Rows of a channel not configured wait (and are given up in time)."""
+    still send it once. Rows of a channel not configured wait (and are given up in time).
+    ``tenant``: the registry tenant whose outbox this is; None for a single-tenant install."""
     targets = Targets(webhook_url, pagerduty, webhook)
     outbox = OutboxRepository(store)
     result = DispatchResult(configured=bool(targets.configured()))
@@ -243,6 +272,7 @@ async def dispatch(
                 threshold,
                 graph_endpoint,
                 public_base_url,
+                tenant,
             )
         )
     ]

@@ -8,7 +8,12 @@ takes ``routing_key``, ``event_action`` (trigger | acknowledge | resolve), ``ded
 Retry Logic": 202 accepted, 400 invalid (do not retry), 429 and 5xx retry after some time.
 
 The dedup key is the anomaly's key, so the resolve closes the very alert its trigger opened,
-and a trigger repeated after a lost answer is folded into the same alert by PagerDuty.
+and a trigger repeated after a lost answer is folded into the same alert by PagerDuty. A
+registry tenant's key is prefixed with its tenant id: a provider routes many tenants to one
+service, and two tenants' anomalies can have the same key (overlapping device ids, or any
+tenant-wide kind). "Send an Alert Event", "Alert De-Duplication": events for a dedup key sent
+with the same routing key apply to the open alert of that key, so without the prefix one
+tenant's trigger would fold into another's alert and its resolve would close it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from monitors.alerts.cards import TenantLabel
 from monitors.models import JSON
 from monitors.rules.kinds import KINDS, Severity
 
@@ -40,11 +46,13 @@ class PagerDutyTarget:
     events_url: str = EVENTS_URL
 
 
-def dedup_key(anomaly_key: str) -> str:
-    """The anomaly key, or its digest when longer than PagerDuty keeps."""
-    if len(anomaly_key) <= MAX_DEDUP_KEY:
-        return anomaly_key
-    return "sha256:" + hashlib.sha256(anomaly_key.encode()).hexdigest()
+def dedup_key(anomaly_key: str, tenant: TenantLabel | None = None) -> str:
+    """The anomaly key (under the tenant's id for a registry tenant), or its digest when
+    longer than PagerDuty keeps."""
+    key = anomaly_key if tenant is None else f"{tenant.tenant_id}/{anomaly_key}"
+    if len(key) <= MAX_DEDUP_KEY:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def event_action(change: str) -> str | None:
@@ -64,17 +72,23 @@ def _subject(anomaly: Mapping[str, JSON]) -> str:
 
 
 def pagerduty_event(
-    anomaly: Mapping[str, JSON], key: str, change: str, routing_key: str, now: datetime
+    anomaly: Mapping[str, JSON],
+    key: str,
+    change: str,
+    routing_key: str,
+    now: datetime,
+    tenant: TenantLabel | None = None,
 ) -> dict[str, JSON] | None:
     """The Events API v2 body announcing ``change`` of the anomaly (Anomaly.to_json); None when
-    the change is not one PagerDuty hears about."""
+    the change is not one PagerDuty hears about. ``tenant``: the registry tenant it belongs to
+    (monitors.alerts.cards.tenant_label), None for a single-tenant install."""
     action = event_action(change)
     if action is None:
         return None
     event: dict[str, JSON] = {
         "routing_key": routing_key,
         "event_action": action,
-        "dedup_key": dedup_key(key),
+        "dedup_key": dedup_key(key, tenant),
     }
     if action == "resolve":
         return event
@@ -87,6 +101,12 @@ def pagerduty_event(
         if anomaly.get(name) is not None
     }
     details |= {"change": change, "fix": anomaly.get("fix"), "evidence": anomaly.get("evidence")}
+    if tenant is not None:
+        # "Send an Alert Event": payload.summary is "used to generate the summaries/titles of
+        # any associated alerts", what on-call reads first; whose comes first, so the
+        # truncation below never cuts it.
+        summary = f"[{tenant}] {summary}"
+        details["tenant"] = {"id": tenant.tenant_id, "name": tenant.display_name}
     event["payload"] = {
         "summary": summary[: MAX_SUMMARY - 1] + "…" if len(summary) > MAX_SUMMARY else summary,
         "source": SOURCE,

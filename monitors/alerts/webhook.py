@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from monitors.alerts.cards import TenantLabel
 from monitors.models import JSON
 
 SCHEMA = "etg-monitor.alert.v1"
@@ -36,10 +37,16 @@ class WebhookTarget:
 
 
 def webhook_event(
-    item_id: str, change: str, payload: Mapping[str, JSON], now: datetime
+    item_id: str,
+    change: str,
+    payload: Mapping[str, JSON],
+    now: datetime,
+    tenant: TenantLabel | None = None,
 ) -> dict[str, JSON]:
     """Schema v1. ``id`` is the outbox row's id: the same on every retry, so a receiver that
-    saw it already drops the repeat."""
+    saw it already drops the repeat. ``tenant``: the registry tenant the event is of, added as
+    ``tenant`` (a field new within v1); None for a single-tenant install, whose events are
+    unchanged."""
     event = EVENTS.get(change, "opened")
     body: dict[str, JSON] = {
         "schema": SCHEMA,
@@ -51,6 +58,8 @@ def webhook_event(
     }
     if event == "digest":
         body["summary"] = dict(payload)
+    if tenant is not None:
+        body["tenant"] = {"id": tenant.tenant_id, "name": tenant.display_name}
     return body
 
 

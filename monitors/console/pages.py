@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
+from monitors.alerts.cards import TenantLabel
 from monitors.console.ids import anomaly_id
 from monitors.console.timeline import human, render_svg, timeline_of
 from monitors.models import JSON, Anomaly
@@ -41,18 +42,30 @@ def headers(nonce: str) -> dict[str, str]:
     }
 
 
-def _layout(title: str, body: str, nonce: str, who: str | None = None) -> str:
+def _layout(
+    title: str, body: str, nonce: str, who: str | None = None, tenant: TenantLabel | None = None
+) -> str:
+    """``tenant``: the registry tenant whose data the page shows, said on every page and in
+    the title; None for a single-tenant install."""
     signed_in = f'<p class="muted">Signed in as {escape(who)}</p>' if who else ""
+    named = f'<p id="tenant"><strong>Tenant: {escape(str(tenant))}</strong></p>' if tenant else ""
+    suffix = f" - {tenant}" if tenant else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(title)} - etg-monitor</title>"
+        f"<title>{escape(title + suffix)} - etg-monitor</title>"
         f'<style nonce="{escape(nonce)}">{_STYLE}</style></head><body>'
-        f"{signed_in}{body}</body></html>"
+        f"{signed_in}{named}{body}</body></html>"
     )
 
 
-def message_page(title: str, text: str, nonce: str) -> str:
-    return _layout(title, f"<h1>{escape(title)}</h1><p>{escape(text)}</p>", nonce)
+def scoped(path: str, tenant: TenantLabel | None) -> str:
+    """A console path kept within the tenant whose page links to it: one console serves every
+    registry tenant, each page reading that tenant's own tables."""
+    return f"{path}?tenant={quote(tenant.tenant_id)}" if tenant else path
+
+
+def message_page(title: str, text: str, nonce: str, tenant: TenantLabel | None = None) -> str:
+    return _layout(title, f"<h1>{escape(title)}</h1><p>{escape(text)}</p>", nonce, tenant=tenant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +96,25 @@ def _subject(anomaly: Anomaly) -> str:
     )
 
 
-def _filter_form(filters: Filters) -> str:
+def _tenant_field(tenant: TenantLabel | None, tenants: Sequence[TenantLabel]) -> str:
+    """A choice of the registry's tenants, when there are any; else the page's own tenant kept
+    as the form is sent."""
+    if tenants:
+        current = tenant.tenant_id if tenant else None
+        options = "".join(
+            f'<option value="{escape(t.tenant_id)}"'
+            f"{' selected' if t.tenant_id == current else ''}>{escape(str(t))}</option>"
+            for t in tenants
+        )
+        return f'<label>Tenant <select name="tenant">{options}</select></label>'
+    if tenant:
+        return f'<input type="hidden" name="tenant" value="{escape(tenant.tenant_id)}">'
+    return ""
+
+
+def _filter_form(
+    filters: Filters, tenant: TenantLabel | None = None, tenants: Sequence[TenantLabel] = ()
+) -> str:
     kinds = "".join(
         f'<option value="{escape(k)}"{" selected" if k == filters.kind else ""}>'
         f"{escape(k)}</option>"
@@ -94,7 +125,7 @@ def _filter_form(filters: Filters) -> str:
         for s in ("open", "suppressed", "resolved", "all")
     )
     return (
-        f'<form method="get" action="{CONSOLE}">'
+        f'<form method="get" action="{CONSOLE}">{_tenant_field(tenant, tenants)}'
         f'<label>Kind <select name="kind"><option value="">any</option>{kinds}</select></label>'
         f'<label>Policy <input name="policy" maxlength="200" '
         f'value="{escape(filters.policy or "")}"></label>'
@@ -103,10 +134,18 @@ def _filter_form(filters: Filters) -> str:
     )
 
 
-def list_page(anomalies: Sequence[Anomaly], filters: Filters, who: str, nonce: str) -> str:
+def list_page(
+    anomalies: Sequence[Anomaly],
+    filters: Filters,
+    who: str,
+    nonce: str,
+    tenant: TenantLabel | None = None,
+    tenants: Sequence[TenantLabel] = (),
+) -> str:
+    """``tenant``: whose anomalies these are; ``tenants``: the registry's, to choose from."""
     rows = "".join(
         "<tr>"
-        f'<td><a href="{CONSOLE}/{anomaly_id(a.kind, a.subject.key)}">'
+        f'<td><a href="{scoped(f"{CONSOLE}/{anomaly_id(a.kind, a.subject.key)}", tenant)}">'
         f"{escape(_title(a.kind))}</a></td>"
         f"<td>{escape(_subject(a))}</td><td>{escape(a.subject.policy_name or '')}</td>"
         f"<td>{escape(a.status.value)}</td><td>{a.first_seen:%Y-%m-%d %H:%M} UTC</td>"
@@ -119,8 +158,9 @@ def list_page(anomalies: Sequence[Anomaly], filters: Filters, who: str, nonce: s
         if anomalies
         else '<p id="empty">No anomalies match.</p>'
     )
-    body = f"<h1>ETG anomalies</h1>{_filter_form(filters)}<p>{len(anomalies)} shown</p>{table}"
-    return _layout("Anomalies", body, nonce, who)
+    form = _filter_form(filters, tenant, tenants)
+    body = f"<h1>ETG anomalies</h1>{form}<p>{len(anomalies)} shown</p>{table}"
+    return _layout("Anomalies", body, nonce, who, tenant)
 
 
 def _history(history: Sequence[Mapping[str, JSON]]) -> str:
@@ -145,14 +185,15 @@ def _acknowledgement(anomaly: Anomaly) -> str:
     )
 
 
-def _forms(anomaly: Anomaly, aid: str, csrf: str | None) -> str:
+def _forms(anomaly: Anomaly, aid: str, csrf: str | None, tenant: TenantLabel | None) -> str:
     if csrf is None:
         return '<p class="muted">The console is read-only: ETG_CONSOLE_SECRET is not set.</p>'
     token = f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
     acknowledge = (
         ""
         if anomaly.acknowledged_by
-        else f'<form method="post" action="{CONSOLE}/{aid}/acknowledge" id="acknowledge">'
+        else f'<form method="post" action="{scoped(f"{CONSOLE}/{aid}/acknowledge", tenant)}" '
+        'id="acknowledge">'
         f'{token}<button type="submit">Acknowledge</button></form>'
     )
     s = anomaly.subject
@@ -163,7 +204,8 @@ def _forms(anomaly: Anomaly, aid: str, csrf: str | None) -> str:
         scopes.insert(0, ("device", f"device {s.device_name or s.managed_device_id}"))
     options = "".join(f'<option value="{v}">{escape(text)}</option>' for v, text in scopes)
     suppress = (
-        f'<form method="post" action="{CONSOLE}/{aid}/suppress" id="suppress">{token}'
+        f'<form method="post" action="{scoped(f"{CONSOLE}/{aid}/suppress", tenant)}" '
+        f'id="suppress">{token}'
         f'<label>Suppress <select name="scope">{options}</select></label>'
         '<label>Reason (required) <input name="reason" required maxlength="500" size="60">'
         "</label>"
@@ -183,6 +225,7 @@ class AnomalyView:
     csrf: str | None  # None: read-only, no forms
     notice: str | None = None
     error: str | None = None
+    tenant: TenantLabel | None = None  # the registry tenant's; None: a single-tenant install
 
 
 def anomaly_page(view: AnomalyView, nonce: str, now: datetime) -> str:
@@ -195,15 +238,16 @@ def anomaly_page(view: AnomalyView, nonce: str, now: datetime) -> str:
     evidence = json.dumps(a.evidence, indent=2, sort_keys=True, ensure_ascii=False)
     runbook = f"<p>Runbook: <code>{escape(known.runbook)}</code></p>" if known else ""
     body = (
-        f'<p><a href="{CONSOLE}">All anomalies</a></p>{notice}{error}'
+        f'<p><a href="{scoped(CONSOLE, view.tenant)}">All anomalies</a></p>{notice}{error}'
         f"<h1>{escape(_title(a.kind))}</h1>"
         f"<p>{escape(_subject(a))} &middot; {escape(a.status.value)} &middot; open since "
         f"{a.first_seen:%Y-%m-%d %H:%M} UTC ({escape(human(now - a.first_seen))})</p>"
         f'<h2>What happened</h2><p id="explanation">{escape(a.explanation)}</p>'
         f'<h2>What to do</h2><p id="fix">{escape(a.fix)}</p>{runbook}'
         f"<h2>Timeline</h2>{picture}"
-        f"<h2>Acknowledgement</h2>{_acknowledgement(a)}{_forms(a, view.aid, view.csrf)}"
+        f"<h2>Acknowledgement</h2>{_acknowledgement(a)}"
+        f"{_forms(a, view.aid, view.csrf, view.tenant)}"
         f'<h2>Evidence</h2><pre id="evidence">{escape(evidence)}</pre>'
         f"<h2>History</h2>{_history(a.history)}"
     )
-    return _layout(_title(a.kind), body, nonce, view.who)
+    return _layout(_title(a.kind), body, nonce, view.who, view.tenant)

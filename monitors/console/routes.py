@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
+from monitors.alerts.cards import TenantLabel, tenant_label
 from monitors.console import pages
 from monitors.console.ids import parse_id
 from monitors.console.security import Principal, Refusal, authorize, csrf_token, csrf_valid
@@ -29,6 +30,7 @@ from monitors.rules.suppression import SuppressionScope
 if TYPE_CHECKING:
     from monitors.settings import Settings
     from monitors.store.tables import TableStore
+    from monitors.tenants.registry import Tenant
 
 MAX_FORM_BYTES = 8 * 1024
 MAX_LISTED = 500
@@ -83,14 +85,18 @@ async def handle(
     action: Action, request: Request, settings: Settings, store: TableStore, now: datetime
 ) -> Response:
     nonce = secrets.token_urlsafe(18)
+    tenant = tenant_label(settings.tenant_name, settings.tenant_id)
     try:
         principal = _principal(request, settings)
-        page = await _dispatch(action, request, settings, store, now, principal, nonce)
+        page = await _in_scope(action, request, settings, store, now, principal, nonce)
     except _Refused as refused:
-        page = Response(refused.status, pages.message_page(refused.title, refused.text, nonce))
+        page = Response(
+            refused.status, pages.message_page(refused.title, refused.text, nonce, tenant)
+        )
     except Unavailable:
         page = Response(
-            503, pages.message_page("Unavailable", "The state store cannot be reached.", nonce)
+            503,
+            pages.message_page("Unavailable", "The state store cannot be reached.", nonce, tenant),
         )
     page.headers = {**pages.headers(nonce), **page.headers}
     return page
@@ -112,7 +118,24 @@ def _principal(request: Request, settings: Settings) -> Principal:
     return who
 
 
-async def _dispatch(
+def _scoped_settings(base: Settings, tenant: Tenant) -> Settings:
+    """A registry tenant's console: its own tables, its own alert routes (a suppression's
+    notice goes where its alerts go); the console's own settings stay the deployment's."""
+    from monitors.alerts.routing import parse_routes
+    from monitors.tenants.scope import storage_settings
+
+    scoped = storage_settings(base, tenant)
+    if tenant.alert_routes is None:
+        return scoped
+    try:
+        return dataclasses.replace(scoped, alert_routes=parse_routes(tenant.alert_routes))
+    except ValueError:
+        raise _Refused(
+            409, "Tenant misconfigured", "This tenant's alert routes are invalid in the registry."
+        ) from None
+
+
+async def _in_scope(
     action: Action,
     request: Request,
     settings: Settings,
@@ -121,37 +144,91 @@ async def _dispatch(
     principal: Principal,
     nonce: str,
 ) -> Response:
+    """The request on the tables of the tenant it names (``?tenant=<registry tenant id>``), or
+    on the deployment's own. A tenant's anomaly is found only in that tenant's tables, so an id
+    or a form of one tenant can never reach another's."""
+    from monitors.jobs.context import open_store
+    from monitors.tenants.registry import TenantError, TenantRegistry, normalize_tenant_id
+
+    registry = TenantRegistry(store)
+    tenants: list[TenantLabel] = []
     if action is Action.LIST:
-        return await _list(request, store, principal, nonce)
+        tenants = [TenantLabel(t.tenant_id, t.display_name) for t in await registry.all()]
+    wanted = request.params.get("tenant", "").strip()
+    if not wanted or (settings.tenant_name is not None and wanted == settings.tenant_id):
+        return await _dispatch(action, request, settings, store, now, principal, nonce, tenants)
+    try:
+        entry = await registry.get(normalize_tenant_id(wanted))
+    except TenantError:
+        entry = None
+    if entry is None:
+        raise _Refused(404, "Unknown tenant", "No registered tenant has this id.")
+    scoped = _scoped_settings(settings, entry)
+    async with open_store(scoped) as tenant_store:
+        return await _dispatch(
+            action, request, scoped, tenant_store, now, principal, nonce, tenants
+        )
+
+
+def _bound(settings: Settings, aid: str) -> str:
+    """What a form's CSRF token is bound to: the anomaly, and the tenant for a registry
+    tenant's (two tenants can have an anomaly of the same id: overlapping device ids)."""
+    return aid if settings.tenant_name is None else f"{settings.tenant_id}/{aid}"
+
+
+async def _dispatch(
+    action: Action,
+    request: Request,
+    settings: Settings,
+    store: TableStore,
+    now: datetime,
+    principal: Principal,
+    nonce: str,
+    tenants: Sequence[TenantLabel] = (),
+) -> Response:
+    tenant = tenant_label(settings.tenant_name, settings.tenant_id)
+    if action is Action.LIST:
+        return await _list(request, store, principal, nonce, tenant, tenants)
     aid = str(request.anomaly_id)
     # A post is checked before the store is read: a forged one costs nothing.
-    form = {} if action is Action.SHOW else _form(request, settings, principal, aid, now)
+    form = (
+        {}
+        if action is Action.SHOW
+        else _form(request, settings, principal, _bound(settings, aid), now)
+    )
     anomaly = await _find(request, store)
     if action is Action.SHOW:
         done = DONE.get(request.params.get("done", ""))
         view = pages.AnomalyView(
-            anomaly, aid, principal.name, _token(settings, principal, aid, now), done
+            anomaly, aid, principal.name, _token(settings, principal, aid, now), done, None, tenant
         )
         return Response(200, pages.anomaly_page(view, nonce, now))
     if action is Action.ACKNOWLEDGE:
         await _acknowledge(store, anomaly, principal, now)
-        return _see(aid, "acknowledged")
+        return _see(aid, "acknowledged", tenant)
     problem = await _suppress(store, settings, anomaly, principal, form, now)
     if problem is None:
-        return _see(aid, "suppressed")
+        return _see(aid, "suppressed", tenant)
     view = pages.AnomalyView(
-        anomaly, aid, principal.name, _token(settings, principal, aid, now), error=problem
+        anomaly,
+        aid,
+        principal.name,
+        _token(settings, principal, aid, now),
+        error=problem,
+        tenant=tenant,
     )
     return Response(400, pages.anomaly_page(view, nonce, now))
 
 
 def _token(settings: Settings, principal: Principal, aid: str, now: datetime) -> str | None:
     secret = settings.console_secret
-    return csrf_token(secret, principal.name, aid, now) if secret else None
+    bound = _bound(settings, aid)
+    return csrf_token(secret, principal.name, bound, now) if secret else None
 
 
-def _see(aid: str, done: str) -> Response:
-    return Response(303, "", {"Location": f"{pages.CONSOLE}/{aid}?done={done}"})
+def _see(aid: str, done: str, tenant: TenantLabel | None) -> Response:
+    page = pages.scoped(f"{pages.CONSOLE}/{aid}", tenant)
+    return Response(303, "", {"Location": f"{page}{'&' if tenant else '?'}done={done}"})
 
 
 def _filters(params: Mapping[str, str]) -> pages.Filters:
@@ -167,7 +244,14 @@ def _filters(params: Mapping[str, str]) -> pages.Filters:
     return pages.Filters(kind, policy, status)
 
 
-async def _list(request: Request, store: TableStore, principal: Principal, nonce: str) -> Response:
+async def _list(
+    request: Request,
+    store: TableStore,
+    principal: Principal,
+    nonce: str,
+    tenant: TenantLabel | None,
+    tenants: Sequence[TenantLabel],
+) -> Response:
     filters = _filters(request.params)
     status = None if filters.status == "all" else Status(filters.status)
     wanted = filters.policy.casefold() if filters.policy else None
@@ -179,7 +263,8 @@ async def _list(request: Request, store: TableStore, principal: Principal, nonce
         in ((a.subject.policy_id or "").casefold(), (a.subject.policy_name or "").casefold())
     ]
     found.sort(key=lambda a: (severity_rank(a.kind), a.first_seen, a.key))
-    return Response(200, pages.list_page(found[:MAX_LISTED], filters, principal.name, nonce))
+    page = pages.list_page(found[:MAX_LISTED], filters, principal.name, nonce, tenant, tenants)
+    return Response(200, page)
 
 
 async def _find(request: Request, store: TableStore) -> Anomaly:

@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 
+from monitors.alerts.cards import tenant_label
 from monitors.alerts.dispatch import DispatchResult, dispatch
 from monitors.alerts.pagerduty import PagerDutyTarget
 from monitors.alerts.routing import Routes
@@ -87,6 +88,7 @@ async def dispatch_alerts(ctx: JobContext) -> DispatchResult:
             pagerduty=pagerduty,
             webhook=webhook,
             public_base_url=settings.public_base_url,
+            tenant=tenant_label(settings.tenant_name, settings.tenant_id),
         )
 
     return await recorded_run(ctx, JOB, body, _summarize)

@@ -75,11 +75,14 @@ def summary_card(summary: Mapping[str, Any], report_url: str | None = None) -> d
         _figures(summary),
         *_issues(summary),
     ]
+    return report_card(body, report_url, "Open the full report")
+
+
+def report_card(body: list[dict[str, JSON]], report_url: str | None, title: str) -> dict[str, JSON]:
+    """A summary-like card: its body, and a button to the HTML report when there is one."""
     actions: list[dict[str, JSON]] = []
     if report_url:
-        actions.append(
-            {"type": "Action.OpenUrl", "title": "Open the full report", "url": report_url}
-        )
+        actions.append({"type": "Action.OpenUrl", "title": title, "url": report_url})
     return fit(
         {
             "$schema": SCHEMA,

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from monitors.alerts.cards import TenantLabel
 from monitors.rules.kinds import KINDS, severity_rank
 from monitors.summary.compute import early_line, headline, policies_by_severity
 
@@ -278,13 +279,18 @@ def _config_sections(summary: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def render_html(summary: Mapping[str, Any]) -> str:
+def render_html(summary: Mapping[str, Any], tenant: TenantLabel | None = None) -> str:
+    """``tenant``: the registry tenant the summary is of (monitors.alerts.cards.tenant_label),
+    named in the title and under the heading; None for a single-tenant install."""
     title = f"ETG compliance, week {summary['week']}"
+    if tenant is not None:
+        title += f", {tenant}"
+    named = f'<p class="sub" id="tenant">Tenant: {escape(str(tenant))}</p>' if tenant else ""
     sections = _outcome_sections(summary) + _anomaly_sections(summary) + _config_sections(summary)
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{escape(title)}</h1>"
+        f"<h1>{escape(title)}</h1>{named}"
         f'<p class="sub">{escape(headline(summary))}. Week {escape(summary["start"][:10])} to '
         f"{escape(summary['end'][:10])} (UTC); generated {escape(summary['generated_at'][:16])}."
         "</p>"
