@@ -4,7 +4,9 @@ targetScope = 'subscription'
 // functions-quickstart-python-azd templates: one resource group, a user-assigned managed identity
 // for everything (storage, Application Insights, Key Vault, Microsoft Graph reads), no keys or
 // connection strings anywhere; with enableRemediation a second one holds the Graph write
-// permissions and nothing else. See infra/README.md.
+// permissions and nothing else. With mspMode one deployment watches many customer tenants
+// through a multi-tenant app registration whose credential is that identity (docs/msp.md).
+// See infra/README.md.
 
 @minLength(1)
 @maxLength(64)
@@ -86,7 +88,7 @@ param detailedReports bool = false
 @description('Optional JSON object from device preparation policy id or name to its ETG group id, for tenants that route neither ETG retrieve action. It always wins over what Graph says.')
 param policyGroups string = ''
 
-@description('With grantGraphPermissions: also grant DeviceManagementManagedDevices.ReadWrite.All, the only permission that opens the Intune report export the deployment report comes from.')
+@description('With grantGraphPermissions: also grant DeviceManagementManagedDevices.ReadWrite.All, the only permission that opens the Intune report export the deployment report comes from. With mspMode: also ask customers for it.')
 param enableReportExport bool = true
 
 @description('Grant the Graph application permissions from this template (Microsoft Graph Bicep extension). The deployer must hold Privileged Role Administrator (or AppRoleAssignment.ReadWrite.All and Application.Read.All). Default: grant them with infra/grant-graph-permissions.ps1 or .sh instead.')
@@ -168,6 +170,17 @@ param alertEmail string = ''
 @description('Resource id of an existing action group the monitor\'s own alert rules notify instead of the one this template creates. Empty: use the template\'s.')
 param actionGroupId string = ''
 
+@description('Managed service provider mode (docs/msp.md): create the multi-tenant app registration that is the monitor\'s identity in every customer tenant of the registry, with a federated credential trusting the function app\'s identity (no secret), and name it in ETG_MSP_APP_CLIENT_ID. The deployer needs the right to create applications. Microsoft Graph Bicep runs in the public cloud only. Default: single tenant, no app registration.')
+param mspMode bool = false
+
+@minLength(1)
+@maxLength(120)
+@description('With mspMode: the app registration\'s name, which customers\' administrators see in the consent prompt and under Enterprise applications.')
+param mspAppDisplayName string = 'etg-monitor'
+
+@description('With mspMode: also request GroupMember.ReadWrite.All, Device.ReadWrite.All and Group.ReadWrite.All in every customer\'s consent, for tenants whose registry entry sets remediation to auto. Default: the app reads only.')
+param mspWritePermissions bool = false
+
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
@@ -175,6 +188,10 @@ var functionAppName = !empty(apiServiceName) ? apiServiceName : '${abbrs.webSite
 var deploymentStorageContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
 var effectiveStorageAccountName = !empty(storageAccountName) ? storageAccountName : '${abbrs.storageStorageAccounts}${resourceToken}'
 var tableServiceUrl = 'https://${effectiveStorageAccountName}.table.${environment().suffixes.storage}'
+var queueServiceUrl = 'https://${effectiveStorageAccountName}.queue.${environment().suffixes.storage}'
+// The queue the timers fan registry tenants' jobs out on: ETG_JOB_QUEUE's value below, the
+// code's default (tests/unit/test_infra_msp.py holds the three equal).
+var jobQueueName = 'etg-jobs'
 
 // Organize resources in a resource group
 resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
@@ -287,6 +304,16 @@ var appSettings = {
   ETG_CONSOLE_DEV_PRINCIPAL: '' // local use only: the app refuses it outside a loopback tenant
   ETG_CONSOLE_SECRET: !empty(consoleSecret) ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.consoleSecretUri})' : ''
 
+  // Many tenants (docs/msp.md): used only while the tenant registry has entries. The queue
+  // (app/queues.bicep creates it and its -poison queue, as jobQueueName) is reached with the
+  // identity, as the tables are; the app registration and the identity that signs it in are
+  // named only with mspMode.
+  ETG_JOB_QUEUE: 'etg-jobs'
+  ETG_STORAGE_QUEUE_URL: queueServiceUrl
+  ETG_KEY_VAULT_URL: keyVault.outputs.uri // the registry tenants' kv:<secret name> references
+  ETG_MSP_APP_CLIENT_ID: mspAppClientId
+  ETG_MSP_IDENTITY_CLIENT_ID: mspMode ? apiUserAssignedIdentity.outputs.clientId : ''
+
   // Remediation: writes only through the write identity, and never without it.
   ETG_REMEDIATION: enableRemediation ? remediationMode : 'off'
   ETG_REMEDIATION_MAX_PER_RUN: string(remediationMaxPerRun)
@@ -318,9 +345,11 @@ module api './app/api.bicep' = {
     consoleClientId: consoleClientId
     appSettings: appSettings
   }
-  // Key Vault references resolve when the app starts: the identity's roles must exist first.
+  // Key Vault references resolve when the app starts: the identity's roles must exist first,
+  // and the queue trigger starts listening then.
   dependsOn: [
     rbac
+    jobQueues
   ]
 }
 
@@ -350,12 +379,22 @@ module storage 'br/public:avm/res/storage/storage-account:0.8.3' = {
 // Which storage services the app reaches, and so which data roles the identity gets.
 var storageEndpointConfig = {
   enableBlob: true // deployment package, host storage, timer trigger locks
-  enableQueue: false // no queue triggers or outputs in this app
+  enableQueue: true // the job queue: the timers send, the queue trigger processes (app/queues.bicep)
   enableTable: true // the monitor's state (anomalies, runs, deployments, ...)
   allowUserIdentityPrincipal: true // the deployer may run the etg-monitor CLI against the same tables
 }
 
-// Key Vault (RBAC mode) for the three secrets.
+// The job queue and its poison queue, in the same account.
+module jobQueues './app/queues.bicep' = {
+  name: 'jobQueues'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    jobQueueName: jobQueueName
+  }
+}
+
+// Key Vault (RBAC mode) for the deployment's secrets and the registry tenants' alert secrets.
 module keyVault './app/keyvault.bicep' = {
   name: 'keyvault'
   scope: rg
@@ -399,6 +438,23 @@ module graphPermissions './app/graph-permissions.bicep' = if (grantGraphPermissi
     writePrincipalId: remediationIdentityPrincipalId
   }
 }
+
+// The multi-tenant app registration and its federated credential (mspMode only; docs/msp.md).
+// Its reply address is the function app's default host name, known before the site exists, so
+// that the app registration need not wait for the site whose settings name it.
+module mspApp './app/msp-app.bicep' = if (mspMode) {
+  name: 'mspApp'
+  scope: rg
+  params: {
+    uniqueName: 'etg-monitor-msp-${resourceToken}'
+    displayName: mspAppDisplayName
+    identityPrincipalId: apiUserAssignedIdentity.outputs.principalId
+    redirectUri: 'https://${functionAppName}.azurewebsites.net/'
+    enableReportExport: enableReportExport
+    includeWritePermissions: mspWritePermissions
+  }
+}
+var mspAppClientId = mspMode ? mspApp!.outputs.appId : ''
 
 // Monitor application with Azure Monitor - Log Analytics and Application Insights
 module logAnalytics 'br/public:avm/res/operational-insights/workspace:0.11.1' = {
@@ -472,3 +528,10 @@ output ETG_TABLE_PREFIX string = tablePrefix
 output CONSOLE_URL string = '${api.outputs.SERVICE_API_URI}/api/console/anomalies'
 output CONSOLE_SIGN_IN_REDIRECT_URI string = '${api.outputs.SERVICE_API_URI}/.auth/login/aad/callback'
 output AZURE_WORKBOOK_ID string = workbook.outputs.id
+// Many tenants (docs/msp.md). For `etg-monitor tenants ...` run locally against the same
+// registry; the consent URL needs the customer's tenant id in place of the braces.
+output ETG_JOB_QUEUE string = jobQueues.outputs.jobQueueName
+output ETG_STORAGE_QUEUE_URL string = queueServiceUrl
+output ETG_KEY_VAULT_URL string = keyVault.outputs.uri
+output ETG_MSP_APP_CLIENT_ID string = mspAppClientId
+output MSP_ADMIN_CONSENT_URL string = mspMode ? '${environment().authentication.loginEndpoint}{customer-tenant-id}/adminconsent?client_id=${mspAppClientId}' : ''

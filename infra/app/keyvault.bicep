@@ -3,6 +3,9 @@
 // redeploy); the function app's identity reads them as Key Vault Secrets User (rbac.bicep).
 // A secret is written only when its value is given, so a deployment without one never
 // overwrites a value set earlier.
+// With a tenant registry (docs/msp.md) each customer's alert secrets live here too, set by the
+// operator (`az keyvault secret set`), never by this template, and the app reads them by name
+// with the same role when that tenant's job runs.
 
 param name string
 param location string = resourceGroup().location
@@ -122,6 +125,8 @@ resource alertWebhookSecretResource 'Microsoft.KeyVault/vaults/secrets@2023-07-0
 }
 
 output name string = vault.name
+// ETG_KEY_VAULT_URL: registry tenants' alert secrets are read from here at run time (kv:<name>).
+output uri string = vault.properties.vaultUri
 output teamsWebhookSecretUri string = '${vault.properties.vaultUri}secrets/${teamsWebhookSecretName}'
 output notificationUrlSecretUri string = '${vault.properties.vaultUri}secrets/${notificationUrlSecretName}'
 output notificationClientStateSecretUri string = '${vault.properties.vaultUri}secrets/${notificationClientStateSecretName}'

@@ -43,7 +43,11 @@ resource storageRoleAssignment 'Microsoft.Authorization/roleAssignments@2022-04-
   }
 }
 
-// Only if a queue is ever used; off today.
+// The job queue (app/queues.bicep): the timers send to it, the queue trigger reads and deletes
+// its messages, and the host moves failed ones to the poison queue, creating it if missing.
+// The queue trigger alone needs Storage Queue Data Reader and Message Processor; sending and
+// the poison queue need Contributor ("Azure Queue storage trigger", identity-based
+// connections), which holds both.
 resource queueRoleAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (enableQueue) {
   name: guid(storageAccount.id, managedIdentityPrincipalId, queueRoleDefinitionId)
   scope: storageAccount
