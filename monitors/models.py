@@ -501,19 +501,20 @@ class Deployment:
     # Made once: a scan asks every deployment's key many times, and one string per
     # deployment instead of one per question is tens of megabytes at 100,000 deployments.
     key: str = field(init=False, repr=False, compare=False)
+    # Also made once: the rules ask for it several times per deployment and verdict.
+    completed_at: datetime | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "key", f"{self.managed_device_id}_{self.enrolled_at:%Y%m%dT%H%M%S}"
         )
-
-    @property
-    def completed_at(self) -> datetime | None:
-        if self.status not in (DeploymentStatus.SUCCESS, DeploymentStatus.FAILED):
-            return None
-        if self.duration_seconds is None:
-            return None
-        return self.enrolled_at + timedelta(seconds=self.duration_seconds)
+        completed = None
+        if (
+            self.status in (DeploymentStatus.SUCCESS, DeploymentStatus.FAILED)
+            and self.duration_seconds is not None
+        ):
+            completed = self.enrolled_at + timedelta(seconds=self.duration_seconds)
+        object.__setattr__(self, "completed_at", completed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -89,11 +90,12 @@ def _as_datetime(value: Any) -> datetime | None:
     return None
 
 
+_KEY_UNSAFE = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
+
+
 def escape_key(value: str) -> str:
-    """Table keys forbid / \\ # ? and control characters."""
-    return "".join(
-        "_" if ch in "/\\#?" or ord(ch) < 32 or 127 <= ord(ch) < 160 else ch for ch in value
-    )
+    """Table keys forbid / \\ # ? and control characters (U+0000-U+001F, U+007F-U+009F)."""
+    return _KEY_UNSAFE.sub("_", value)
 
 
 class TableStore(OwnedResources):
