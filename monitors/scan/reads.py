@@ -40,16 +40,29 @@ class Intune:
     payload: Payload | Unverified | None  # None: the detailed reports are not enabled
 
 
+PolicyRead = list[PolicyWithEtg] | Unverified
+
+
+def read_policies(graph: GraphClient, settings: Settings) -> asyncio.Future[PolicyRead]:
+    """The policies with their ETGs, started now: the audit read waits for them alone, not for
+    the report export."""
+    return asyncio.ensure_future(policies.policies_with_etgs(graph, settings.policy_groups))
+
+
 async def read_intune(
-    graph: GraphClient, settings: Settings, wanted: reports.WantedLater | None = None
+    graph: GraphClient,
+    settings: Settings,
+    wanted: reports.WantedLater | None = None,
+    policy_read: Awaitable[PolicyRead] | None = None,
 ) -> Intune | list[Unverified]:
-    """The policies with their ETGs, the deployment report and, when enabled, the detailed app
-    and script reports; without the first two nothing can be judged."""
+    """The policies with their ETGs (``policy_read`` when already started), the deployment
+    report and, when enabled, the detailed app and script reports; without the first two
+    nothing can be judged."""
     payload = (
         asyncio.ensure_future(reports.install_items(graph)) if settings.detailed_reports else None
     )
     policy_list, report = await asyncio.gather(
-        policies.policies_with_etgs(graph, settings.policy_groups),
+        policy_read or policies.policies_with_etgs(graph, settings.policy_groups),
         reports.deployment_report(graph, wanted),
     )
     items = await payload if payload else None
