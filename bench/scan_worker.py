@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from monitors.clock import FixedClock
 from monitors.jobs.context import open_context
 from monitors.scan.pipeline import run_scan
-from monitors.settings import Settings
+from monitors.service import load_settings
 
 
 def sim_now(base_url: str) -> datetime:
@@ -29,7 +29,9 @@ def sim_now(base_url: str) -> datetime:
 
 
 async def main() -> None:
-    settings = Settings.from_env(os.environ)
+    # As the function app and the CLI do: settings validated and logging configured from them
+    # (ETG_LOG_FORMAT=json, as in Azure), so the scan's log lines cost what they cost there.
+    settings = load_settings(os.environ)
     clock = FixedClock(sim_now(settings.graph_endpoint))
     start, cpu = time.perf_counter(), time.process_time()
     async with open_context(settings, clock=clock) as ctx:
