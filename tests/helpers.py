@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import shutil
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, TypeVar
@@ -64,6 +65,34 @@ def call_route(
 
 def run_timer(name: str) -> None:
     asyncio.run(user_function(name)(TimerRequest(past_due=False)))
+
+
+def provider_from_env(
+    monkeypatch: Any,
+    storage_connection: str,
+    table_prefix: str,
+    unset: tuple[str, ...] = (),
+    **env: str,
+) -> Settings:
+    """A multi-tenant deployment's own settings, read by the function app from the environment
+    as in Azure: its own tables and job queue, its Graph a closed port (its tenants each have
+    their own), the settings named in ``unset`` removed. ``env`` adds or overrides settings."""
+    from monitors import entry
+
+    values = {
+        "ETG_GRAPH_ENDPOINT": "http://127.0.0.1:9",
+        "ETG_GRAPH_CREDENTIAL": "none",
+        "ETG_STORAGE_CONNECTION": storage_connection,
+        "ETG_TABLE_PREFIX": table_prefix,
+        "ETG_JOB_QUEUE": "q" + uuid.uuid4().hex[:12],
+        **env,
+    }
+    for name in unset:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(entry, "_settings", None)
+    return entry.settings()
 
 
 def serve_webhook_from_env(monkeypatch: Any, settings: Settings) -> None:

@@ -19,7 +19,7 @@ from azure.functions.queue import QueueMessage
 
 from monitors.settings import Settings
 from monitors.tenants.registry import Overrides, Tenant
-from tests.helpers import in_store, run_timer, stored_anomalies, user_function
+from tests.helpers import in_store, provider_from_env, run_timer, stored_anomalies, user_function
 
 pytestmark = pytest.mark.integration
 
@@ -31,26 +31,16 @@ MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount
 
 @pytest.fixture
 def base(monkeypatch, azurite_queues, table_prefix) -> Settings:
-    """The deployment's settings, read by the function app from the environment as in
-    Azure, with its own queue and tables; Graph retries kept short."""
-    from monitors import entry
-
-    env = {
-        "ETG_GRAPH_ENDPOINT": "http://127.0.0.1:9",
-        "ETG_GRAPH_CREDENTIAL": "none",
-        "ETG_STORAGE_CONNECTION": azurite_queues.connection_string,
-        "ETG_TABLE_PREFIX": table_prefix,
-        "ETG_JOB_QUEUE": "q" + uuid.uuid4().hex[:12],
-        "ETG_GRAPH_MAX_RETRIES": "1",
-        "ETG_GRAPH_RETRY_BUDGET_SECONDS": "2",
-        "ETG_LOG_FORMAT": "json",
-    }
-    for name in ("ETG_NOTIFICATION_URL", "ETG_CLIENT_STATE", "ETG_TEAMS_WEBHOOK_URL"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(entry, "_settings", None)
-    return entry.settings()
+    """The deployment's settings, with its own queue and tables; Graph retries kept short."""
+    return provider_from_env(
+        monkeypatch,
+        azurite_queues.connection_string,
+        table_prefix,
+        ("ETG_NOTIFICATION_URL", "ETG_CLIENT_STATE", "ETG_TEAMS_WEBHOOK_URL"),
+        ETG_GRAPH_MAX_RETRIES="1",
+        ETG_GRAPH_RETRY_BUDGET_SECONDS="2",
+        ETG_LOG_FORMAT="json",
+    )
 
 
 def simulated(tenant_id: str) -> Any:

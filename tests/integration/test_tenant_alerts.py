@@ -32,7 +32,7 @@ from monitors.settings import Settings
 from monitors.store.outbox import OutboxItem
 from monitors.summary.compute import IsoWeek, headline
 from monitors.tenants.registry import Tenant, TenantRegistry
-from tests.helpers import call_route, in_store, run_timer
+from tests.helpers import call_route, in_store, provider_from_env, run_timer
 
 pytestmark = pytest.mark.integration
 
@@ -140,32 +140,22 @@ def test_the_other_channels_plans_label_every_row_of_a_tenant():
 
 @pytest.fixture
 def provider(monkeypatch, azurite_queues, table_prefix, tenant) -> Settings:
-    """The provider's deployment, read by the function app from the environment as in Azure:
-    its own Teams channel, PagerDuty service and webhook receiver are the ``tenant``
-    simulator's (every customer tenant is routed to them too), its Graph a closed port."""
-    from monitors import entry
-
-    env = {
-        "ETG_GRAPH_ENDPOINT": "http://127.0.0.1:9",
-        "ETG_GRAPH_CREDENTIAL": "none",
-        "ETG_STORAGE_CONNECTION": azurite_queues.connection_string,
-        "ETG_TABLE_PREFIX": table_prefix,
-        "ETG_JOB_QUEUE": "q" + uuid.uuid4().hex[:12],
-        "ETG_TEAMS_WEBHOOK_URL": tenant.teams_url,
-        "ETG_PAGERDUTY_EVENTS_URL": tenant.pagerduty_url,
-        "TEST_PROVIDER_TEAMS": tenant.teams_url,
-        "TEST_PROVIDER_PAGERDUTY": tenant.pagerduty_routing_key,
-        "TEST_PROVIDER_HOOK": tenant.webhook_url,
-        "TEST_PROVIDER_HOOK_SECRET": tenant.webhook_secret,
-        "ETG_GRAPH_MAX_RETRIES": "1",
-        "ETG_GRAPH_RETRY_BUDGET_SECONDS": "2",
-    }
-    for name in ("ETG_NOTIFICATION_URL", "ETG_CLIENT_STATE", "ETG_DETAILED_REPORTS"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(entry, "_settings", None)
-    return entry.settings()
+    """The provider's deployment: its own Teams channel, PagerDuty service and webhook receiver
+    are the ``tenant`` simulator's (every customer tenant is routed to them too)."""
+    return provider_from_env(
+        monkeypatch,
+        azurite_queues.connection_string,
+        table_prefix,
+        ("ETG_NOTIFICATION_URL", "ETG_CLIENT_STATE", "ETG_DETAILED_REPORTS"),
+        ETG_TEAMS_WEBHOOK_URL=tenant.teams_url,
+        ETG_PAGERDUTY_EVENTS_URL=tenant.pagerduty_url,
+        TEST_PROVIDER_TEAMS=tenant.teams_url,
+        TEST_PROVIDER_PAGERDUTY=tenant.pagerduty_routing_key,
+        TEST_PROVIDER_HOOK=tenant.webhook_url,
+        TEST_PROVIDER_HOOK_SECRET=tenant.webhook_secret,
+        ETG_GRAPH_MAX_RETRIES="1",
+        ETG_GRAPH_RETRY_BUDGET_SECONDS="2",
+    )
 
 
 @pytest.fixture

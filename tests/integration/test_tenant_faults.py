@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from monitors.settings import Settings
-from tests.helpers import GROUND_TRUTH, device_anomalies, pairs, run_timer
+from tests.helpers import GROUND_TRUTH, device_anomalies, pairs, provider_from_env, run_timer
 from tests.integration.test_fanout import entry_of, job_failing, of_tenant, queued, register, runs
 
 pytestmark = pytest.mark.integration
@@ -27,25 +27,16 @@ GRAPH_PATHS = r"^/(v1\.0|beta)/"
 
 @pytest.fixture
 def base(monkeypatch, azurite_queues, table_prefix) -> Settings:
-    from monitors import entry
-
-    env = {
-        "ETG_GRAPH_ENDPOINT": "http://127.0.0.1:9",
-        "ETG_GRAPH_CREDENTIAL": "none",
-        "ETG_STORAGE_CONNECTION": azurite_queues.connection_string,
-        "ETG_TABLE_PREFIX": table_prefix,
-        "ETG_JOB_QUEUE": "q" + uuid.uuid4().hex[:12],
-        "ETG_DETAILED_REPORTS": "true",
+    return provider_from_env(
+        monkeypatch,
+        azurite_queues.connection_string,
+        table_prefix,
+        ("ETG_NOTIFICATION_URL", "ETG_CLIENT_STATE", "ETG_TEAMS_WEBHOOK_URL"),
+        ETG_DETAILED_REPORTS="true",
         # Small retry budgets, so the throttled tenant gives up within seconds.
-        "ETG_GRAPH_MAX_RETRIES": "2",
-        "ETG_GRAPH_RETRY_BUDGET_SECONDS": "20",
-    }
-    for name in ("ETG_NOTIFICATION_URL", "ETG_CLIENT_STATE", "ETG_TEAMS_WEBHOOK_URL"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(entry, "_settings", None)
-    return entry.settings()
+        ETG_GRAPH_MAX_RETRIES="2",
+        ETG_GRAPH_RETRY_BUDGET_SECONDS="20",
+    )
 
 
 @pytest.fixture
