@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from monitors import service
@@ -44,27 +44,6 @@ def settings() -> Settings:
     return _settings
 
 
-def _outcome(ran: service.Ran[Any]) -> dict[str, Any]:
-    report = ran.report
-    if ran.skipped or report is None:
-        return {"skipped": ran.skipped}
-    if isinstance(report, dict):
-        return report
-    to_json = report.to_json
-    return dict(to_json(devices_limit=0) if ran.job is service.Job.SCAN else to_json())
-
-
-_Runner = Callable[..., Awaitable[service.Ran[Any]]]
-_RUNS: dict[service.Job, _Runner] = {
-    service.Job.SCAN: service.scan,
-    service.Job.CONFIG_CHECK: service.check_config,
-    service.Job.ALERTS: service.send_alerts,
-    service.Job.WEEKLY_SUMMARY: service.weekly_summary,
-    service.Job.SUBSCRIPTIONS: service.sync_subscriptions,
-    service.Job.NOTIFICATIONS: service.process_notifications,
-}
-
-
 # The jobs a fanned-out timer still runs under the deployment's own settings, after enqueuing
 # its tenants': the weekly summary, which there is the provider's roll-up (monitors.jobs.summary),
 # and the alerts, whose dispatch of the deployment's own outbox is what retries the roll-up's
@@ -82,14 +61,16 @@ async def run_job(job: service.Job, clock: Clock | None = None) -> dict[str, Any
         current = settings()
         fanned = await fan_out(current, job.value, clock=clock)
         if fanned is None:
-            return _outcome(await _RUNS[job](current, clock=clock))
+            return service.outcome(await service.TIMER_JOBS[job](current, clock=clock))
     except (SettingsError, Unavailable) as exc:
         _log().error("job.not_run", job=job.value, problem=str(exc))
         return {"failed": str(exc)}
     answer = fanned.to_json()
     if job in _OWN_AFTER_FAN_OUT:
         try:
-            answer["deployment"] = _outcome(await _RUNS[job](current, clock=clock))
+            answer["deployment"] = service.outcome(
+                await service.TIMER_JOBS[job](current, clock=clock)
+            )
         except Unavailable as exc:
             # The tenants' messages are queued already: only the deployment's own run failed.
             _log().error("job.own_not_run", job=job.value, problem=str(exc))

@@ -275,3 +275,26 @@ async def receive_notification(
     now = (clock or SystemClock()).now()
     with dependency_failures_as_unavailable(settings):
         return await receive(store, settings, params, content_type, body, now)
+
+
+# The jobs a timer starts (function_app.py), run here directly or, for registry tenants, from
+# the job queue: each is its job and the dispatch after it.
+TIMER_JOBS: Mapping[Job, Callable[..., Awaitable[Ran[Any]]]] = {
+    Job.SCAN: scan,
+    Job.CONFIG_CHECK: check_config,
+    Job.ALERTS: send_alerts,
+    Job.WEEKLY_SUMMARY: weekly_summary,
+    Job.SUBSCRIPTIONS: sync_subscriptions,
+    Job.NOTIFICATIONS: process_notifications,
+}
+
+
+def outcome(ran: Ran[Any]) -> dict[str, Any]:
+    """A run's outcome as the host logs it: the report's JSON, or why it did not run."""
+    report = ran.report
+    if ran.skipped or report is None:
+        return {"skipped": ran.skipped}
+    if isinstance(report, dict):
+        return report
+    to_json = report.to_json
+    return dict(to_json(devices_limit=0) if ran.job is Job.SCAN else to_json())

@@ -9,7 +9,6 @@ app registration configured) has a failing job: it is recorded as that tenant's
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from monitors import service
@@ -22,18 +21,6 @@ if TYPE_CHECKING:
     from monitors.clock import Clock
     from monitors.settings import Settings
     from monitors.store.tables import TableStore
-
-_Runner = Callable[..., Awaitable[service.Ran[Any]]]
-# What each queued job runs: the same service functions as the timers, the dispatch after them
-# included.
-RUNS: Mapping[str, _Runner] = {
-    service.Job.SCAN.value: service.scan,
-    service.Job.CONFIG_CHECK.value: service.check_config,
-    service.Job.ALERTS.value: service.send_alerts,
-    service.Job.WEEKLY_SUMMARY.value: service.weekly_summary,
-    service.Job.SUBSCRIPTIONS.value: service.sync_subscriptions,
-    service.Job.NOTIFICATIONS.value: service.process_notifications,
-}
 
 
 def _log() -> Any:
@@ -85,17 +72,6 @@ async def record_failure(settings: Settings, job: str, error: str, clock: Clock 
         await record_job_failure(settings, job, error, clock=clock)
 
 
-def outcome(ran: service.Ran[Any]) -> dict[str, Any]:
-    """A run's outcome as the host logs it (the shape of the timers' answers)."""
-    report = ran.report
-    if ran.skipped or report is None:
-        return {"skipped": ran.skipped}
-    if isinstance(report, dict):
-        return report
-    to_json = report.to_json
-    return dict(to_json(devices_limit=0) if ran.job is service.Job.SCAN else to_json())
-
-
 async def run_tenant_job(
     base: Settings, tenant_id: str, job: str, clock: Clock | None = None
 ) -> dict[str, Any]:
@@ -110,8 +86,8 @@ async def run_tenant_job(
     settings, problem = await settings_or_failure(base, tenant, job, clock)
     if settings is None:
         return {"tenant": tenant_id, "job": job, "failed": problem}
-    ran = await RUNS[job](settings, clock=clock)
-    return {"tenant": tenant_id, "job": job, **outcome(ran)}
+    ran = await service.TIMER_JOBS[service.Job(job)](settings, clock=clock)
+    return {"tenant": tenant_id, "job": job, **service.outcome(ran)}
 
 
 async def give_up(
