@@ -102,11 +102,9 @@ async def run_queued(
     message = _queued(message_body, dequeue_count, "queue.message_refused")
     if message is None:
         return {"refused": "not a job message"}
-    try:
-        base = settings()
-    except SettingsError as exc:
-        _log().error("job.not_run", job=message.job, problem=str(exc))
-        return {"failed": str(exc)}
+    base = _job_settings(message.job)
+    if isinstance(base, str):
+        return {"failed": base}
     try:
         return await run_tenant_job(base, message.tenant_id, message.job, clock=clock)
     except Unavailable as exc:
@@ -120,6 +118,15 @@ async def run_queued(
         raise
 
 
+def _job_settings(job: str) -> Settings | str:
+    """The deployment's settings for a queued job, or why they cannot be read (logged)."""
+    try:
+        return settings()
+    except SettingsError as exc:
+        _log().error("job.not_run", job=job, problem=str(exc))
+        return str(exc)
+
+
 async def poisoned(message_body: bytes, clock: Clock | None = None) -> dict[str, Any]:
     """What the poison queue's trigger does: the job the host gave up on becomes that
     tenant's monitor_job_failing, alerted through its own outbox."""
@@ -128,11 +135,9 @@ async def poisoned(message_body: bytes, clock: Clock | None = None) -> dict[str,
     message = _queued(message_body, None, "queue.poison_refused")
     if message is None:
         return {"refused": "not a job message"}
-    try:
-        base = settings()
-    except SettingsError as exc:
-        _log().error("job.not_run", job=message.job, problem=str(exc))
-        return {"failed": str(exc)}
+    base = _job_settings(message.job)
+    if isinstance(base, str):
+        return {"failed": base}
     error = (
         f"the queued {message.job} run of {message.at.isoformat()} failed on every try; "
         f"the host moved it to {base.job_queue}-poison"
