@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import gc
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ from monitors.rules.lifecycle import Transition
 from monitors.scan.coverage import Window, audit_since
 from monitors.scan.facts import Evidence, judge_all, prepare, scan_rules
 from monitors.scan.reads import (
+    DeviceReads,
     Intune,
     Membership,
     PolicyRead,
@@ -157,6 +158,25 @@ async def scan(ctx: JobContext) -> ScanReport:
 CHUNK = 3000
 
 
+def _in_time_order(records: Mapping[str, DeploymentRecord]) -> list[str]:
+    """Keys by enrollment time, so a chunk's records fill few hour partitions and their
+    transactions are full; the deployments of one device (enrolled twice) stay together, at
+    its first, as they share a look-up."""
+    first: dict[str, datetime] = {}
+    for r in records.values():
+        d = r.deployment
+        if d.managed_device_id not in first or d.enrolled_at < first[d.managed_device_id]:
+            first[d.managed_device_id] = d.enrolled_at
+    return sorted(
+        records,
+        key=lambda k: (
+            first[records[k].deployment.managed_device_id],
+            records[k].deployment.managed_device_id,
+            k,
+        ),
+    )
+
+
 class _Run:
     """One scan's chunks, in order: each is read, judged, then written (anomaly changes, then
     records) while the next is read. Only once every chunk is stored do the pending set and
@@ -192,14 +212,23 @@ class _Run:
         audit_read: asyncio.Future[tuple[dict[str, datetime], Membership] | None],
         needed: dict[str, datetime],
     ) -> None:
-        # By device: deployments of one device (enrolled twice) share a chunk, as they share
-        # a look-up.
-        keys = sorted(records, key=lambda k: records[k].deployment.managed_device_id)
+        keys = _in_time_order(records)
         chunks = [keys[i : i + CHUNK] for i in range(0, len(keys), CHUNK)]
+
+        def read(chunk: list[str]) -> asyncio.Future[DeviceReads]:
+            return asyncio.ensure_future(
+                read_devices(self.ctx.graph, {k: records.pop(k) for k in chunk})
+            )
+
+        # The next chunk's devices are read while this one is judged and the one before it
+        # written: the device look-ups, most of a first scan's round trips, never wait.
+        reading: asyncio.Future[DeviceReads] | None = read(chunks[0]) if chunks else None
         writing: asyncio.Future[None] | None = None
         try:
-            for chunk in chunks:
-                found = await read_devices(self.ctx.graph, {k: records.pop(k) for k in chunk})
+            for n in range(len(chunks)):
+                assert reading is not None
+                found = await reading
+                reading = read(chunks[n + 1]) if n + 1 < len(chunks) else None
                 users = await read_users(
                     self.ctx.graph, found.records, self.intune.policies, self.users
                 )
@@ -216,9 +245,11 @@ class _Run:
                 self._membership = await self._audit(audit_read, needed)
             await self._brought_back()
         finally:
-            if writing is not None:
-                writing.cancel()
-                await asyncio.wait([writing])
+            running = [f for f in (reading, writing) if f is not None and not f.done()]
+            for future in running:
+                future.cancel()
+            if running:
+                await asyncio.wait(running)
 
     async def _audit(
         self,
