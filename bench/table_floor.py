@@ -1,9 +1,10 @@
 """The storage floor of a scan: the bare cost of writing one record per deployment with
 azure-data-tables, measured against the same Azurite the scan will use. Prints one JSON line.
 
-The records are as large as the scan's own (``--record-bytes``, about 1 KB) and spread over the
-days the scan's records fall in, written the way the SDK documents batching: 100 upserts per
-``submit_transaction``, one partition each, 8 transactions in flight.
+The records are as large as the scan's own (``--record-bytes``, about 1 KB) and keyed as the
+scan keys them, one partition per enrollment hour over the days the scan's records fall in,
+written the way the SDK documents batching: 100 upserts per ``submit_transaction``, one
+partition each, 8 transactions in flight.
 
     python bench/table_floor.py --records 20000 --connection "..." [--path sdk|store]
 """
@@ -32,7 +33,7 @@ def records(count: int, days: int, record_bytes: int) -> list[dict[str, Any]]:
     blob = "x" * max(0, record_bytes - 100)
     return [
         {
-            "PartitionKey": f"d{i % days:03d}",
+            "PartitionKey": f"h{i % (days * 24):04d}",
             "RowKey": f"{uuid.UUID(int=i)}_{i:08d}",
             "State": "conclusive",
             "Status": "success",

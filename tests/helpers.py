@@ -340,7 +340,7 @@ def at_storage_write(
 
 # Storage writes of a first scan of the demo scenario, pinned by test_faults' counting test so
 # the fault cases there break every one of them.
-DEMO_FIRST_SCAN_WRITES = 20
+DEMO_FIRST_SCAN_WRITES = 46
 
 
 def alerts_queued(settings: Settings) -> Counter[tuple[str, Any, Any]]:

@@ -2,8 +2,11 @@
 
 Tables and keys:
 - ``checkpoints``: PK "scan", RK the checkpoint name. Advanced only after what it covers is stored.
-- ``deployments``: PK the enrollment day (yyyymmdd), RK the deployment key. One record per
-  deployment with everything needed to judge it again without Graph.
+- ``deployments``: PK the enrollment hour (yyyymmddhh), RK the deployment key. One record per
+  deployment with everything needed to judge it again without Graph. Rows written before
+  partitions were hours sit in their enrollment day's partition (yyyymmdd); a day's rows are
+  read as one partition range, which holds both, and a legacy row is removed once its
+  deployment is stored again (see ``save_records``).
 - ``pending``: PK "pending", RK the deployment key: deployments not yet judged conclusively,
   re-judged by every scan. Small, so reading it whole is cheap.
 """
@@ -51,14 +54,53 @@ def day_of_key(deployment_key: str) -> str:
     return deployment_key.rsplit("_", 1)[-1][:8]
 
 
-def _record_entity(r: DeploymentRecord, day: str, now: datetime) -> dict[str, Any]:
+def hour_of(when: datetime) -> str:
+    """The partition of a deployment enrolled then. Hours, not days: a day of a large tenant
+    is thousands of rows, a first scan writes whole days at once, and one partition is one
+    partition server's, which "Scalability and performance targets for Table storage" puts at
+    2,000 entities a second."""
+    return f"{when:%Y%m%d%H}"
+
+
+def _next_day(day: str) -> str:
+    """The day after ``day``; for anything that is not a day, ``day`` itself, which makes its
+    range empty."""
+    try:
+        return f"{datetime.strptime(day, '%Y%m%d') + timedelta(days=1):%Y%m%d}"
+    except ValueError:
+        return day
+
+
+# A day's partitions: its hours, and the legacy day partition itself ('yyyymmdd' sorts before
+# 'yyyymmdd00'). With _day_params.
+DAY_RANGE = "PartitionKey ge @day and PartitionKey lt @next_day"
+
+
+def _day_params(day: str) -> dict[str, str]:
+    return {"day": day, "next_day": _next_day(day)}
+
+
+def _is_legacy(partition: str) -> bool:
+    return len(partition) == 8
+
+
+def _prefer(current: dict[str, Any] | None, entity: dict[str, Any]) -> bool:
+    """Whether ``entity`` should be kept over ``current``, a row of the same deployment key:
+    between a legacy day row and an hour row, the hour row, which is written before the other
+    is removed."""
+    return current is None or (
+        _is_legacy(current["PartitionKey"]) and not _is_legacy(entity["PartitionKey"])
+    )
+
+
+def _record_entity(r: DeploymentRecord, partition: str, now: datetime) -> dict[str, Any]:
     """The row of one deployment. Beside the record itself, the columns read without it: the
     summary's (Status, EnrolledAt, CompletedAt, EtgOutcome, JoinedAt), the device look-up's
     (ObjectId), and Findings. The device and policy ids and the policy name are in the record
     alone: no query reads them as columns."""
     d = r.deployment
     return {
-        "PartitionKey": day,
+        "PartitionKey": partition,
         "RowKey": escape_key(r.key),
         "State": r.state,
         "Summary": r.summary,
@@ -99,6 +141,8 @@ class DeploymentRecord:
     profile_read: bool = False
     # The policies assigned to the enrolling user, once known in full.
     user_policies: UserPolicies | None = None
+    # The partition the record was read from (None: not read from the table).
+    stored_partition: str | None = None
 
     @property
     def key(self) -> str:
@@ -107,6 +151,10 @@ class DeploymentRecord:
     @property
     def day(self) -> str:
         return day_of(self.deployment.enrolled_at)
+
+    @property
+    def partition(self) -> str:
+        return hour_of(self.deployment.enrolled_at)
 
     def to_json(self) -> dict[str, JSON]:
         d = self.deployment
@@ -248,23 +296,37 @@ class ScanState:
         )
         updated = entity.get("UpdatedAt")
         record.updated_at = updated if isinstance(updated, datetime) else None
+        record.stored_partition = entity.get("PartitionKey")
         return record
+
+    @classmethod
+    def _records_from(cls, entities: Iterable[dict[str, Any]]) -> dict[str, DeploymentRecord]:
+        """One record per deployment key, the hour row over a legacy day row."""
+        kept: dict[str, dict[str, Any]] = {}
+        for entity in entities:
+            key = entity["RowKey"]
+            if _prefer(kept.get(key), entity):
+                kept[key] = entity
+        return {key: cls._record_from(e) for key, e in kept.items()}
 
     async def records_for_days(self, days: Iterable[str]) -> dict[str, DeploymentRecord]:
         table = await self._store.table(DEPLOYMENTS)
         out: dict[str, DeploymentRecord] = {}
         for day in sorted(set(days)):
-            async for entity in table.query_entities(
-                "PartitionKey eq @day",
-                parameters={"day": day},
-                select=["RowKey", "Record", "State", "Summary", "UpdatedAt"],
-            ):
-                out[entity["RowKey"]] = self._record_from(entity)
+            entities = [
+                e
+                async for e in table.query_entities(
+                    DAY_RANGE,
+                    parameters=_day_params(day),
+                    select=["PartitionKey", "RowKey", "Record", "State", "Summary", "UpdatedAt"],
+                )
+            ]
+            out.update(self._records_from(entities))
         return out
 
     async def records_by_keys(self, keys: Iterable[str]) -> dict[str, DeploymentRecord]:
-        """Records for these deployment keys. Point look-ups, grouped per day and per 40 keys,
-        so a scan reads what it needs instead of whole days."""
+        """Records for these deployment keys. Look-ups grouped per day and per 40 keys, so a
+        scan reads what it needs instead of whole days."""
         wanted = sorted(set(keys))
         if len(wanted) > 2000:
             # A first scan: reading the days whole is fewer round trips.
@@ -278,47 +340,47 @@ class ScanState:
         for day, day_keys in by_day.items():
             for i in range(0, len(day_keys), 40):
                 chunk = day_keys[i : i + 40]
-                params = {"day": day, **{f"k{n}": escape_key(k) for n, k in enumerate(chunk)}}
+                params = _day_params(day) | {f"k{n}": escape_key(k) for n, k in enumerate(chunk)}
                 where = " or ".join(f"RowKey eq @k{n}" for n in range(len(chunk)))
-                queries.append((f"PartitionKey eq @day and ( {where} )", params))
+                queries.append((f"{DAY_RANGE} and ( {where} )", params))
 
-        async def run(query: str, params: dict[str, Any]) -> list[DeploymentRecord]:
-            return [
-                self._record_from(e) async for e in table.query_entities(query, parameters=params)
-            ]
+        async def run(query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+            return [e async for e in table.query_entities(query, parameters=params)]
 
-        out: dict[str, DeploymentRecord] = {}
+        entities: list[dict[str, Any]] = []
         for start in range(0, len(queries), 8):
             batches = await asyncio.gather(*(run(q, p) for q, p in queries[start : start + 8]))
             for batch in batches:
-                out.update((r.key, r) for r in batch)
-        return out
+                entities.extend(batch)
+        return {r.key: r for r in self._records_from(entities).values()}
 
     async def save_records(self, records: Sequence[DeploymentRecord], now: datetime) -> None:
-        """Store every record or raise. One transaction per day and 100 records, up to
-        WRITE_CONCURRENCY of them at once; after a failure no new one starts, and the error is
-        raised once those in flight have finished, so no write is left running behind it."""
+        """Store every record or raise. One transaction per hour partition and 100 records, up
+        to WRITE_CONCURRENCY of them at once; after a failure no new one starts, and the error
+        is raised once those in flight have finished, so no write is left running behind it.
+        Records read from a legacy day partition have that row removed once all are stored:
+        a crash between the two leaves both, and readers take the hour row."""
         table = await self._store.table(DEPLOYMENTS)
-        by_day: dict[str, list[DeploymentRecord]] = {}
+        by_partition: dict[str, list[DeploymentRecord]] = {}
         for record in records:
-            by_day.setdefault(record.day, []).append(record)
+            by_partition.setdefault(record.partition, []).append(record)
         chunks = iter(
             [
-                (day, group[i : i + BATCH_LIMIT])
-                for day, group in by_day.items()
+                (partition, group[i : i + BATCH_LIMIT])
+                for partition, group in by_partition.items()
                 for i in range(0, len(group), BATCH_LIMIT)
             ]
         )
         failures: list[BaseException] = []
 
         async def worker() -> None:
-            for day, chunk in chunks:
+            for partition, chunk in chunks:
                 if failures:
                     return
                 try:
                     # Rows are encoded as their transaction leaves: only those in flight are
                     # held encoded.
-                    ops = [("upsert", _record_entity(r, day, now), REPLACE) for r in chunk]
+                    ops = [("upsert", _record_entity(r, partition, now), REPLACE) for r in chunk]
                     await transactions.submit(table, ops)
                 except asyncio.CancelledError:
                     raise
@@ -329,6 +391,28 @@ class ScanState:
         await asyncio.gather(*(worker() for _ in range(WRITE_CONCURRENCY)))
         if failures:
             raise failures[0]
+        await self._remove_legacy(table, records)
+
+    @staticmethod
+    async def _remove_legacy(table: Any, records: Sequence[DeploymentRecord]) -> None:
+        legacy: dict[str, list[str]] = {}
+        for record in records:
+            where = record.stored_partition
+            if where is not None and where != record.partition and _is_legacy(where):
+                legacy.setdefault(where, []).append(escape_key(record.key))
+        for partition, keys in legacy.items():
+            for i in range(0, len(keys), BATCH_LIMIT):
+                chunk = keys[i : i + BATCH_LIMIT]
+                try:
+                    await transactions.submit(
+                        table,
+                        [("delete", {"PartitionKey": partition, "RowKey": k}) for k in chunk],
+                    )
+                except TableTransactionError:
+                    # Another run removed one first, which fails the whole transaction;
+                    # one by one, deleting a missing row succeeds.
+                    for k in chunk:
+                        await table.delete_entity(partition, k)
 
     # pending ---------------------------------------------------------------------------------
     async def pending(self) -> dict[str, str]:
@@ -373,20 +457,19 @@ class ScanState:
         for removals of devices judged long ago, which are rare."""
         table = await self._store.table(DEPLOYMENTS)
         wanted = sorted(set(object_ids))
-        out: dict[str, DeploymentRecord] = {}
+        entities: list[dict[str, Any]] = []
         for i in range(0, len(wanted), 15):
             chunk = wanted[i : i + 15]
             params = {f"o{n}": o for n, o in enumerate(chunk)}
             where = " or ".join(f"ObjectId eq @o{n}" for n in range(len(chunk)))
-            async for e in table.query_entities(where, parameters=params):
-                record = self._record_from(e)
-                out[record.key] = record
-        return out
+            entities.extend([e async for e in table.query_entities(where, parameters=params)])
+        return {r.key: r for r in self._records_from(entities).values()}
 
     async def summary_rows(self, start: datetime, end: datetime) -> list[Any]:
         """The few columns the weekly summary needs, for deployments enrolled in [start, end).
 
-        Each day is its own partition, read concurrently; only five columns are fetched, since
+        Each day is read as its own partition range, concurrently; only five columns are
+        fetched (and the keys, to take one row per deployment), since
         turning table rows into Python objects is most of the cost at 100,000 rows."""
         table = await self._store.table(DEPLOYMENTS)
         days = []
@@ -395,13 +478,25 @@ class ScanState:
             days.append(day_of(day))
             day += timedelta(days=1)
 
-        async def read(partition: str) -> list[DeploymentRow]:
-            out = []
-            async for e in table.query_entities(
-                "PartitionKey eq @d",
-                parameters={"d": partition},
-                select=["Status", "EtgOutcome", "EnrolledAt", "JoinedAt", "CompletedAt"],
+        async def read(day: str) -> list[DeploymentRow]:
+            kept: dict[str, dict[str, Any]] = {}
+            async for entity in table.query_entities(
+                DAY_RANGE,
+                parameters=_day_params(day),
+                select=[
+                    "PartitionKey",
+                    "RowKey",
+                    "Status",
+                    "EtgOutcome",
+                    "EnrolledAt",
+                    "JoinedAt",
+                    "CompletedAt",
+                ],
             ):
+                if _prefer(kept.get(entity["RowKey"]), entity):
+                    kept[entity["RowKey"]] = entity
+            out = []
+            for e in kept.values():
                 enrolled = e.get("EnrolledAt")
                 if not isinstance(enrolled, datetime) or not start <= enrolled < end:
                     continue

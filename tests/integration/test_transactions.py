@@ -8,6 +8,7 @@ import asyncio
 import math
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace as dataclass_replace
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
@@ -494,3 +495,91 @@ def test_a_failed_anomaly_batch_is_saved_one_by_one(store_settings):
     assert items[1].key in str(conflict)
     assert set(stored) == {items[0].key, items[1].key}  # the one before it was saved alone
     assert items[0].etag == stored[items[0].key].etag
+
+
+# --- hour partitions, and rows stored in day partitions before them ---------------------------
+
+
+async def _legacy_row(store: Any, r: DeploymentRecord, summary: str = "stored by day") -> None:
+    """A row as written before partitions were hours: in its enrollment day's partition."""
+    from monitors.store.scan_state import DEPLOYMENTS, _record_entity
+
+    table = await store.table(DEPLOYMENTS)
+    entity = _record_entity(r, r.day, NOW)
+    entity["Summary"] = summary
+    await table.upsert_entity(entity)
+
+
+async def _partitions(store: Any) -> dict[str, set[str]]:
+    from monitors.store.scan_state import DEPLOYMENTS
+
+    table = await store.table(DEPLOYMENTS)
+    out: dict[str, set[str]] = {}
+    async for e in table.list_entities(select=["PartitionKey", "RowKey"]):
+        out.setdefault(e["RowKey"], set()).add(e["PartitionKey"])
+    return out
+
+
+def test_each_record_is_stored_in_the_partition_of_its_enrollment_hour(store_settings):
+    records = [record(n, 12) for n in range(0, 240, 7)]  # minutes 0..233: four hours
+
+    async def work(store: Any) -> dict[str, set[str]]:
+        await ScanState(store).save_records(records, NOW)
+        return await _partitions(store)
+
+    stored = in_store(store_settings, work)
+    assert stored == {escape_key(r.key): {f"{r.deployment.enrolled_at:%Y%m%d%H}"} for r in records}
+    assert len({p for ps in stored.values() for p in ps}) == 4
+
+
+def test_a_record_stored_by_day_is_read_and_moves_to_its_hour_when_stored_again(store_settings):
+    old, kept = record(1, 12), record(2, 12)
+
+    async def work(store: Any) -> tuple[Any, ...]:
+        state = ScanState(store)
+        await _legacy_row(store, old)
+        await _legacy_row(store, kept)
+        by_key = await state.records_by_keys([old.key, kept.key])
+        by_day = await state.records_for_days({old.day})
+        summary = await state.summary_rows(NOW.replace(day=1), NOW.replace(day=28))
+        await state.save_records([by_key[old.key]], NOW)
+        return by_key, by_day, summary, await _partitions(store)
+
+    by_key, by_day, summary, stored = in_store(store_settings, work)
+    assert set(by_key) == set(by_day) == {old.key, kept.key}
+    assert by_key[old.key].summary == "stored by day"
+    assert len(summary) == 2
+    # Stored again, the record lives in its hour alone; the one not stored again stays put.
+    assert stored[escape_key(old.key)] == {f"{old.deployment.enrolled_at:%Y%m%d%H}"}
+    assert stored[escape_key(kept.key)] == {old.day}
+
+
+def test_a_deployment_in_both_a_day_and_an_hour_partition_is_read_once_as_its_hour_row(
+    store_settings,
+):
+    # A crash between storing the hour row and removing the day row leaves both.
+    r = record(3, 14)
+
+    async def work(store: Any) -> tuple[Any, ...]:
+        state = ScanState(store)
+        await _legacy_row(store, dataclass_replace(r, outcome="missing"), summary="older")
+        await state.save_records([r], NOW)
+        return (
+            await state.records_by_keys([r.key]),
+            await state.records_for_days({r.day}),
+            await state.records_by_keys([f"other_{n}_20261114T000000" for n in range(2001)]),
+            await state.summary_rows(NOW.replace(day=1), NOW.replace(day=28)),
+        )
+
+    by_key, by_day, none_found, summary = in_store(store_settings, work)
+    assert by_key[r.key].summary == by_day[r.key].summary == "ok"
+    assert none_found == {}
+    assert [s.outcome for s in summary] == ["on_time"]
+
+
+def test_keys_that_name_no_day_find_nothing_and_raise_nothing(store_settings):
+    async def work(store: Any) -> dict[str, DeploymentRecord]:
+        await ScanState(store).save_records([record(4, 12)], NOW)
+        return await ScanState(store).records_by_keys(["no-time-here", "x_notadayT0000", "'_'"])
+
+    assert in_store(store_settings, work) == {}
