@@ -8,7 +8,6 @@ retries, redirects and error parsing are shared without pulling in the large bet
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -16,6 +15,7 @@ from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+import orjson
 from kiota_abstractions.authentication import (
     AnonymousAuthenticationProvider,
     AuthenticationProvider,
@@ -142,9 +142,17 @@ class GraphClient(OwnedResources):
             for m in middleware
         ]
         middleware.append(RequestCounter(self.counts))
+        # aiohttp carries the requests (its parser is C, h11 is Python): the scan's thousand
+        # $batch round trips cost a third less CPU. httpx and the SDK's middleware stay above
+        # it, so retries, redirects, timeouts and errors are the SDK's.
+        from httpx_aiohttp import AiohttpTransport
+
+        self._transport = AiohttpTransport(
+            limits=httpx.Limits(max_connections=settings.graph_concurrency * 2)
+        )
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.graph_timeout_seconds, connect=10.0),
-            limits=httpx.Limits(max_connections=settings.graph_concurrency * 2),
+            transport=self._transport,
         )
         self._http = GraphClientFactory.create_with_custom_middleware(middleware, client=http)
         self.adapter = GraphRequestAdapter(_auth_provider(settings, credential), client=self._http)
@@ -154,6 +162,9 @@ class GraphClient(OwnedResources):
 
     async def _close_resource(self) -> None:
         await self._http.aclose()
+        # The SDK's transport wraps this one and does not close it: its connections would
+        # outlive the run.
+        await self._transport.aclose()
 
     @property
     def request_count(self) -> int:
@@ -198,12 +209,13 @@ class GraphClient(OwnedResources):
         if inspect is not None:
             info.add_request_options([inspect])
         if body is not None:
-            info.set_stream_content(json.dumps(body).encode(), "application/json")
+            info.set_stream_content(orjson.dumps(body), "application/json")
         async with self._slots:
             raw = await self.adapter.send_primitive_async(info, "bytes", ERROR_MAP)
         if not raw:
             return None
-        return json.loads(raw)
+        # orjson: the scan parses a thousand 20-answer batches; its error is a JSONDecodeError.
+        return orjson.loads(raw)
 
     async def download(self, url: str, into: IO[bytes], *, max_bytes: int) -> int:
         """Stream a pre-signed URL (report zips) into ``into``, a chunk at a time, and return
