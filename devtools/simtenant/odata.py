@@ -81,7 +81,8 @@ def new_request_id() -> str:
 
 def graph_time(value: datetime) -> str:
     """Entity timestamps as Graph writes them: whole seconds, ``Z``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: the same text at a third of the cost.
+    return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def graph_time_7(value: datetime) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import orjson
 from aiohttp import web
 
 from devtools.simtenant.clock import SimClock
@@ -256,8 +257,10 @@ class SimService:
         if response.body is None:
             return web.Response(status=response.status, headers=headers)
         headers["Content-Type"] = JSON_CONTENT_TYPE
+        # orjson: the same JSON, UTF-8 as Graph sends it, at a fraction of the simulator's CPU,
+        # which shares the machine with the client under test.
         return web.Response(
-            status=response.status, body=json.dumps(response.body).encode(), headers=headers
+            status=response.status, body=orjson.dumps(response.body), headers=headers
         )
 
     @staticmethod

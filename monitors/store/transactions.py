@@ -17,13 +17,13 @@ operation's error alone, whose message starts with ``<index>:`` (the operation's
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
@@ -150,9 +150,9 @@ def _encode_operation(table_url: str, operation: Operation) -> bytes:
     lines = [f"{method} {url} HTTP/1.1".encode(), *headers]
     if method == "DELETE":
         return _CRLF.join([*lines, b"", b""])
-    payload = json.dumps(
-        _properties(entity), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    # Compact UTF-8, as json.dumps(separators=(",", ":"), ensure_ascii=False) wrote it; a
+    # float NaN or infinity never gets here, the SDK's conversion has made it an Edm.Double.
+    payload = orjson.dumps(_properties(entity))
     lines += [b"Content-Type: application/json", b"Content-Length: %d" % len(payload)]
     return _CRLF.join([*lines, b"", payload])
 
@@ -215,14 +215,33 @@ def _properties(entity: Mapping[str, Any]) -> dict[str, Any]:
 
 class _Part:
     """One operation's answer inside the change set response, shaped as the SDK's error
-    decoding reads a response: status, reason, headers, text."""
+    decoding reads a response: status, reason, headers, text. Headers are parsed when first
+    read: a stored row's answer is wanted only for its ETag."""
 
-    def __init__(self, status_code: int, reason: str, headers: CaseInsensitiveDict, body: bytes):
+    def __init__(self, status_code: int, reason: str, head: list[str], body: bytes):
         self.status_code = status_code
         self.reason = reason
-        self.headers = headers
+        self._head = head
+        self._headers: CaseInsensitiveDict | None = None
         self.body = body
-        self.content_type: str | None = headers.get("Content-Type")
+
+    @property
+    def headers(self) -> CaseInsensitiveDict:
+        if self._headers is None:
+            self._headers = _headers(self._head)
+        return self._headers
+
+    @property
+    def content_type(self) -> str | None:
+        found: str | None = self.headers.get("Content-Type")
+        return found
+
+    def etag(self) -> str | None:
+        for line in self._head:
+            name, sep, value = line.partition(":")
+            if sep and name.strip().lower() == "etag":
+                return value.strip()
+        return None
 
     def text(self, encoding: str | None = None) -> str:
         return self.body.decode(encoding or "utf-8", errors="replace")
@@ -246,7 +265,7 @@ def decode_answer(response: Any, expected: int, table_name: str) -> list[dict[st
             message=f"The transaction answered {len(parts)} parts for {expected} operations",
             response=response,
         )
-    return [{"etag": p.headers["ETag"]} if "ETag" in p.headers else {} for p in parts]
+    return [{"etag": etag} if (etag := p.etag()) is not None else {} for p in parts]
 
 
 def _too_large(response: Any) -> HttpResponseError:
@@ -279,9 +298,8 @@ def _parts(body: bytes, content_type: str) -> list[_Part]:
         if chunk.startswith(b"--"):
             break
         split = _BLANK_LINE.split(chunk.lstrip(b"\r\n"), maxsplit=1)
-        mime = _headers(split[0].decode("latin-1").splitlines())
         inner = split[1] if len(split) > 1 else b""
-        kind = mime.get("Content-Type", "")
+        kind = _content_type(split[0].decode("latin-1").splitlines())
         if kind.lower().startswith("multipart/mixed"):
             out += _parts(inner, kind)
         else:
@@ -296,7 +314,15 @@ def _http_part(raw: bytes) -> _Part:
     status = lines[0].split(" ", 2) if lines else []
     code = int(status[1]) if len(status) > 1 and status[1].isdigit() else 500
     reason = status[2] if len(status) > 2 else ""
-    return _Part(code, reason, _headers(lines[1:]), body.rstrip(b"\r\n"))
+    return _Part(code, reason, lines[1:], body.rstrip(b"\r\n"))
+
+
+def _content_type(lines: list[str]) -> str:
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if sep and name.strip().lower() == "content-type":
+            return value.strip()
+    return ""
 
 
 def _headers(lines: list[str]) -> CaseInsensitiveDict:
