@@ -137,8 +137,25 @@ def minimum_requests(served: dict[str, int], lists: dict[str, dict[str, int]]) -
     return total + -(-lookups // 20)
 
 
-def scan(sim: Sim, connection: str, prefix: str, **settings: str) -> dict[str, Any]:
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds (user and system) a process has used so far; 0 once it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scan(
+    sim: Sim, connection: str, prefix: str, azurite_pid: int | None = None, **settings: str
+) -> dict[str, Any]:
+    """One scan in its own process; beside its own figures, the CPU Azurite and the simulated
+    tenant spent meanwhile, since all three share the machine's cores."""
     sim.control("stats/reset")
+    before = process_cpu(azurite_pid), process_cpu(sim.proc.pid)
     env = {
         **os.environ,
         "ETG_GRAPH_ENDPOINT": sim.base_url,
@@ -157,6 +174,8 @@ def scan(sim: Sim, connection: str, prefix: str, **settings: str) -> dict[str, A
         timeout=900,
     )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["azurite_cpu_s"] = round(process_cpu(azurite_pid) - before[0], 3)
+    result["sim_cpu_s"] = round(process_cpu(sim.proc.pid) - before[1], 3)
     served, lists = sim.get("stats"), sim.get("stats/lists")
     result["sim_served"] = served
     result["minimum_requests"] = minimum_requests(served, lists)
@@ -169,7 +188,8 @@ def median(values: list[float]) -> float:
 
 def floor(connection: str, records: int, days: int, path: str = "sdk") -> dict[str, Any]:
     """The same-run reference of a first scan: bare azure-data-tables writes of one ~1 KB
-    record per deployment (bench/table_floor.py), in an Azurite of its own."""
+    record per deployment, in the scan's hour partitions (bench/table_floor.py), in an Azurite
+    of its own."""
     return bench_script(
         "table_floor.py",
         *("--records", str(records), "--days", str(days), "--connection", connection),
@@ -205,7 +225,7 @@ def bench_scans(
             sim = Sim(f"scale:{deployments}", LATENCY_MS)
             try:
                 prefix = "b" + uuid.uuid4().hex[:10]
-                result = scan(sim, azurite.connection_string, prefix)
+                result = scan(sim, azurite.connection_string, prefix, azurite.table_pid)
                 result["floor"] = floors[-1]
                 first.append(result)
                 for _ in range(increments):
@@ -213,7 +233,7 @@ def bench_scans(
                     sim.control("deployments", {"count": new_per_increment})
                     # Let them finish provisioning and their audit events settle.
                     sim.control("clock", {"advance_s": 2 * 3600})
-                    result = scan(sim, azurite.connection_string, prefix)
+                    result = scan(sim, azurite.connection_string, prefix, azurite.table_pid)
                     result["new"] = new_per_increment
                     incremental.append(result)
             finally:
@@ -241,6 +261,7 @@ def bench_large(deployments: int, runs: int) -> dict[str, Any]:
                     sim,
                     azurite.connection_string,
                     prefix,
+                    azurite.table_pid,
                     ETG_SCAN_LOOKBACK_HOURS=str(LARGE_DAYS * 24),
                 )
                 result["floor"] = floors[-1]
@@ -322,6 +343,19 @@ def per_run_ratio(runs: list[dict[str, Any]]) -> float:
     return median([r["wall_s"] / r["floor"]["wall_s"] for r in runs])
 
 
+def cpu_figures(name: str, runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Median CPU seconds of the scan's process, Azurite and the simulated tenant. Runs from
+    before these were kept have none: 0."""
+    return {
+        f"{name}_{part}": median([r.get(key, 0.0) for r in runs])
+        for part, key in (
+            ("cpu", "cpu_s"),
+            ("azurite_cpu", "azurite_cpu_s"),
+            ("sim_cpu", "sim_cpu_s"),
+        )
+    }
+
+
 def figures(results: dict[str, Any]) -> dict[str, float]:
     first, inc = results["scans"]["first"], results["scans"]["incremental"]
     large = results["large"]["first"]
@@ -333,6 +367,8 @@ def figures(results: dict[str, Any]) -> dict[str, float]:
         "first_req": median([total(r["requests"]) for r in first]),
         "first_min": median([r["minimum_requests"] for r in first]),
         "first_req_ratio": median([total(r["requests"]) / r["minimum_requests"] for r in first]),
+        **cpu_figures("first", first),
+        **cpu_figures("large", large),
         "large_wall": median([r["wall_s"] for r in large]),
         "large_floor": median([r["floor"]["wall_s"] for r in large]),
         "large_ratio": per_run_ratio(large),
@@ -436,9 +472,9 @@ def scan_section(results: dict[str, Any]) -> list[str]:
         "",
         "Every run has its own Azurite (fresh, in memory) and its own simulated tenant; the "
         "reference of each run, the bare cost of writing as many ~1 KB records with "
-        "azure-data-tables (100 upserts per transaction, 8 in flight: `bench/table_floor.py`), "
-        "is measured in another fresh Azurite just before the scan. Ratios are taken per run, "
-        "then the median.",
+        "azure-data-tables (keyed as the scan keys them, a partition per enrollment hour; 100 "
+        "upserts per transaction, 8 in flight: `bench/table_floor.py`), is measured in another "
+        "fresh Azurite just before the scan. Ratios are taken per run, then the median.",
         "",
         "| run | median | runs |",
         "|---|---|---|",
@@ -448,6 +484,8 @@ def scan_section(results: dict[str, Any]) -> list[str]:
         f"{f['first_floor']} s | {n_first} |",
         f"| first scan ÷ bare writes (ratio) | {f['first_ratio']:.2f} | {n_first} |",
         f"| first scan: peak memory (RSS) | {f['first_rss']} MB | {n_first} |",
+        f"| first scan: CPU of the scan, Azurite, the simulated tenant | {f['first_cpu']} s, "
+        f"{f['first_azurite_cpu']} s, {f['first_sim_cpu']} s | {n_first} |",
         f"| first scan: Graph requests, fewest the data needs, ratio | {f['first_req']:.0f}, "
         f"{f['first_min']:.0f}, {f['first_req_ratio']:.2f} | {n_first} |",
         f"| first scan, {large[0]['in_report']} deployments (30 days), 500,000 ETG members, "
@@ -456,6 +494,8 @@ def scan_section(results: dict[str, Any]) -> list[str]:
         f"{f['large_floor']} s | {n_large} |",
         f"| 100,000 first scan ÷ bare writes (ratio) | {f['large_ratio']:.2f} | {n_large} |",
         f"| 100,000 first scan: peak memory (RSS) | {f['large_rss']} MB | {n_large} |",
+        f"| 100,000 first scan: CPU of the scan, Azurite, the simulated tenant | "
+        f"{f['large_cpu']} s, {f['large_azurite_cpu']} s, {f['large_sim_cpu']} s | {n_large} |",
         f"| 100,000 first scan: Graph requests, fewest the data needs | {f['large_req']:.0f}, "
         f"{f['large_min']:.0f} | {n_large} |",
         f"| incremental scan, {inc[0]['new']} new deployments: wall time | {f['inc_wall']} s | "
@@ -515,8 +555,8 @@ def transactions_section(tx: dict[str, Any] | None) -> list[str]:
         "",
         "## Table transactions",
         "",
-        f"{tx['sdk'][0]['records']} records of about 1 KB over 7 days, 100 upserts per "
-        "transaction, 8 in flight, each write in a fresh Azurite, the two paths alternating "
+        f"{tx['sdk'][0]['records']} records of about 1 KB over the hours of 7 days, 100 upserts "
+        "per transaction, 8 in flight, each write in a fresh Azurite, the two paths alternating "
         "(`bench/table_floor.py --path sdk|store`).",
         "",
         "| path | wall (median) | Python CPU (median) | runs |",

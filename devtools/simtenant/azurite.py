@@ -134,6 +134,11 @@ class Azurite:
         return f"http://{self.host}:{self.queue_port}/{ACCOUNT_NAME}"
 
     @property
+    def table_pid(self) -> int | None:
+        """The Table service's process, while it runs (the benchmarks read its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def connection_string(self) -> str:
         queue = f"QueueEndpoint={self.queue_endpoint};" if self.queues else ""
         return (
