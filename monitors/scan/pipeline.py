@@ -28,7 +28,7 @@ import gc
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from monitors.graph.reports import Wanted
 from monitors.jobs.context import JobContext, recorded_run
@@ -36,7 +36,7 @@ from monitors.models import Unverified
 from monitors.rules.enrollment import Judgement, needs_membership_check
 from monitors.rules.lifecycle import Transition
 from monitors.scan.coverage import Window, audit_since
-from monitors.scan.facts import Evidence, judge_all, prepare, scan_rules
+from monitors.scan.facts import Evidence, Prepared, judge_all, prepare, scan_rules
 from monitors.scan.reads import (
     DeviceReads,
     Intune,
@@ -156,6 +156,23 @@ async def scan(ctx: JobContext) -> ScanReport:
 # written: the scan then costs about its reads or its writes, whichever is more, not both. A
 # multiple of 300 (20 device filters of 15 ids in a $batch), so every chunk's requests are full.
 CHUNK = 3000
+T = TypeVar("T")
+
+
+# Deployments judged between two turns of the event loop: judging a whole chunk at once would
+# hold back, for a quarter of a second, the answers of the device look-ups and writes in flight.
+JUDGE_SLICE = 250
+
+
+def _slices(items: Mapping[str, T]) -> list[dict[str, T]]:
+    keys = list(items)
+    return [
+        {k: items[k] for k in keys[i : i + JUDGE_SLICE]} for i in range(0, len(keys), JUDGE_SLICE)
+    ]
+
+
+async def _let_others_run() -> None:
+    await asyncio.sleep(0)
 
 
 def _in_time_order(records: Mapping[str, DeploymentRecord]) -> list[str]:
@@ -288,13 +305,22 @@ class _Run:
             anomalies=self.stored.anomalies,
         )
         self.gaps.extend(users.gaps)
-        prepared = {key: prepare(key, r, evidence) for key, r in users.records.items()}
+        prepared: dict[str, Prepared] = {}
+        for records in _slices(users.records):
+            prepared.update((key, prepare(key, r, evidence)) for key, r in records.items())
+            await _let_others_run()
         undecided = {
             k: p.record for k, p in prepared.items() if needs_membership_check(p.facts, now)
         }
         members = await read_current_membership(self.ctx.graph, undecided)
-        judgements = judge_all(prepared, members, self.stored.anomalies, self.rules, now)
-        return {k: (judged_record(prepared[k].record, j, now), j) for k, j in judgements.items()}
+        out: dict[str, tuple[DeploymentRecord, Judgement]] = {}
+        for part in _slices(prepared):
+            judgements = judge_all(part, members, self.stored.anomalies, self.rules, now)
+            out.update(
+                (k, (judged_record(part[k].record, j, now), j)) for k, j in judgements.items()
+            )
+            await _let_others_run()
+        return out
 
     async def _write(self, judged: dict[str, tuple[DeploymentRecord, Judgement]]) -> None:
         records = {k: r for k, (r, _) in judged.items()}
