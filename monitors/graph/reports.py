@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import itertools
 import json
 import re
 import tempfile
@@ -461,6 +462,35 @@ def _identity(row: Mapping[str, str]) -> tuple[str, datetime]:
     return f"{device_id.lower()}_{at:%Y%m%dT%H%M%S}", at
 
 
+class _RowParser:
+    """Deployments from report rows fed to it in any number of pieces."""
+
+    def __init__(self, wanted: Wanted | None) -> None:
+        self.wanted = wanted
+        self.out: dict[str, Deployment] = {}
+        self.bad: list[Unverified] = []
+        self.seen: dict[str, str] = {}
+        self.count = 0
+
+    def feed(self, rows: Iterable[Mapping[str, str]]) -> None:
+        wanted, out, seen = self.wanted, self.out, self.seen
+        for row in rows:
+            self.count += 1
+            try:
+                if wanted is not None and not wanted(*_identity(row)):
+                    continue
+                deployment = parse_deployment_row(row, seen)
+            except ValueError as exc:  # MalformedResponse included
+                self.bad.append(
+                    DEPLOYMENT_ROW.unverified(UnverifiedReason.MALFORMED, str(exc)[:200])
+                )
+                continue
+            out[deployment.key] = deployment
+
+    def report(self) -> DeploymentReport:
+        return DeploymentReport(self.count, self.out, tuple(self.bad))
+
+
 def parse_deployment_rows(
     rows: Iterable[Mapping[str, str]], wanted: Wanted | None = None
 ) -> DeploymentReport:
@@ -468,21 +498,26 @@ def parse_deployment_rows(
     reported, never skipped silently, and does not hide the others. With ``wanted``, rows it
     declines are counted but not read further: an incremental scan judges only the newest of a
     week of rows, and reading every row whole was most of its time."""
-    out: dict[str, Deployment] = {}
-    bad: list[Unverified] = []
-    seen: dict[str, str] = {}
-    count = 0
-    for row in rows:
-        count += 1
-        try:
-            if wanted is not None and not wanted(*_identity(row)):
-                continue
-            deployment = parse_deployment_row(row, seen)
-        except ValueError as exc:  # MalformedResponse included
-            bad.append(DEPLOYMENT_ROW.unverified(UnverifiedReason.MALFORMED, str(exc)[:200]))
-            continue
-        out[deployment.key] = deployment
-    return DeploymentReport(count, out, tuple(bad))
+    parser = _RowParser(wanted)
+    parser.feed(rows)
+    return parser.report()
+
+
+# Report rows read between two turns of the event loop: 100,000 rows read at once held back,
+# for seconds, the audit log pages read meanwhile.
+ROWS_PER_TURN = 2000
+
+
+async def _parse_between_turns(
+    rows: Iterable[Mapping[str, str]], wanted: Wanted | None
+) -> DeploymentReport:
+    """``parse_deployment_rows``, letting the other reads in flight go on every few rows."""
+    parser = _RowParser(wanted)
+    pending = iter(rows)
+    while piece := list(itertools.islice(pending, ROWS_PER_TURN)):
+        parser.feed(piece)
+        await asyncio.sleep(0)
+    return parser.report()
 
 
 @graph_call(
@@ -497,7 +532,7 @@ async def deployment_report(
     url = await export_url(graph, DEPLOYMENT_REPORT, DEPLOYMENT_COLUMNS)
     async with downloaded(graph, url) as archive:
         keep = await wanted() if wanted is not None else None
-        return parse_deployment_rows(export_rows(archive), keep)
+        return await _parse_between_turns(export_rows(archive), keep)
 
 
 @graph_call("POST exportJobs (detailed app and script reports)", permissions.REPORT_EXPORT)

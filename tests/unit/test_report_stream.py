@@ -259,3 +259,32 @@ def test_rows_the_scan_will_not_judge_are_counted_but_not_read():
     assert len(everything.malformed) == 2
     assert [u.detail for u in report.malformed] == [everything.malformed[0].detail]
     assert "DeviceId" in report.malformed[0].detail
+
+
+def test_rows_read_between_turns_of_the_event_loop_give_the_report_read_at_once():
+    rows = list(reports.export_rows(io.BytesIO(zipped(report_csv(2 * reports.ROWS_PER_TURN + 7)))))
+    rows.insert(reports.ROWS_PER_TURN + 1, {"DeviceId": "", "EnrollmentTimeInUtc": "x"})
+    turns = 0
+
+    async def read() -> reports.DeploymentReport:
+        nonlocal turns
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                await asyncio.sleep(0)
+                turns += 1
+
+        counter = asyncio.ensure_future(count_turns())
+        try:
+            return await reports._parse_between_turns(iter(rows), None)
+        finally:
+            counter.cancel()
+
+    between = asyncio.run(read())
+    at_once = reports.parse_deployment_rows(rows)
+    assert between.rows == at_once.rows == len(rows)
+    assert between.deployments == at_once.deployments
+    assert [u.detail for u in between.malformed] == [u.detail for u in at_once.malformed]
+    # Other work ran while the rows were read: the loop turned between the pieces.
+    assert turns >= 2
