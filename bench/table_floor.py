@@ -29,11 +29,14 @@ IN_FLIGHT = 8
 PER_TRANSACTION = 100
 
 
-def records(count: int, days: int, record_bytes: int) -> list[dict[str, Any]]:
+def records(
+    count: int, days: int, record_bytes: int, partition: str = "hour"
+) -> list[dict[str, Any]]:
     blob = "x" * max(0, record_bytes - 100)
+    partitions = days * 24 if partition == "hour" else days
     return [
         {
-            "PartitionKey": f"h{i % (days * 24):04d}",
+            "PartitionKey": f"p{i % partitions:04d}",
             "RowKey": f"{uuid.UUID(int=i)}_{i:08d}",
             "State": "conclusive",
             "Status": "success",
@@ -86,8 +89,15 @@ def main() -> int:
         help="sdk: azure-data-tables' submit_transaction (the reference); store: the store's "
         "own transaction path (monitors/store/transactions.py), to compare",
     )
+    parser.add_argument(
+        "--partition",
+        choices=("hour", "day"),
+        default="hour",
+        help="hour: a partition per enrollment hour, as the scan keys its records; day: one "
+        "per day, as it did before, to compare",
+    )
     args = parser.parse_args()
-    entities = records(args.records, args.days, args.record_bytes)
+    entities = records(args.records, args.days, args.record_bytes, args.partition)
     cpu = time.process_time()
     wall = asyncio.run(write(args.connection, entities, args.path))
     print(
@@ -96,6 +106,7 @@ def main() -> int:
                 "records": args.records,
                 "path": args.path,
                 "record_bytes": args.record_bytes,
+                "partition": args.partition,
                 "wall_s": round(wall, 3),
                 "cpu_s": round(time.process_time() - cpu, 3),
             }
