@@ -42,8 +42,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from devtools.environment import environment
 from devtools.simtenant.azurite import Azurite
 
 LATENCY_MS = 20
@@ -151,20 +150,6 @@ def deployment_env(connection: str) -> dict[str, str]:
         "ETG_JOB_QUEUE": "etg-bench-" + uuid.uuid4().hex[:8],
         "ETG_LOG_FORMAT": "json",
     }
-
-
-@contextmanager
-def environment(env: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def load(env: dict[str, str]) -> Any:

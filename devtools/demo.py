@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import secrets
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from devtools.environment import environment
 from devtools.simtenant.azurite import Azurite
 from devtools.simtenant.clock import SimClock
 from devtools.simtenant.funchost import FunctionHost
@@ -86,17 +86,11 @@ def _anomalies(settings: Settings, status: Status) -> list[Anomaly]:
 def _served_settings(env: dict[str, str]) -> Iterator[None]:
     """The served function app reads its settings from the process environment, as in Azure:
     point it at the demo's, and put back what was there before."""
-    saved = {key: os.environ.get(key) for key in env}
     cached, entry._settings = entry._settings, None
-    os.environ.update(env)
     try:
-        yield
+        with environment(env):
+            yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         entry._settings = cached
 
 

@@ -78,16 +78,23 @@ async def run_job(job: service.Job, clock: Clock | None = None) -> dict[str, Any
     return answer
 
 
-def _queued(message_body: bytes, dequeue_count: int | None, event: str) -> JobMessage | None:
-    """The message's job, or None after one log line saying why it can never run (the host
-    then completes it: retrying cannot help)."""
+def _queued(
+    message_body: bytes, dequeue_count: int | None, event: str
+) -> tuple[JobMessage, Settings] | dict[str, Any]:
+    """The message's job and the deployment's settings; or, after one log line saying why it
+    can never run, the answer for the host, which then completes the message: retrying
+    cannot help."""
     from monitors.tenants.fanout import BadMessage, parse_message
 
     try:
-        return parse_message(message_body)
+        message = parse_message(message_body)
     except BadMessage as exc:
         _log().error(event, problem=str(exc), dequeue_count=dequeue_count)
-        return None
+        return {"refused": "not a job message"}
+    base = _job_settings(message.job)
+    if isinstance(base, str):
+        return {"failed": base}
+    return message, base
 
 
 async def run_queued(
@@ -99,12 +106,10 @@ async def run_queued(
     poison queue."""
     from monitors.tenants.run import run_tenant_job
 
-    message = _queued(message_body, dequeue_count, "queue.message_refused")
-    if message is None:
-        return {"refused": "not a job message"}
-    base = _job_settings(message.job)
-    if isinstance(base, str):
-        return {"failed": base}
+    queued = _queued(message_body, dequeue_count, "queue.message_refused")
+    if isinstance(queued, dict):
+        return queued
+    message, base = queued
     try:
         return await run_tenant_job(base, message.tenant_id, message.job, clock=clock)
     except Unavailable as exc:
@@ -132,12 +137,10 @@ async def poisoned(message_body: bytes, clock: Clock | None = None) -> dict[str,
     tenant's monitor_job_failing, alerted through its own outbox."""
     from monitors.tenants.run import give_up
 
-    message = _queued(message_body, None, "queue.poison_refused")
-    if message is None:
-        return {"refused": "not a job message"}
-    base = _job_settings(message.job)
-    if isinstance(base, str):
-        return {"failed": base}
+    queued = _queued(message_body, None, "queue.poison_refused")
+    if isinstance(queued, dict):
+        return queued
+    message, base = queued
     error = (
         f"the queued {message.job} run of {message.at.isoformat()} failed on every try; "
         f"the host moved it to {base.job_queue}-poison"

@@ -13,7 +13,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import azure.functions as func
@@ -394,3 +394,26 @@ def browser_missing(reason: str) -> NoReturn:
     if os.environ.get("ETG_REQUIRE_BROWSER"):
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def system_browser() -> Iterator[Any]:
+    """Debian's chromium, headless, driven by Playwright; its own browsers are never
+    downloaded. Skipped (failed in CI) without either."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if system_chromium() is None or sync_playwright is None:
+        browser_missing(
+            "needs Debian's chromium and the playwright package (requirements-dev.txt; "
+            "`apt-get install chromium` to run it locally; no browser is downloaded)"
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=system_chromium(), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()

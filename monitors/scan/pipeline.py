@@ -171,10 +171,6 @@ def _slices(items: Mapping[str, T]) -> list[dict[str, T]]:
     ]
 
 
-async def _let_others_run() -> None:
-    await asyncio.sleep(0)
-
-
 def _in_time_order(records: Mapping[str, DeploymentRecord]) -> list[str]:
     """Keys by enrollment time, so a chunk's records fill few hour partitions and their
     transactions are full; the deployments of one device (enrolled twice) stay together, at
@@ -308,7 +304,7 @@ class _Run:
         prepared: dict[str, Prepared] = {}
         for records in _slices(users.records):
             prepared.update((key, prepare(key, r, evidence)) for key, r in records.items())
-            await _let_others_run()
+            await asyncio.sleep(0)
         undecided = {
             k: p.record for k, p in prepared.items() if needs_membership_check(p.facts, now)
         }
@@ -319,7 +315,7 @@ class _Run:
             out.update(
                 (k, (judged_record(part[k].record, j, now), j)) for k, j in judgements.items()
             )
-            await _let_others_run()
+            await asyncio.sleep(0)
         return out
 
     async def _write(self, judged: dict[str, tuple[DeploymentRecord, Judgement]]) -> None:

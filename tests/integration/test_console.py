@@ -20,12 +20,11 @@ from monitors.rules.kinds import KINDS
 from monitors.rules.reminders import due_reminders
 from tests.helpers import (
     GROUND_TRUTH,
-    browser_missing,
     in_store,
     scan,
     send_alerts,
     stored_anomalies,
-    system_chromium,
+    system_browser,
 )
 
 pytestmark = pytest.mark.integration
@@ -54,21 +53,8 @@ def suppressions(settings) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if system_chromium() is None or sync_playwright is None:
-        browser_missing(
-            "needs Debian's chromium and the playwright package (requirements-dev.txt; "
-            "`apt-get install chromium` to run it locally; no browser is downloaded)"
-        )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=system_chromium(), args=["--no-sandbox", "--disable-gpu"]
-        )
+    with system_browser() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -28,12 +28,11 @@ from monitors.summary.rollup_html import render_rollup_html
 from monitors.tenants.registry import Tenant, TenantRegistry
 from monitors.tenants.scope import tenant_settings
 from tests.helpers import (
-    browser_missing,
     in_store,
     scan,
     serve_webhook_from_env,
     stored_anomalies,
-    system_chromium,
+    system_browser,
 )
 from tests.unit.test_rollup import week_of
 
@@ -218,15 +217,6 @@ def test_the_rollup_of_an_empty_registry_lists_no_tenant(settings, tenant):
 
 
 def test_the_rollup_report_renders_in_chromium_styled_with_hostile_names_inert(tmp_path):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if system_chromium() is None or sync_playwright is None:
-        browser_missing(
-            "needs Debian's chromium and the playwright package (requirements-dev.txt; "
-            "`apt-get install chromium` to run it locally; no browser is downloaded)"
-        )
     hostile = '<img src=x onerror="window.pwned=1">'
     weeks = [
         TenantWeek(FABRIKAM, hostile, True, week_of(9, 1), previous_rate=0.95),
@@ -235,20 +225,14 @@ def test_the_rollup_report_renders_in_chromium_styled_with_hostile_names_inert(t
     ]
     path = tmp_path / "rollup.html"
     path.write_text(render_rollup_html(rollup(WEEK, weeks, datetime.now(UTC))), encoding="utf-8")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=system_chromium(), args=["--no-sandbox", "--disable-gpu"]
+    with system_browser() as browser:
+        page = browser.new_page()
+        page.goto(path.as_uri())
+        names = page.locator("#tenants tbody tr td:first-child").all_inner_texts()
+        pwned = page.evaluate("() => window.pwned === undefined")
+        collapse = page.evaluate(
+            "() => getComputedStyle(document.querySelector('table')).borderCollapse"
         )
-        try:
-            page = browser.new_page()
-            page.goto(path.as_uri())
-            names = page.locator("#tenants tbody tr td:first-child").all_inner_texts()
-            pwned = page.evaluate("() => window.pwned === undefined")
-            collapse = page.evaluate(
-                "() => getComputedStyle(document.querySelector('table')).borderCollapse"
-            )
-        finally:
-            browser.close()
     assert names == ["Contoso", hostile, "Northwind"]  # worst first, the name shown as text
     assert pwned is True
     assert collapse == "collapse"  # the page's own style is allowed by its policy
