@@ -68,6 +68,8 @@ class JobQueue(OwnedResources):
         from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy
         from azure.storage.queue.aio import QueueClient
 
+        from monitors.http import StorageTransport
+
         self.name = name
         self._setting = _setting(settings)
         encode, decode = BinaryBase64EncodePolicy(), BinaryBase64DecodePolicy()
@@ -78,6 +80,7 @@ class JobQueue(OwnedResources):
                     name,
                     message_encode_policy=encode,
                     message_decode_policy=decode,
+                    transport=StorageTransport(),
                 )
             except ValueError:
                 # The SDK's message can quote the string, which holds the account key.
@@ -103,6 +106,7 @@ class JobQueue(OwnedResources):
                 credential=credential,
                 message_encode_policy=encode,
                 message_decode_policy=decode,
+                transport=StorageTransport(),
             )
         self._created = False
 

@@ -20,6 +20,7 @@ from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from monitors.aio import OwnedResources
+from monitors.http import StorageTransport
 from monitors.models import Anomaly, Scope, Status, Subject
 from monitors.rules.suppression import Suppression, SuppressionScope
 from monitors.settings import Settings, SettingsError
@@ -119,7 +120,7 @@ class TableStore(OwnedResources):
         if settings.storage_connection:
             try:
                 self._service = TableServiceClient.from_connection_string(
-                    settings.storage_connection
+                    settings.storage_connection, transport=StorageTransport()
                 )
             except ValueError:
                 # The SDK's message can quote the string, which holds the account key.
@@ -133,7 +134,9 @@ class TableStore(OwnedResources):
                 credential = self._owned_credential = DefaultAzureCredential()
             assert settings.storage_table_url
             self._service = TableServiceClient(
-                endpoint=settings.storage_table_url, credential=credential
+                endpoint=settings.storage_table_url,
+                credential=credential,
+                transport=StorageTransport(),
             )
         self._ready: set[str] = set()
         self._clients: dict[str, TableClient] = {}
