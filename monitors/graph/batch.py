@@ -91,7 +91,7 @@ async def _one_batch(
             request["headers"] = {"Content-Type": "application/json"}
         requests.append(request)
     endpoint = graph.beta("$batch") if beta else graph.v1("$batch")
-    answer = await graph.request("POST", endpoint, {"requests": requests})
+    answer = await graph.post_json(endpoint, {"requests": requests})
     responses = answer.get("responses") if isinstance(answer, dict) else None
     if not isinstance(responses, list):
         raise MalformedResponse("$batch answer without responses")

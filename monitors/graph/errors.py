@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar
 
+import aiohttp
 import httpx
 from kiota_abstractions.api_error import APIError
 
@@ -67,6 +68,7 @@ GRAPH_ERRORS: tuple[type[BaseException], ...] = (
     APIError,
     GraphCallError,
     httpx.HTTPError,
+    aiohttp.ClientError,
     MalformedResponse,
     json.JSONDecodeError,
     UnicodeDecodeError,

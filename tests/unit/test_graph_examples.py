@@ -719,10 +719,11 @@ def test_a_failed_graph_call_is_unverified_under_the_endpoint_and_permission_it_
 
 
 def test_the_call_itself_still_raises_for_callers_that_combine_calls():
-    from kiota_abstractions.api_error import APIError
+    from monitors.graph.errors import GRAPH_ERRORS, status_of
 
-    with pytest.raises(APIError):
+    with pytest.raises(GRAPH_ERRORS) as raised:
         run({}, lambda g: devices.managed_devices_by_id.fetch(g, [MANAGED_ID]))
+    assert status_of(raised.value) == 404
 
 
 def _renewed(request: web.Request, body: Any) -> Any:
