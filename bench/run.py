@@ -565,6 +565,27 @@ def transactions_section(tx: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def graph_section(graph: dict[str, Any] | None) -> list[str]:
+    if not graph:
+        return []
+    return [
+        "",
+        "## Graph $batch round trips",
+        "",
+        f"One `$batch` of {graph['sub_requests']} managed-device look-ups sent to the simulated "
+        f"tenant without added latency, 8 in flight, {graph['requests_per_run']} per run, the "
+        f"two paths alternating, {graph['runs']} runs; the client's own CPU "
+        "(`bench/graph_request.py`). The scan sends its `$batch` requests the second way.",
+        "",
+        "| path | CPU per request (median) |",
+        "|---|---|",
+        f"| msgraph-sdk's request adapter, kiota's middleware, httpx over aiohttp | "
+        f"{graph['sdk_cpu_ms']} ms |",
+        f"| `GraphClient.post_json`, aiohttp alone | {graph['post_json_cpu_ms']} ms |",
+        f"| ratio | {graph['ratio']} |",
+    ]
+
+
 def webhook_section(hook: dict[str, Any]) -> list[str]:
     return [
         "",
@@ -674,6 +695,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         *scan_section(results),
         *transactions_section(results.get("transactions")),
+        *graph_section(results.get("graph")),
         *strict_section(results.get("strict")),
         *webhook_section(results["webhook"]),
         "",
@@ -798,6 +820,7 @@ SECTIONS = (
     "large",
     "profile",
     "transactions",
+    "graph",
     "webhook",
     "summary",
     "import",
@@ -816,6 +839,8 @@ def measure(section: str, args: argparse.Namespace) -> Any:
         return bench_transactions(args.deployments, 3)
     if section == "profile":
         return bench_script("profile_scan.py", "--deployments", str(args.deployments))
+    if section == "graph":
+        return bench_script("graph_request.py")
     if section == "webhook":
         return bench_script("webhook_load.py", "--rate", "200", "--seconds", "60")
     if section == "summary":
