@@ -81,6 +81,7 @@ def every_type(pk: str, rk: str) -> dict[str, Any]:
         "When": datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=UTC),
         "WhenOffset": datetime(2024, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=2))),
         "WhenWhole": datetime(2024, 1, 1, tzinfo=UTC),
+        "WhenEarly": datetime(1601, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
         "Bytes": b"\x00\x01\xfe\xff",
         "Id": uuid.UUID("0b8f3d8e-7c9a-4b6f-9a51-3c2d1e0f9a8b"),
         "Colour": Colour.RED,
