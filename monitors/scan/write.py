@@ -6,6 +6,7 @@ stored conclusive already has its anomaly changes stored before it."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -107,13 +108,19 @@ async def finish(
     return transitions
 
 
+# Anomaly lines logged between two turns of the event loop.
+LINES_PER_TURN = 50
+
+
 async def save_anomaly_changes(
     ctx: JobContext, transitions: Sequence[Transition], now: datetime, *, via: str = "scan"
 ) -> None:
     """Anomaly changes, each with its alerts in the same transaction, and a line for each that
     opens, resolves or reopens (the workbook's anomaly counts)."""
     await save_transitions(ctx.store, transitions, ctx.run_id, now, ctx.settings.alert_routes)
-    for transition in transitions:
+    for n, transition in enumerate(transitions, 1):
+        if n % LINES_PER_TURN == 0:
+            await asyncio.sleep(0)
         if transition.change is not Change.UPDATED:
             ctx.log.info(
                 "anomaly." + transition.change.value,
@@ -153,6 +160,8 @@ async def save_records(
     ]
     for start in range(0, len(settled), SETTLED_PER_LINE):
         ctx.log.info("deployments.settled", deployments=settled[start : start + SETTLED_PER_LINE])
+        # A line is a hundred redacted dicts: the Graph answers in flight go on between lines.
+        await asyncio.sleep(0)
     await ScanState(ctx.store).save_records(list(records.values()), now)
 
 
