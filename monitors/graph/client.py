@@ -35,6 +35,7 @@ from msgraph_core import GraphClientFactory
 
 from monitors.aio import OwnedResources
 from monitors.graph.errors import GraphCallError, MalformedResponse, object_items
+from monitors.graph.slots import RankedSlots
 from monitors.http import Proxies
 from monitors.settings import Settings
 
@@ -174,7 +175,7 @@ class GraphClient(OwnedResources):
         self.adapter = GraphRequestAdapter(self._auth, client=self._http)
         self.adapter.base_url = settings.graph_v1
         self.sdk = GraphServiceClient(request_adapter=self.adapter)
-        self._slots = asyncio.Semaphore(settings.graph_concurrency)
+        self._slots = RankedSlots(settings.graph_concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._proxies = Proxies()
 
