@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from monitors.graph.reports import Wanted
+from monitors.graph.slots import ranked
 from monitors.jobs.context import JobContext, recorded_run
 from monitors.models import Unverified
 from monitors.rules.enrollment import Judgement, needs_membership_check
@@ -156,6 +157,8 @@ async def scan(ctx: JobContext) -> ScanReport:
 # written: the scan then costs about its reads or its writes, whichever is more, not both. A
 # multiple of 300 (20 device filters of 15 ids in a $batch), so every chunk's requests are full.
 CHUNK = 3000
+# Chunks whose devices are being read while one is judged.
+READ_AHEAD = 2
 T = TypeVar("T")
 
 
@@ -228,20 +231,29 @@ class _Run:
         keys = _in_time_order(records)
         chunks = [keys[i : i + CHUNK] for i in range(0, len(keys), CHUNK)]
 
-        def read(chunk: list[str]) -> asyncio.Future[DeviceReads]:
-            return asyncio.ensure_future(
-                read_devices(self.ctx.graph, {k: records.pop(k) for k in chunk})
-            )
+        async def devices_of(n: int, chunk: dict[str, DeploymentRecord]) -> DeviceReads:
+            # Ranked by chunk: a later chunk's look-ups take only the Graph slots that this
+            # chunk's own requests (its judging included, rank 0) and earlier chunks' leave.
+            with ranked(n + 1):
+                return await read_devices(self.ctx.graph, chunk)
 
-        # The next chunk's devices are read while this one is judged and the one before it
-        # written: the device look-ups, most of a first scan's round trips, never wait.
-        reading: asyncio.Future[DeviceReads] | None = read(chunks[0]) if chunks else None
+        def read(n: int) -> asyncio.Future[DeviceReads] | None:
+            if n >= len(chunks):
+                return None
+            return asyncio.ensure_future(devices_of(n, {k: records.pop(k) for k in chunks[n]}))
+
+        # The devices of the next READ_AHEAD chunks are read while one is judged and the one
+        # before it written: the device look-ups, most of a first scan's round trips, never
+        # wait, and the Graph slots stay full between one chunk's look-ups and the next's.
+        reads = [read(n) for n in range(READ_AHEAD)]
+        reading: asyncio.Future[DeviceReads] | None = None
         writing: asyncio.Future[None] | None = None
         try:
             for n in range(len(chunks)):
+                reading = reads.pop(0)
                 assert reading is not None
                 found = await reading
-                reading = read(chunks[n + 1]) if n + 1 < len(chunks) else None
+                reads.append(read(n + READ_AHEAD))
                 users = await read_users(
                     self.ctx.graph, found.records, self.intune.policies, self.users
                 )
@@ -258,7 +270,7 @@ class _Run:
                 self._membership = await self._audit(audit_read, needed)
             await self._brought_back()
         finally:
-            running = [f for f in (reading, writing) if f is not None and not f.done()]
+            running = [f for f in (reading, writing, *reads) if f is not None and not f.done()]
             for future in running:
                 future.cancel()
             if running:
