@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from monitors.jobs.context import missing_permissions
-from monitors.models import JSON, Finding, Unverified
+from monitors.models import JSON, Finding, NotEvaluated, Unverified
 from monitors.rules.enrollment import Judgement, JudgementState
 from monitors.rules.lifecycle import Change, Transition
 
@@ -30,23 +30,36 @@ class ScanReport:
         return "ok"
 
     def all_unverified(self) -> list[Unverified]:
-        items = list(self.unverified)
+        return self._tally()[2]
+
+    def _tally(self) -> tuple[Counter[JudgementState], Counter[str], list[Unverified]]:
+        """States, findings by kind, and every unverified fact (the run's, then each
+        judgement's in order), in one pass over the verdicts: a first scan of 100,000 holds a
+        million, and the run record is built while nothing else runs."""
+        states: Counter[JudgementState] = Counter()
+        findings: Counter[str] = Counter()
+        unverified = list(self.unverified)
         for j in self.judgements:
-            items.extend(j.unverified)
-        return items
+            states[j.state] += 1
+            for v in j.verdicts:
+                if isinstance(v, Finding):
+                    findings[v.kind] += 1
+                elif isinstance(v, NotEvaluated) and v.unverified:
+                    unverified.extend(v.unverified)
+        return states, findings, unverified
 
     def to_json(self, devices_limit: int | None = None) -> dict[str, JSON]:
-        states = Counter(j.state for j in self.judgements)
-        findings = Counter(
-            v.kind for j in self.judgements for v in j.verdicts if isinstance(v, Finding)
-        )
+        states, findings, unverified = self._tally()
         reasons = Counter(
             f"{u.source}: {u.reason.value}" + (f" (needs {u.permission})" if u.permission else "")
-            for u in self.all_unverified()
+            for u in unverified
         )
-        ordered = sorted(self.judgements, key=lambda j: j.deployment.enrolled_at)
-        # Only the rows shown are built: the run record asks for none of 100,000.
-        shown = ordered if devices_limit is None else ordered[:devices_limit]
+        # Only the rows shown are sorted and built: the run record asks for none of 100,000.
+        if devices_limit == 0:
+            shown: list[Judgement] = []
+        else:
+            ordered = sorted(self.judgements, key=lambda j: j.deployment.enrolled_at)
+            shown = ordered if devices_limit is None else ordered[:devices_limit]
         rows = [
             {
                 "device_name": j.deployment.device_name,
@@ -84,7 +97,7 @@ class ScanReport:
                 if t.change is not Change.UPDATED
             ],
             "unverified": dict(reasons.most_common()),
-            "missing_permissions": missing_permissions(self.all_unverified()),
+            "missing_permissions": missing_permissions(unverified),
             "graph_requests": self.graph_requests,
             "checkpoint_advanced": self.checkpoint_advanced,
             "devices": rows,
