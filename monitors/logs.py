@@ -54,11 +54,18 @@ def register_secret(value: str | None) -> None:
             _registered.add(value)
 
 
+# A substring each pattern's every match holds, casefolded as IGNORECASE folds (so "ſig=" and
+# a Kelvin-sign "Key" are found too): a value holding none of them, nearly every value, is
+# passed after a few C substring searches instead of the regex, a fifth of the cost.
+_MARKS = ("sig=", "accountkey=", "sharedaccesssignature=", "bearer", "validationtoken=", "client")
+
+
 def scrub(text: str) -> str:
     for secret in tuple(_registered):
         if secret in text:
             text = text.replace(secret, REDACTED)
-    if not _ANY_SECRET.search(text):
+    folded = text.casefold()
+    if not any(mark in folded for mark in _MARKS) or not _ANY_SECRET.search(text):
         return text
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + REDACTED, text)

@@ -1,6 +1,7 @@
 import json
 import logging
 
+import pytest
 import structlog
 
 from monitors.logs import REDACTED, configure_logging, redact_secrets, register_secret, scrub
@@ -32,6 +33,25 @@ def test_secret_shapes_inside_free_text_are_masked():
     assert "Zm9vYmFy" not in cleaned
     assert "eyJ0eXAi" not in cleaned
     assert cleaned.count(REDACTED) == 3
+
+
+@pytest.mark.parametrize(
+    "text,secret",
+    [
+        ("https://x/triggers?SIG=AbCdEf123&api=1", "AbCdEf123"),
+        (f"https://x/triggers?{chr(0x17F)}ig=AbCdEf123", "AbCdEf123"),  # long s folds to s
+        ("ACCOUNTKEY=Zm9vYmFy;", "Zm9vYmFy"),
+        (f"Account{chr(0x212A)}ey=Zm9vYmFy;", "Zm9vYmFy"),  # the Kelvin sign folds to k
+        ("sharedaccesssignature=sv-2020&x", "sv-2020"),
+        ("authorization: BEARER eyJ0eXAi.eyJzdWIi", "eyJ0eXAi"),
+        ("?ValidationToken=Validation%3a+Testing", "Validation%3a"),
+        ('{"ClientState": "abc123xyz"}', "abc123xyz"),
+        ("clientstate=abc123xyz", "abc123xyz"),
+    ],
+)
+def test_secret_shapes_are_masked_in_any_case_the_patterns_ignore(text: str, secret: str) -> None:
+    cleaned = scrub(text)
+    assert secret not in cleaned and REDACTED in cleaned
 
 
 def test_registered_secret_values_are_masked_anywhere(capsys):
