@@ -13,16 +13,44 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import azure.functions as func
 import pytest
+from aiohttp import web
 from azure.functions.timer import TimerRequest
 
 from monitors.settings import Settings
 
 T = TypeVar("T")
+
+
+# --- a loopback Graph stand-in ---------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """The app on a free loopback port for the block's length: its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def loopback_settings(base: str, **overrides: Any) -> Settings:
+    """Settings for a GraphClient of a loopback stand-in, signed in as nobody."""
+    fields: dict[str, Any] = {
+        "graph_endpoint": base,
+        "graph_credential": "none",
+        "storage_connection": None,
+        "storage_table_url": None,
+        "table_prefix": "t",
+    }
+    return Settings(**(fields | overrides))
 
 
 # --- the function app ------------------------------------------------------------------------

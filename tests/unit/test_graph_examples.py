@@ -35,7 +35,7 @@ from monitors.models import (
     UnverifiedReason,
 )
 from monitors.notifications.webhook import Rejected, parse_notifications
-from monitors.settings import Settings
+from tests.helpers import loopback_settings, serving
 
 EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "graph-examples"
 GRAPH_ROOT = "https://graph.microsoft.com"
@@ -93,26 +93,11 @@ def run(routes: dict[tuple[str, str], Any], call: Callable[[GraphClient], Awaita
     async def main() -> Any:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", server.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        server.base = f"http://127.0.0.1:{port}"
-        settings = Settings(
-            graph_endpoint=server.base,
-            graph_credential="none",
-            storage_connection=None,
-            storage_table_url=None,
-            table_prefix="t",
-            graph_max_retries=0,
-            export_timeout_seconds=30.0,
-        )
-        try:
+        async with serving(app) as base:
+            server.base = base
+            settings = loopback_settings(base, graph_max_retries=0, export_timeout_seconds=30.0)
             async with GraphClient(settings, retry_budget_seconds=0.0) as graph:
                 return await call(graph)
-        finally:
-            await runner.cleanup()
 
     _SERVERS[:] = [server]
     return asyncio.run(main())

@@ -16,7 +16,7 @@ from azure.core.credentials import AccessToken
 from monitors.graph.client import GraphClient
 from monitors.graph.errors import GraphCallError, classify
 from monitors.models import UnverifiedReason
-from monitors.settings import Settings
+from tests.helpers import loopback_settings, serving
 
 Answer = tuple[int, dict[str, str], Any]
 OK: Answer = (200, {}, {"responses": []})
@@ -56,20 +56,12 @@ def post(
     async def main() -> tuple[Any, GraphClient]:
         app = web.Application()
         app.router.add_post("/v1.0/$batch", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        settings = Settings(
-            graph_endpoint=base,
-            graph_credential="none" if credential is None else "default",
-            storage_connection=None,
-            storage_table_url=None,
-            table_prefix="t",
-            graph_max_retries=retries,
-        )
-        try:
+        async with serving(app) as base:
+            settings = loopback_settings(
+                base,
+                graph_credential="none" if credential is None else "default",
+                graph_max_retries=retries,
+            )
             async with GraphClient(
                 settings, credential=credential, retry_budget_seconds=budget
             ) as graph:
@@ -77,8 +69,6 @@ def post(
                     return await graph.post_json(graph.v1("$batch"), {"requests": []}), graph
                 except GraphCallError as exc:
                     return exc, graph
-        finally:
-            await runner.cleanup()
 
     answer, graph = asyncio.run(main())
     return answer, seen, graph

@@ -21,7 +21,7 @@ from monitors.graph import reports
 from monitors.graph.client import GraphClient
 from monitors.graph.errors import MalformedResponse
 from monitors.models import DeploymentStatus, Unverified, UnverifiedReason
-from monitors.settings import Settings
+from tests.helpers import loopback_settings, serving
 
 HEADER = ",".join(reports.DEPLOYMENT_COLUMNS) + ",DeploymentStatus_loc\r\n"
 
@@ -126,10 +126,8 @@ def serve(
     """An export job that is complete at once and whose file is ``download``'s answer."""
 
     async def main() -> Any:
-        base = ""
-
-        async def job(_request: web.Request) -> web.Response:
-            url = f"{base}/download/report.zip"
+        async def job(request: web.Request) -> web.Response:
+            url = f"{request.scheme}://{request.host}/download/report.zip"
             return web.json_response({"id": JOB, "status": "completed", "url": url})
 
         async def file(_request: web.Request) -> web.StreamResponse:
@@ -138,25 +136,12 @@ def serve(
         app = web.Application()
         app.router.add_post("/beta/deviceManagement/reports/exportJobs", job)
         app.router.add_get("/download/report.zip", file)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        settings = Settings(
-            graph_endpoint=base,
-            graph_credential="none",
-            storage_connection=None,
-            storage_table_url=None,
-            table_prefix="t",
-            graph_max_retries=retries,
-            export_timeout_seconds=30.0,
-        )
-        try:
+        async with serving(app) as base:
+            settings = loopback_settings(
+                base, graph_max_retries=retries, export_timeout_seconds=30.0
+            )
             async with GraphClient(settings, retry_budget_seconds=5.0 * retries) as graph:
                 return await call(graph, f"{base}/download/report.zip")
-        finally:
-            await runner.cleanup()
 
     return asyncio.run(main())
 
