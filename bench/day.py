@@ -31,7 +31,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devtools.simtenant.day import Truth, generate_day_scenario, ground_truth, kind_family
 from devtools.simtenant.scenario import Scenario

@@ -304,7 +304,10 @@ def bench_script(name: str, *args: str) -> dict[str, Any]:
         check=False,
         timeout=1800,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"bench/{name} failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
+    return json.loads(lines[-1])
 
 
 def machine() -> str:
@@ -883,11 +886,12 @@ def main() -> int:
         kept = json.loads(out.with_suffix(".json").read_text())
     results: dict[str, Any] = {"machine": machine(), "measured": kept.get("measured", {})}
     results.update({k: v for k, v in kept.items() if k in SECTIONS})
+    out.parent.mkdir(parents=True, exist_ok=True)
     for section in wanted:
         results[section] = measure(section, args)
         results["measured"][section] = {"date": time.strftime("%Y-%m-%d"), "command": command}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+        # Kept as each section ends: a later section failing loses none measured before it.
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     missing = [s for s in SECTIONS if s not in results]
     if missing:
         print(
