@@ -2,7 +2,9 @@
 
 The v1.0 surface is used through the typed SDK; the few beta endpoints (device preparation
 policies, report exports) are sent as RequestInformation through the same adapter, so auth,
-retries, redirects and error parsing are shared without pulling in the large beta SDK.
+retries, redirects and error parsing are shared without pulling in the large beta SDK. Only
+``$batch`` requests, most of a scan's round trips, go over aiohttp directly (``post_json``),
+with the same token, count, retry delays and budget.
 """
 
 from __future__ import annotations
@@ -238,14 +240,27 @@ class GraphClient(OwnedResources):
         # orjson: the scan parses a thousand 20-answer batches; its error is a JSONDecodeError.
         return orjson.loads(raw)
 
+    def _aiohttp_session(self) -> aiohttp.ClientSession:
+        """``post_json``'s connections, opened on first use (a session needs a running loop),
+        with the limits and timeouts of the SDK's."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.settings.graph_concurrency * 2),
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=10.0, sock_read=self.settings.graph_timeout_seconds
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
     async def post_json(self, url: str, body: Any) -> Any:
         """POST a JSON body straight over aiohttp, below the SDK's request adapter and
         middleware: for ``$batch``, a first scan's thousands of round trips, whose SDK path
-        costs three times the CPU of the request itself (``bench/graph_request.py``). What the
-        middleware does for them is done here the same way: the token from the same auth
-        provider, the request count, and retries of a throttled answer (429, 503, 504) after
-        its Retry-After, from the same budget. A failed answer raises ``GraphCallError`` with
-        Graph's status and error code, as the adapter's error does."""
+        costs two to three times the CPU of the request itself (``bench/graph_request.py``).
+        What the middleware does for them is done here the same way: the token from the same
+        auth provider, the request count, and retries of a throttled answer (429, 503, 504)
+        after its Retry-After, from the same budget. A failed answer raises ``GraphCallError``
+        with Graph's status and error code, as the adapter's error does."""
         content = orjson.dumps(body)
         info = RequestInformation()
         info.url = url
@@ -255,15 +270,7 @@ class GraphClient(OwnedResources):
             "Accept": "application/json",
             "Content-Type": "application/json",
         }
-        session = self._session
-        if session is None:
-            session = self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.settings.graph_concurrency * 2),
-                timeout=aiohttp.ClientTimeout(
-                    sock_connect=10.0, sock_read=self.settings.graph_timeout_seconds
-                ),
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
+        session = self._aiohttp_session()
         proxy = await self._proxies.options(url)
         label = endpoint_name("POST", url)
         for attempt in range(self._retry_option.max_retry + 1):

@@ -246,10 +246,10 @@ class _Run:
         # before it written: the device look-ups, most of a first scan's round trips, never
         # wait, and the Graph slots stay full between one chunk's look-ups and the next's.
         reads = [read(n) for n in range(READ_AHEAD)]
-        reading: asyncio.Future[DeviceReads] | None = None
         writing: asyncio.Future[None] | None = None
         try:
             for n in range(len(chunks)):
+                # Taken out of ``reads`` only once awaited: cancelled with the scan, or done.
                 reading = reads.pop(0)
                 assert reading is not None
                 found = await reading
@@ -270,7 +270,7 @@ class _Run:
                 self._membership = await self._audit(audit_read, needed)
             await self._brought_back()
         finally:
-            running = [f for f in (reading, writing, *reads) if f is not None and not f.done()]
+            running = [f for f in (writing, *reads) if f is not None and not f.done()]
             for future in running:
                 future.cancel()
             if running:
