@@ -483,6 +483,24 @@ class DeploymentStatus(StrEnum):
     UNKNOWN = "unknown"  # a status code the monitor does not know: never guessed
 
 
+def deployment_key(managed_device_id: str, enrolled_at: datetime) -> str:
+    """A deployment's key: the device and its enrollment time to the second."""
+    t = enrolled_at
+    if t.year < 1000:  # strftime's %Y does not pad these; keys made before stay the same
+        return f"{managed_device_id}_{t:%Y%m%dT%H%M%S}"
+    # %-formatting, not strftime: the same text at a third of the cost, made once per report
+    # row and per stored record read.
+    return "%s_%04d%02d%02dT%02d%02d%02d" % (  # noqa: UP031
+        managed_device_id,
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Deployment:
     """One row of the AutopilotV2DeploymentStatus report."""
@@ -505,9 +523,7 @@ class Deployment:
     completed_at: datetime | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "key", f"{self.managed_device_id}_{self.enrolled_at:%Y%m%dT%H%M%S}"
-        )
+        object.__setattr__(self, "key", deployment_key(self.managed_device_id, self.enrolled_at))
         completed = None
         if (
             self.status in (DeploymentStatus.SUCCESS, DeploymentStatus.FAILED)

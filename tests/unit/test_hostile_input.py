@@ -8,7 +8,7 @@ import io
 import json
 import string
 import zipfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import assume, example, given, settings
@@ -347,6 +347,35 @@ def test_report_times_parse_to_utc_or_are_malformed(text):
     # inside the accepted range (give or take a zone offset), which leaves room for any
     # deployment duration and audit window around it
     assert EARLIEST_TIME - timedelta(days=1) < parsed < LATEST_TIME + timedelta(days=1)
+
+
+# The report's own shape, with any one character replaced: the shortcut that reads this shape
+# must agree with the general reader (reached here through a leading space) on every one.
+report_shaped = st.builds(
+    lambda when, digit, at, char: (lambda t: t[:at] + char + t[at + 1 :])(
+        when.strftime("%Y-%m-%d %H:%M:%S.%f") + digit
+    ),
+    st.datetimes(),
+    st.sampled_from("0123456789"),
+    st.integers(0, 26),
+    st.sampled_from(list("0123456789 -:.+Tz\u0663a")),
+)
+
+
+@FAST
+@given(text=report_shaped)
+@example(text="2026-07-19 15:35:56.3022384")
+@example(text="2026-02-30 15:35:56.3022384")
+@example(text="1999-12-31 23:59:59.9999999")
+@example(text="2026-07-19 15:35:56.30223\u0663")
+def test_the_report_shape_reads_as_the_general_reader_reads_it(text):
+    def read(value: str) -> datetime | str:
+        try:
+            return parse_report_time(value)
+        except MalformedResponse:
+            return "malformed"
+
+    assert read(text) == read(" " + text)
 
 
 def zipped(name: str, content: bytes, compression: int = zipfile.ZIP_STORED) -> bytes:
