@@ -298,7 +298,6 @@ class Case:
     previously_missing: bool  # an etg_missing anomaly was opened for it before
     subject: Subject
     name: str  # how explanations name the device
-    evidence: dict[str, JSON]  # carried by every finding
     blockers: tuple[Unverified, ...]
     etg: EtgQuestion
     joins: JoinAnalysis | None  # only when the ETG question is open
@@ -320,7 +319,6 @@ class Case:
             previously_missing,
             subject_for(facts),
             d.device_name or d.managed_device_id,
-            _base_evidence(facts),
             blockers,
             etg,
             joins,
@@ -333,9 +331,9 @@ class Case:
     def found(
         self, kind: str, explanation: str, evidence: dict[str, JSON], note: str | None = None
     ) -> Finding:
-        return Finding(
-            kind, self.subject, explanation, KINDS[kind].fix, {**self.evidence, **evidence}, note
-        )
+        # What every finding carries, made only for findings: most deployments have none.
+        base = _base_evidence(self.facts)
+        return Finding(kind, self.subject, explanation, KINDS[kind].fix, {**base, **evidence}, note)
 
     def clear(self, kind: str, reason: str) -> Clear:
         return Clear(kind, self.subject, reason)

@@ -114,6 +114,11 @@ def _events(
     return tuple(record.events)
 
 
+_NOT_FOUND = devices.entra_object_ids.unverified(
+    UnverifiedReason.NOT_YET_VISIBLE, "no Entra device found for this deployment"
+)
+
+
 def prepare(key: str, record: DeploymentRecord, ev: Evidence) -> Prepared:
     """The record (of deployment ``key``) with what this run saw of its device, and the facts
     it is judged on."""
@@ -130,12 +135,9 @@ def prepare(key: str, record: DeploymentRecord, ev: Evidence) -> Prepared:
         audit_from=audit_from,
         policy=match if isinstance(match, PolicyMatch) else record.policy,
     )
-    object_id: str | Unverified = record.object_id or ev.device_problems.get(
-        key,
-        devices.entra_object_ids.unverified(
-            UnverifiedReason.NOT_YET_VISIBLE, "no Entra device found for this deployment"
-        ),
-    )
+    object_id: str | Unverified | None = record.object_id or ev.device_problems.get(key)
+    if object_id is None:
+        object_id = _NOT_FOUND
     items: tuple[InstallItem, ...] | Unverified | None = None
     if isinstance(ev.payload, Unverified):
         items = ev.payload
