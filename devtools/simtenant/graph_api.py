@@ -7,6 +7,7 @@ same code as top-level ones.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import uuid
@@ -127,6 +128,15 @@ class Route:
     versions: frozenset[str]
     pattern: re.Pattern[str]
     handler: Handler
+    # The pattern's literal start, lower case: an ASCII path without it cannot match, which a
+    # string comparison tells at a fraction of a failed regex match's cost.
+    prefix: str = ""
+
+
+def _literal_start(pattern: str) -> str:
+    """The letters, digits and slashes a route pattern starts with, lower case."""
+    literal = itertools.takewhile(lambda c: c.isascii() and (c.isalnum() or c == "/"), pattern)
+    return "".join(literal).lower()
 
 
 def parse_query(pairs: list[tuple[str, str]]) -> dict[str, str]:
@@ -363,6 +373,7 @@ class GraphApi:
                 versions,
                 re.compile(f"^{pattern}/?$", re.IGNORECASE),
                 handler,
+                _literal_start(pattern),
             )
         )
 
@@ -373,8 +384,12 @@ class GraphApi:
     def resolve(self, method: str, version: str, path: str) -> tuple[Route, dict[str, str]]:
         """Find the route for a request; unknown paths raise a Graph-shaped 404."""
         method_mismatch: Route | None = None
+        # IGNORECASE also matches a few non-ASCII letters to ASCII ones: those paths skip it.
+        folded = path.lower() if path.isascii() else ""
         for route in self.routes:
             if version not in route.versions:
+                continue
+            if folded and not folded.startswith(route.prefix):
                 continue
             match = route.pattern.match(path)
             if match is None:

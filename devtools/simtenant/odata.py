@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
 import uuid
 from collections.abc import Iterable
@@ -75,8 +76,16 @@ def error_body(
     }
 
 
+# Request ids need only be unique and GUID-shaped, never unguessable: drawn from a generator
+# seeded once, not from the system's entropy (a read per request, and several per $batch).
+_REQUEST_IDS = random.Random(uuid.uuid4().int)
+
+
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    """A version 4 GUID in text, as Graph's request-id header holds."""
+    h = f"{_REQUEST_IDS.getrandbits(128):032x}"
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
 
 
 def graph_time(value: datetime) -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 
 import httpx
@@ -154,3 +155,18 @@ def test_stats_count_requests_by_endpoint(
     assert tenant.stats() == {"groups.get": 1, "groups.owners": 2}
     tenant.reset_stats()
     assert tenant.stats() == {}
+
+
+def test_every_answer_carries_its_own_version_4_request_id(
+    client: httpx.Client, tenant: SimulatedTenant, policy_named: Callable[[str], Policy]
+) -> None:
+    group_id = policy_named("Contoso - Standard Laptops").etg_group_id
+    steps = [{"id": str(n), "method": "GET", "url": f"/groups/{group_id}"} for n in range(5)]
+    answer = client.post("/v1.0/$batch", json={"requests": steps})
+    assert answer.status_code == 200
+    ids = [answer.headers["request-id"]]
+    ids += [client.get(f"/v1.0/groups/{group_id}").headers["request-id"] for _ in range(5)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
