@@ -20,6 +20,7 @@ import math
 import socket
 import threading
 from collections import Counter
+from collections.abc import Awaitable, Coroutine
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -360,17 +361,40 @@ class SimService:
     async def _call(
         self, route: Route, greq: GraphRequest, request_id: str, client_request_id: str | None
     ) -> GraphResponse:
+        answered = self._call_now(route, greq, request_id, client_request_id)
+        return answered if isinstance(answered, GraphResponse) else await answered
+
+    def _call_now(
+        self, route: Route, greq: GraphRequest, request_id: str, client_request_id: str | None
+    ) -> GraphResponse | Coroutine[Any, Any, GraphResponse]:
+        """The handler's answer, or for a handler that waits, what awaiting it answers."""
         try:
             result = route.handler(greq)
-            if inspect.isawaitable(result):
-                result = await result
-            if isinstance(result.body, dict) and isinstance(result.body.get("value"), list):
-                self.stats.served(
-                    route.name, len(result.body["value"]), not self._has_delta_token(greq)
-                )
-            return result
         except GraphError as error:
             return self._error_response(error, request_id, client_request_id)
+        if inspect.isawaitable(result):
+            return self._call_later(result, route, greq, request_id, client_request_id)
+        return self._served(route, greq, result)
+
+    async def _call_later(
+        self,
+        result: Awaitable[GraphResponse],
+        route: Route,
+        greq: GraphRequest,
+        request_id: str,
+        client_request_id: str | None,
+    ) -> GraphResponse:
+        try:
+            return self._served(route, greq, await result)
+        except GraphError as error:
+            return self._error_response(error, request_id, client_request_id)
+
+    def _served(self, route: Route, greq: GraphRequest, result: GraphResponse) -> GraphResponse:
+        if isinstance(result.body, dict) and isinstance(result.body.get("value"), list):
+            self.stats.served(
+                route.name, len(result.body["value"]), not self._has_delta_token(greq)
+            )
+        return result
 
     async def _batch(self, outer: GraphRequest) -> GraphResponse:
         body = outer.body
@@ -402,10 +426,16 @@ class SimService:
                     f"Write request id : {item['id']} does not contain Content-Type header or body."
                 )
                 return self._error_response(error, new_request_id(), None)
-        # Graph runs independent steps concurrently; so do we, which lets inner
-        # latency rules overlap the way they would against the real service.
-        responses = await asyncio.gather(*(self._inner(outer, r) for r in requests))
-        return GraphResponse(status=200, body={"responses": list(responses)})
+        # Graph runs independent steps concurrently, each batch on its own. A step that has
+        # nothing to wait for (nearly every one) is answered at once, so a batch is answered
+        # when its own steps are, not once the steps of every batch in flight, interleaved on
+        # this one event loop, are; a step that waits (an inner latency rule, a handler that
+        # awaits) waits concurrently with the others, so inner latencies overlap as Graph's do.
+        steps = [self._inner(outer, r) for r in requests]
+        waiting = [step for step in steps if not isinstance(step, dict)]
+        later = iter(await asyncio.gather(*waiting)) if waiting else iter(())
+        responses = [step if isinstance(step, dict) else next(later) for step in steps]
+        return GraphResponse(status=200, body={"responses": responses})
 
     def _cap_page(self, greq: GraphRequest, *, asked_only: bool = False) -> None:
         """Serve pages of at most ``faults.page_cap`` items: the page size is the server's to
@@ -420,7 +450,10 @@ class SimService:
             if not top or (top.isdigit() and int(top) > cap):
                 greq.query["top"] = str(cap)
 
-    async def _inner(self, outer: GraphRequest, item: dict[str, Any]) -> dict[str, Any]:
+    def _inner(
+        self, outer: GraphRequest, item: dict[str, Any]
+    ) -> dict[str, Any] | Coroutine[Any, Any, dict[str, Any]]:
+        """One step's answer, or for a step that waits, what awaiting it answers."""
         request_id = new_request_id()
         inner_id = item["id"]
         method = str(item.get("method") or "GET").upper()
@@ -442,14 +475,11 @@ class SimService:
                 result["body"] = response.body
             return result
 
+        def error(graph_error: GraphError) -> dict[str, Any]:
+            return answer(self._error_response(graph_error, request_id, client_request_id))
+
         if url.lower().startswith(("http://", "https://")) or not url:
-            return answer(
-                self._error_response(
-                    bad_request("Batch request URLs must be relative."),
-                    request_id,
-                    client_request_id,
-                )
-            )
+            return error(bad_request("Batch request URLs must be relative."))
         parts = urlsplit(url if url.startswith("/") else "/" + url)
         raw_query = parse_qsl(parts.query, keep_blank_values=True)
         greq = GraphRequest(
@@ -464,15 +494,11 @@ class SimService:
         )
         try:
             route, params = self.api.resolve(method, greq.version, greq.path)
-        except GraphError as error:
+        except GraphError as unknown:
             self.stats.count("unknown")
-            return answer(self._error_response(error, request_id, client_request_id))
+            return error(unknown)
         if route.name == "$batch":
-            return answer(
-                self._error_response(
-                    bad_request("$batch cannot be nested."), request_id, client_request_id
-                )
-            )
+            return error(bad_request("$batch cannot be nested."))
         greq.params = params
         self.stats.count(route.name)
         self._cap_page(greq, asked_only=True)
@@ -482,21 +508,30 @@ class SimService:
             has_delta_token=self._has_delta_token(greq),
             query=" ".join(greq.query.values()),
         )
-        if decision.delay_s:
+
+        def run() -> dict[str, Any] | Coroutine[Any, Any, dict[str, Any]]:
+            if decision.fault is not None:
+                if decision.fault.kind == "reset":
+                    raise _ResetConnection
+                if decision.fault.kind == "hang":
+                    raise _Hang
+                if decision.fault.kind == "corrupt":
+                    return answer(GraphResponse(200, CORRUPT_BODY))
+                return error(self._fault_error(decision.fault))
+            answered = self._call_now(route, greq, request_id, client_request_id)
+            if isinstance(answered, GraphResponse):
+                return answer(answered)
+            return answered_later(answered)
+
+        async def answered_later(answered: Awaitable[GraphResponse]) -> dict[str, Any]:
+            return answer(await answered)
+
+        async def after_delay() -> dict[str, Any]:
             await asyncio.sleep(decision.delay_s)
-        if decision.fault is not None:
-            if decision.fault.kind == "reset":
-                raise _ResetConnection
-            if decision.fault.kind == "hang":
-                raise _Hang
-            if decision.fault.kind == "corrupt":
-                return answer(GraphResponse(200, CORRUPT_BODY))
-            return answer(
-                self._error_response(
-                    self._fault_error(decision.fault), request_id, client_request_id
-                )
-            )
-        return answer(await self._call(route, greq, request_id, client_request_id))
+            step = run()
+            return step if isinstance(step, dict) else await step
+
+        return after_delay() if decision.delay_s else run()
 
     # ------------------------------------------------------------------ Teams
 
