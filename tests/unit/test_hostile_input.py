@@ -349,16 +349,17 @@ def test_report_times_parse_to_utc_or_are_malformed(text):
     assert EARLIEST_TIME - timedelta(days=1) < parsed < LATEST_TIME + timedelta(days=1)
 
 
-# The report's own shape, with any one character replaced: the shortcut that reads this shape
-# must agree with the general reader (reached here through a leading space) on every one.
+# The report's and the audit log's own shapes, with any one character replaced: the shortcut
+# that reads them must agree with the general reader (reached through a leading space).
 report_shaped = st.builds(
-    lambda when, digit, at, char: (lambda t: t[:at] + char + t[at + 1 :])(
-        when.strftime("%Y-%m-%d %H:%M:%S.%f") + digit
+    lambda when, fmt, digit, at, char: (lambda t: t[:at] + char + t[at + 1 :])(
+        when.strftime(fmt).replace("#", digit)
     ),
     st.datetimes(),
+    st.sampled_from(["%Y-%m-%d %H:%M:%S.%f#", "%Y-%m-%dT%H:%M:%S.%f#Z"]),
     st.sampled_from("0123456789"),
-    st.integers(0, 26),
-    st.sampled_from(list("0123456789 -:.+Tz\u0663a")),
+    st.integers(0, 27),
+    st.sampled_from(list("0123456789 -:.+TtZz\u0663a")),
 )
 
 
@@ -368,6 +369,9 @@ report_shaped = st.builds(
 @example(text="2026-02-30 15:35:56.3022384")
 @example(text="1999-12-31 23:59:59.9999999")
 @example(text="2026-07-19 15:35:56.30223\u0663")
+@example(text="2026-11-13T08:02:17.9725310Z")
+@example(text="2026-11-13T08:02:17.9725310+")
+@example(text="2026-11-13t08:02:17.9725310Z")
 def test_the_report_shape_reads_as_the_general_reader_reads_it(text):
     def read(value: str) -> datetime | str:
         try:
