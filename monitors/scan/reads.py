@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from monitors.aio import between_turns
 from monitors.graph import audit, devices, policies, reports
 from monitors.graph.client import GraphClient
 from monitors.graph.policies import PolicyWithEtg
@@ -146,8 +147,14 @@ async def read_devices(graph: GraphClient, records: Mapping[str, DeploymentRecor
         if entra_id and not r.object_id:
             need_obj[key] = entra_id
     object_ids = await _by_key(need_obj, lambda ids: devices.entra_object_ids(graph, ids), problems)
-    out = {key: _with_device(key, r, managed, object_ids) for key, r in records.items()}
+    out: dict[str, DeploymentRecord] = {}
+    async for part in between_turns(list(records.items()), RECORDS_PER_TURN):
+        out.update((key, _with_device(key, r, managed, object_ids)) for key, r in part)
     return DeviceReads(out, problems)
+
+
+# Records given what was read of their devices between two turns of the event loop.
+RECORDS_PER_TURN = 500
 
 
 @dataclass(frozen=True, slots=True)

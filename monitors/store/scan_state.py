@@ -399,6 +399,8 @@ class ScanState:
                     # Rows are encoded as their transaction leaves: only those in flight are
                     # held encoded.
                     ops = [("upsert", _record_entity(r, partition, now), REPLACE) for r in chunk]
+                    # And one between building the rows and encoding them.
+                    await asyncio.sleep(0)
                     await transactions.submit(table, ops)
                 except asyncio.CancelledError:
                     raise
