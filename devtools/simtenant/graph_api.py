@@ -1681,7 +1681,7 @@ class GraphApi:
             records, next_cursor = self.state.audit_page(query, snapshot, cursor, top)
         body: dict[str, Any] = {
             "@odata.context": req.context("auditLogs/directoryAudits"),
-            "value": [self._audit_json(r) for r in records],
+            "value": self._audit_page_json(records),
         }
         if next_cursor is not None:
             body["@odata.nextLink"] = req.link(
@@ -1689,12 +1689,75 @@ class GraphApi:
             )
         return self._ok(body)
 
-    def _audit_json(self, record: MembershipRecord) -> dict[str, Any]:
+    def _audit_page_json(self, records: list[MembershipRecord]) -> list[dict[str, Any]]:
+        """A page of records, each actor's and group's part made once per page: a page holds
+        hundreds of events by the same provisioning client into the same few ETGs."""
+        actors: dict[tuple[str, str], dict[str, Any]] = {}
+        groups: dict[str, tuple[str | None, str, str | None]] = {}
+        out = []
+        for record in records:
+            actor = (record.actor, record.audit_actor_fields)
+            if actor not in actors:
+                actors[actor] = self._audit_actor(record)
+            if record.group_id not in groups:
+                name = self.state.group_display_name(record.group_id)
+                groups[record.group_id] = (
+                    name,
+                    json.dumps(record.group_id),
+                    json.dumps(name) if name is not None else None,
+                )
+            out.append(self._audit_json(record, actors[actor], groups[record.group_id]))
+        return out
+
+    def _audit_actor(self, record: MembershipRecord) -> dict[str, Any]:
+        """The event's ``initiatedBy``."""
         state = self.state
-        group_name = state.group_display_name(record.group_id)
+        if record.actor == "monitor":
+            monitor = state.monitor_app()
+            return {
+                "app": {
+                    "appId": monitor.app_id,
+                    "displayName": monitor.display_name,
+                    "servicePrincipalId": monitor.object_id,
+                    "servicePrincipalName": None,
+                },
+                "user": None,
+            }
+        if record.actor == "provisioning_client":
+            pc = state.provisioning_client()
+            fields = record.audit_actor_fields
+            return {
+                "app": {
+                    "appId": pc.app_id if fields in ("both", "appId") else None,
+                    "displayName": pc.display_name if fields in ("both", "displayName") else None,
+                    "servicePrincipalId": pc.object_id if fields == "both" else None,
+                    "servicePrincipalName": None,
+                },
+                "user": None,
+            }
+        admin = state.admin_user
+        return {
+            "app": None,
+            "user": {
+                "id": admin.id if admin else None,
+                "displayName": None,
+                "userPrincipalName": admin.user_principal_name if admin else None,
+                "ipAddress": "",
+                "userType": None,
+                "homeTenantId": None,
+                "homeTenantName": None,
+            },
+        }
+
+    def _audit_json(
+        self,
+        record: MembershipRecord,
+        initiated: dict[str, Any],
+        group: tuple[str | None, str, str | None],
+    ) -> dict[str, Any]:
+        state = self.state
+        group_name, quoted_group, quoted_name = group
         member = state.directory_object(record.member_id)
-        quoted_group = json.dumps(record.group_id)
-        quoted_name = json.dumps(group_name) if group_name is not None else None
         adding = record.op == "add"
         modified = [
             {
@@ -1708,44 +1771,6 @@ class GraphApi:
                 "newValue": quoted_name if adding else None,
             },
         ]
-        initiated: dict[str, Any]
-        if record.actor == "monitor":
-            monitor = state.monitor_app()
-            initiated = {
-                "app": {
-                    "appId": monitor.app_id,
-                    "displayName": monitor.display_name,
-                    "servicePrincipalId": monitor.object_id,
-                    "servicePrincipalName": None,
-                },
-                "user": None,
-            }
-        elif record.actor == "provisioning_client":
-            pc = state.provisioning_client()
-            fields = record.audit_actor_fields
-            initiated = {
-                "app": {
-                    "appId": pc.app_id if fields in ("both", "appId") else None,
-                    "displayName": pc.display_name if fields in ("both", "displayName") else None,
-                    "servicePrincipalId": pc.object_id if fields == "both" else None,
-                    "servicePrincipalName": None,
-                },
-                "user": None,
-            }
-        else:
-            admin = state.admin_user
-            initiated = {
-                "app": None,
-                "user": {
-                    "id": admin.id if admin else None,
-                    "displayName": None,
-                    "userPrincipalName": admin.user_principal_name if admin else None,
-                    "ipAddress": "",
-                    "userType": None,
-                    "homeTenantId": None,
-                    "homeTenantName": None,
-                },
-            }
         return {
             "id": _sequence_uuid(self._audit_salt, record.seq),
             "category": "GroupManagement",
