@@ -115,6 +115,7 @@ def audit_since(
         # Policy not known yet: any ETG may hold its events.
         groups = etg.group_ids if etg is not None and not isinstance(etg, Unverified) else etg_ids
         for g in groups:
-            if g in since and not covered(r, (g,), window.lookback_start):
-                since[g] = min(since[g], needed)
+            # Coverage asked only where it could move the start: most devices enrolled after it.
+            if g in since and needed < since[g] and not covered(r, (g,), window.lookback_start):
+                since[g] = needed
     return {g: max(t, window.lookback_start) for g, t in since.items()}
