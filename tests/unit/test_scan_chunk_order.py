@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from monitors.models import Deployment, DeploymentStatus
-from monitors.scan.pipeline import _in_time_order
+from monitors.scan.pipeline import CHUNK, TAPER, _in_time_order, chunked
 from monitors.store.scan_state import DeploymentRecord
 
 START = datetime(2026, 11, 13, 8, 0, tzinfo=UTC)
@@ -34,3 +34,19 @@ def test_a_device_enrolled_twice_keeps_its_deployments_together_at_its_first() -
     order = [records[k] for k in _in_time_order(records)]
     assert [(r.deployment.managed_device_id) for r in order] == ["a", "z", "z", "m", "q"]
     assert order[1].deployment.enrolled_at < order[2].deployment.enrolled_at
+
+
+def test_chunks_keep_every_key_once_in_order_and_taper_to_the_smallest_last() -> None:
+    for n in (0, 1, 299, 300, 4500, 4501, 20000, 100000):
+        keys = [f"k{i:06d}" for i in range(n)]
+        chunks = chunked(keys)
+        assert [k for chunk in chunks for k in chunk] == keys
+        assert all(0 < len(chunk) <= CHUNK for chunk in chunks)
+        if n >= sum(TAPER):
+            assert tuple(len(c) for c in chunks[-len(TAPER) :]) == TAPER
+    # What is left over from whole chunks and the taper comes first, not at the end.
+    assert [len(c) for c in chunked([str(i) for i in range(20000)])] == [
+        500,
+        *[CHUNK] * 5,
+        *TAPER,
+    ]
