@@ -66,7 +66,9 @@ LOCALIZATION_TYPES = ("LocalizedValuesAsAdditionalColumn", "ReplaceLocalizableVa
 
 def report_time(value: datetime) -> str:
     """EnrollmentTimeInUtc as the report writes it: seven fractional digits, no zone."""
-    return value.strftime("%Y-%m-%d %H:%M:%S") + f".{value.microsecond:06d}0"
+    # isoformat, not strftime: the same text (four-digit years) at a third of the cost, for
+    # every row of every export.
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds") + "0"
 
 
 def report_shows(device: DeviceSpec, now_ts: float) -> bool:
@@ -237,20 +239,25 @@ def output_columns(report_name: str, select: list[str] | None, localization: str
 def shape_rows(
     rows: list[dict[str, str]], columns: list[str], localization: str
 ) -> list[list[str]]:
-    shaped = []
     replace = localization == "ReplaceLocalizableValues"
-    for row in rows:
-        values = []
-        for column in columns:
-            if column.endswith("_loc"):
-                source = column[:-4]
-                values.append(LOCALIZED_COLUMNS[source].get(row[source], ""))
-            elif replace and column in LOCALIZED_COLUMNS:
-                values.append(LOCALIZED_COLUMNS[column].get(row[column], row[column]))
-            else:
-                values.append(row[column])
-        shaped.append(values)
-    return shaped
+    # Each column's reading decided once, not at every cell of every row.
+    plan: list[tuple[str, dict[str, str] | None, str | None]] = []
+    for column in columns:
+        if column.endswith("_loc"):
+            plan.append((column[:-4], LOCALIZED_COLUMNS[column[:-4]], ""))
+        elif replace and column in LOCALIZED_COLUMNS:
+            plan.append((column, LOCALIZED_COLUMNS[column], None))
+        else:
+            plan.append((column, None, None))
+    return [
+        [
+            row[source]
+            if labels is None
+            else labels.get(row[source], row[source] if missing is None else missing)
+            for source, labels, missing in plan
+        ]
+        for row in rows
+    ]
 
 
 def render_csv(columns: list[str], values: list[list[str]]) -> bytes:
@@ -275,7 +282,9 @@ def render_json(columns: list[str], values: list[list[str]]) -> bytes:
 
 def zip_bytes(name: str, payload: bytes) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    # Deflated, as the service's archives are; at the fastest level, which the simulator's
+    # export thread, sharing the machine with the client under test, can afford.
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         archive.writestr(name, payload)
     return buffer.getvalue()
 
