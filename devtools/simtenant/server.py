@@ -426,7 +426,9 @@ class SimService:
                     f"Write request id : {item['id']} does not contain Content-Type header or body."
                 )
                 return self._error_response(error, new_request_id(), None)
-        # Graph runs independent steps concurrently, each batch on its own. A step that has
+        # Graph runs independent steps in any order and answers them in any order
+        # (microsoft-graph-docs-contrib concepts/json-batching.md: "Responses to the batched
+        # requests might appear in a different order"), each batch on its own. A step that has
         # nothing to wait for (nearly every one) is answered at once, so a batch is answered
         # when its own steps are, not once the steps of every batch in flight, interleaved on
         # this one event loop, are; a step that waits (an inner latency rule, a handler that

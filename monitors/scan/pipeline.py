@@ -29,8 +29,9 @@ import itertools
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
+from monitors.aio import between_turns
 from monitors.graph.reports import Wanted
 from monitors.graph.slots import ranked
 from monitors.jobs.context import JobContext, recorded_run
@@ -164,20 +165,12 @@ CHUNK = 3000
 TAPER = (2400, 1200, 600, 300)
 # Chunks whose devices are being read while one is judged.
 READ_AHEAD = 2
-T = TypeVar("T")
 
 
 # Deployments judged between two turns of the event loop (about 5 ms): judging a whole chunk
 # at once would hold back, for a quarter of a second, the answers of the device look-ups and
 # writes in flight, and 250 at a time still held them for 13 ms.
 JUDGE_SLICE = 100
-
-
-def _slices(items: Mapping[str, T]) -> list[dict[str, T]]:
-    keys = list(items)
-    return [
-        {k: items[k] for k in keys[i : i + JUDGE_SLICE]} for i in range(0, len(keys), JUDGE_SLICE)
-    ]
 
 
 def chunked(keys: list[str]) -> list[list[str]]:
@@ -332,20 +325,19 @@ class _Run:
         )
         self.gaps.extend(users.gaps)
         prepared: dict[str, Prepared] = {}
-        for records in _slices(users.records):
-            prepared.update((key, prepare(key, r, evidence)) for key, r in records.items())
-            await asyncio.sleep(0)
+        async for records in between_turns(list(users.records.items()), JUDGE_SLICE):
+            prepared.update((key, prepare(key, r, evidence)) for key, r in records)
         undecided = {
             k: p.record for k, p in prepared.items() if needs_membership_check(p.facts, now)
         }
         members = await read_current_membership(self.ctx.graph, undecided)
         out: dict[str, tuple[DeploymentRecord, Judgement]] = {}
-        for part in _slices(prepared):
+        async for items in between_turns(list(prepared.items()), JUDGE_SLICE):
+            part = dict(items)
             judgements = judge_all(part, members, self.stored.anomalies, self.rules, now)
             out.update(
                 (k, (judged_record(part[k].record, j, now), j)) for k, j in judgements.items()
             )
-            await asyncio.sleep(0)
         return out
 
     async def _write(self, judged: dict[str, tuple[DeploymentRecord, Judgement]]) -> None:
